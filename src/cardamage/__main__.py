@@ -1,0 +1,5 @@
+import sys
+
+from cardamage.cli import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""`cardamage synth | train | evaluate | predict`: thin commands over the library.
+
+Heavy imports (TensorFlow) happen inside the commands so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cardamage.errors import CardamageError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="k-fold cross-validation training; writes a run directory")
+    p.add_argument("--config", type=Path, help="JSON file with any of the options below")
+    p.add_argument("--data", type=Path, help="manifest CSV (tidy or the original's format)")
+    p.add_argument("--images", type=Path, help="image root (default: the manifest's folder)")
+    p.add_argument("--out", type=Path, help="run directory to create")
+    p.add_argument("--backbone", help="mobilenet, mobilenetv2, resnet50v2, efficientnetv2b0, ...")
+    p.add_argument("--weights", help="'imagenet' (download), 'none', or a Keras weights file")
+    p.add_argument("--alpha", type=float, help="width multiplier of MobileNet backbones")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--layout", choices=["shared", "per_task"],
+                   help="one backbone for all tasks (default) or one per task, as the original")
+    p.add_argument("--folds", type=int)
+    p.add_argument("--epochs", type=int, help="most epochs of the head phase")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--views", type=int, help="cached views per image (1 clean + augmented)")
+    p.add_argument("--fine-tune-layers", type=int, help="top backbone layers to fine-tune (-1: all)")
+    p.add_argument("--fine-tune-epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--cache-dir", type=Path)
+    p.add_argument("--overwrite", action="store_true", default=None)
+    p.add_argument("--skip-bad", action="store_true", default=None,
+                   help="train on the valid rows; write the bad ones to the run directory")
+    p.set_defaults(run=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cardamage.config import load_train_config
+    from cardamage.train.crossval import cross_validate
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "run", "command")}
+    cfg = load_train_config(args.config, overrides)
+    if cfg.data is None:
+        raise CardamageError("no data: give --data or 'data' in --config")
+    summary = cross_validate(cfg)
+    print(f"\nrun directory: {cfg.out}")
+    for name, task in summary["tasks"].items():
+        h = task["headline"]
+        print(f"  {name}: {h['metric']} per fold {[round(v, 3) for v in h['per_fold']]}, "
+              f"mean {h['mean']:.3f}; out-of-fold macro-F1 {task['out_of_fold']['macro_f1']:.3f}")
+    print(f"  best fold: {summary['best_fold']}; chosen model: {cfg.out / 'model'}")
+    return 0
+
+
+def _synth_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="draw a labelled data set of car photos (the embedded default)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--n", type=int, default=1825)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_synth)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from cardamage.data.synthetic import generate_dataset
+
+    if args.n < 1 or args.size < 32:
+        raise CardamageError("--n must be at least 1 and --size at least 32")
+    manifest = generate_dataset(args.out, n=args.n, size=args.size, seed=args.seed, progress=True)
+    print(f"wrote {args.n} images and {manifest}")
+    return 0
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a trained model on a labelled set")
+    p.add_argument("--model", type=Path, required=True, help="run directory or model directory")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--images", type=Path)
+    p.add_argument("--out", type=Path, help="write evaluation.json here")
+    p.add_argument("--show", type=int, default=0, help="print the first N predictions with the truth")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(run=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from cardamage.evaluate.heldout import evaluate_model
+    from cardamage.evaluate.report import write_summary_json
+    from cardamage.inference.predictor import Predictor
+
+    predictor = Predictor.load(args.model)
+    metrics, rows = evaluate_model(predictor, args.data, args.images or args.data.parent, args.batch_size)
+    if args.show:
+        _print_rows(rows[: args.show], [t.name for t in predictor.tasks])
+    print(f"\nheld-out scores on {len(rows)} images:")
+    for task in predictor.tasks:
+        m = metrics[task.name]
+        main = (f"accuracy {m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}"
+                if task.multiclass else f"mAP {m['mAP']:.3f}, exact match {m['exact_match']:.3f}")
+        print(f"  {task.name:<12} macro-F1 {m['macro_f1']:.3f}, {main}")
+    if args.out:
+        write_summary_json(args.out / "evaluation.json", {"data": str(args.data), "tasks": metrics})
+        print(f"wrote {args.out / 'evaluation.json'}")
+    return 0
+
+
+def _print_rows(rows: list[dict], names: list[str]) -> None:
+    width = max(len(r["image"]) for r in rows)
+    print(f"{'image':<{width}}  " + "  ".join(f"{n + ' (truth -> predicted)':<34}" for n in names))
+    for row in rows:
+        cells = []
+        for name in names:
+            truth, predicted = row[name]
+            mark = " " if truth == predicted else "*"
+            cells.append(f"{mark}{truth or '-'} -> {predicted or '-'}"[:34].ljust(34))
+        print(f"{row['image']:<{width}}  " + "  ".join(cells))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cardamage", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_synth_parser, _train_parser, _evaluate_parser):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CardamageError as e:
+        print(f"cardamage: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cardamage: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Typed, validated configuration. Unknown keys and wrong types are errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cardamage.errors import CardamageError
+from cardamage.tasks import Task, TaskKind, default_label_file, read_label_file
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    kind: TaskKind
+    #: A label file (one label a line); defaults to the packaged file for the default tasks.
+    labels_file: Path | None = None
+
+    def to_task(self) -> Task:
+        path = self.labels_file or default_label_file(self.name)
+        if not path.exists():
+            raise CardamageError(f"task '{self.name}': label file {path} not found (set labels_file)")
+        return Task(self.name, self.kind, read_label_file(path))
+
+
+DEFAULT_TASKS = (
+    TaskConfig(name="severity", kind=TaskKind.MULTICLASS),
+    TaskConfig(name="location", kind=TaskKind.MULTILABEL),
+    TaskConfig(name="damage_type", kind=TaskKind.MULTILABEL),
+)
+
+
+class AugmentConfig(_Strict):
+    """On-the-fly augmentation; only label-preserving changes (a flipped car keeps its labels)."""
+
+    flip: bool = True
+    brightness: float = Field(0.2, ge=0, le=1)
+    contrast: float = Field(0.3, ge=0, le=1)
+    zoom: float = Field(0.1, ge=0, le=0.5)
+    translate: float = Field(0.05, ge=0, le=0.5)
+
+
+class TrainConfig(_Strict):
+    data: Path
+    images: Path | None = None  # image root; defaults to the manifest's folder
+    out: Path
+    tasks: tuple[TaskConfig, ...] = DEFAULT_TASKS
+    backbone: str = "mobilenetv2"
+    weights: str = "imagenet"  # 'imagenet' (Keras download), 'none', or a weights file
+    alpha: float | None = Field(None, gt=0, le=1.4)
+    image_size: int = Field(224, ge=32, le=1024)
+    layout: Literal["shared", "per_task"] = "shared"
+    folds: int = Field(5, ge=2, le=20)
+    seed: int = 42
+    # head phase (backbone frozen, trained on cached features)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_decay_start: int = Field(6, ge=0)  # the original: lr * exp(-decay) per epoch after this
+    lr_decay: float = Field(0.1, ge=0)
+    patience: int = Field(8, ge=1)
+    head_units: int = Field(256, ge=0)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    loss_weights: dict[str, float] = Field(default_factory=dict)
+    class_weights: bool = True
+    views: int = Field(4, ge=1, le=64)  # cached views per image: 1 clean + (views - 1) augmented
+    augment: AugmentConfig = AugmentConfig()
+    # fine-tuning phase (end to end through tf.data); 0 layers = off, -1 = the whole backbone
+    fine_tune_layers: int = Field(0, ge=-1)
+    fine_tune_epochs: int = Field(10, ge=1)
+    fine_tune_learning_rate: float = Field(1e-5, gt=0)
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    tune_thresholds: bool = True
+    cache_dir: Path | None = None
+    overwrite: bool = False
+    skip_bad: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names repeat: {names}")
+        unknown = sorted(set(self.loss_weights) - set(names))
+        if unknown:
+            raise ValueError(f"loss_weights name unknown task(s) {unknown} (tasks: {names})")
+        return self
+
+    @property
+    def image_root(self) -> Path:
+        return self.images if self.images is not None else self.data.parent
+
+    def build_tasks(self) -> list[Task]:
+        return [t.to_task() for t in self.tasks]
+
+
+def format_validation_error(e: ValidationError, source: str) -> str:
+    """One line per problem, naming the field: 'train.json: image_size: Input should be ...'."""
+    lines = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{source}: {where}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def read_json_config(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CardamageError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise CardamageError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CardamageError(f"cannot read config {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise CardamageError(f"{path}: a config must be a JSON object")
+    return data
+
+
+def load_train_config(config_file: Path | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Config file values, then command-line flags on top (flags left unset are None)."""
+    values: dict[str, Any] = read_json_config(config_file) if config_file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as e:
+        raise CardamageError(format_validation_error(e, str(config_file or "options"))) from None

@@ -1,0 +1,70 @@
+"""Image batches for training and feature extraction: parallel decoding, augmentation, tf.data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cardamage.config import AugmentConfig
+from cardamage.data.images import load_image
+
+
+def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential:
+    """Label-preserving photometric and geometric changes on [0, 255] pixels.
+
+    Only horizontal flips: an upside-down car (the original also flipped vertically) is not a
+    photo anyone will send, and a left-right flip keeps front, rear and side where they are.
+    """
+    layers: list[keras.layers.Layer] = []
+    if cfg.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if cfg.zoom:
+        layers.append(keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="reflect", seed=seed + 1))
+    if cfg.translate:
+        layers.append(keras.layers.RandomTranslation(cfg.translate, cfg.translate,
+                                                     fill_mode="reflect", seed=seed + 2))
+    if cfg.brightness:
+        layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3))
+    if cfg.contrast:
+        layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4))
+    return keras.Sequential(layers, name="augment")
+
+
+def iter_image_batches(paths: Sequence[Path], size: int, batch_size: int,
+                       workers: int = 4) -> Iterator[np.ndarray]:
+    """Decode in a thread pool (Pillow releases the GIL) while the caller runs the model."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            yield np.stack(list(pool.map(lambda p: load_image(p, size), chunk))).astype(np.float32)
+
+
+def image_dataset(paths: Sequence[Path], targets: dict[str, np.ndarray], size: int, batch_size: int,
+                  *, augment: keras.Sequential | None, shuffle_seed: int | None,
+                  sample_weights: dict[str, np.ndarray] | None = None):
+    """A tf.data pipeline for end-to-end training: parallel decode, augment, prefetch."""
+    import tensorflow as tf
+
+    def decode(path: bytes) -> np.ndarray:
+        return load_image(path.decode(), size).astype(np.float32)
+
+    def load(path, *rest):
+        image = tf.numpy_function(decode, [path], tf.float32)
+        image.set_shape((size, size, 3))
+        return (image, *rest)
+
+    columns = (tf.constant([str(p) for p in paths]), targets)
+    if sample_weights is not None:
+        columns = (*columns, sample_weights)
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    if augment is not None:
+        ds = ds.map(lambda x, *rest: (augment(x, training=True), *rest),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,32 @@
+"""Score a trained model on a labelled set it never saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cardamage.data.manifest import load_manifest
+from cardamage.evaluate.metrics import decide, task_metrics
+from cardamage.inference.predictor import Predictor
+
+
+def evaluate_model(predictor: Predictor, data: Path, image_root: Path, batch_size: int = 32
+                   ) -> tuple[dict, list[dict]]:
+    """Return (metrics per task, one row per image with truth and prediction)."""
+    manifest, _ = load_manifest(data, image_root, predictor.tasks)
+    parts: dict[str, list[np.ndarray]] = {t.name: [] for t in predictor.tasks}
+    for prediction in predictor.iter_predict(manifest.paths(), batch_size):
+        for name, task_prediction in prediction.tasks.items():
+            parts[name].append(task_prediction.scores)
+    scores = {name: np.stack(values) for name, values in parts.items()}
+    metrics = {t.name: task_metrics(t, manifest.targets(t), scores[t.name]) for t in predictor.tasks}
+    rows = []
+    for i, image in enumerate(manifest.images):
+        row = {"image": image}
+        for task in predictor.tasks:
+            predicted = decide(task, scores[task.name][i:i + 1])[0]
+            row[task.name] = (";".join(manifest.labels[task.name][i]),
+                              ";".join(label for label, on in zip(task.labels, predicted, strict=True) if on))
+        rows.append(row)
+    return metrics, rows

@@ -1,0 +1,122 @@
+"""Registry of ImageNet backbones. Each entry owns its preprocessing and where its weights come from.
+
+Every backbone built here takes float RGB pixels in [0, 255] and returns pooled features, so the
+training pipeline, the predictor and every export share one input contract and nobody
+re-implements preprocessing (the original divided by 255 for backbones that expect [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from cardamage.errors import CardamageError
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    constructor: Callable[..., keras.Model]
+    #: "tf" scales [0, 255] to [-1, 1] in the model; "builtin" means the application does it.
+    preprocessing: str
+    takes_alpha: bool = False
+    description: str = ""
+
+
+def _app(attr: str) -> Callable[..., keras.Model]:
+    """Resolve a keras.applications constructor lazily, so the registry costs nothing to import."""
+    return lambda **kw: getattr(keras.applications, attr)(**kw)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec("mobilenet", _app("MobileNet"), "tf", takes_alpha=True,
+                     description="MobileNet v1 (the original's small model); alpha 0.25-1.0"),
+        BackboneSpec("mobilenetv2", _app("MobileNetV2"), "tf", takes_alpha=True,
+                     description="MobileNetV2; alpha 0.35-1.4"),
+        BackboneSpec("resnet50v2", _app("ResNet50V2"), "tf",
+                     description="ResNet50V2 (the original's large model)"),
+        BackboneSpec("efficientnetv2b0", _app("EfficientNetV2B0"), "builtin",
+                     description="EfficientNetV2-B0: modern, accurate for its cost"),
+        BackboneSpec("efficientnetv2s", _app("EfficientNetV2S"), "builtin",
+                     description="EfficientNetV2-S: best accuracy here, needs a GPU to train"),
+        BackboneSpec("convnext_tiny", _app("ConvNeXtTiny"), "builtin",
+                     description="ConvNeXt-Tiny"),
+    )
+}
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        known = ", ".join(sorted(BACKBONES))
+        raise CardamageError(f"unknown backbone '{name}' (known: {known})") from None
+
+
+def weights_id(weights: str) -> str:
+    """A stable identity of a weights source, for cache keys and run records."""
+    if weights in ("imagenet", "none"):
+        return weights
+    path = Path(weights)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{path.name}:sha256:{digest.hexdigest()[:16]}"
+
+
+def _check_weights(weights: str) -> str | None:
+    """Keras' weights argument: 'imagenet' (download to the Keras cache), None, or a file path."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return weights
+    path = Path(weights)
+    if not path.is_file():
+        raise CardamageError(
+            f"weights file not found: {weights} (use 'imagenet', 'none' or a Keras weights file)"
+        )
+    return str(path)
+
+
+def build_backbone(name: str, weights: str, image_size: int, alpha: float | None = None) -> keras.Model:
+    """Pixels in [0, 255] -> pooled features, preprocessing inside the model."""
+    spec = get_backbone_spec(name)
+    kwargs: dict = {
+        "include_top": False,
+        "weights": _check_weights(weights),
+        "input_shape": (image_size, image_size, 3),
+        "pooling": "avg",
+    }
+    if alpha is not None:
+        if not spec.takes_alpha:
+            raise CardamageError(f"backbone '{name}' has no width multiplier: remove 'alpha'")
+        kwargs["alpha"] = alpha
+    try:
+        app = spec.constructor(**kwargs)
+    except CardamageError:
+        raise
+    except Exception as e:  # Keras raises ValueError/OSError/HTTP errors with long messages
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CardamageError(f"cannot build backbone '{name}' with weights '{weights}': {reason}") from None
+    return _with_preprocessing(app, spec, image_size)
+
+
+def _with_preprocessing(app: keras.Model, spec: BackboneSpec, image_size: int) -> keras.Model:
+    pixels = keras.Input((image_size, image_size, 3), name="pixels")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")(pixels) if (
+        spec.preprocessing == "tf"
+    ) else pixels
+    features = app(x)
+    return keras.Model(pixels, features, name="backbone")
+
+
+def backbone_core(backbone: keras.Model) -> keras.Model:
+    """The keras.applications model inside a backbone built here (the layers one fine-tunes)."""
+    return next(layer for layer in backbone.layers if isinstance(layer, keras.Model))

@@ -1,0 +1,117 @@
+"""A backbone with one head per task, and the model bundle that inference loads.
+
+The frozen phase trains only the heads on cached backbone features; because the heads are a
+model of their own, the same weights then sit on top of the backbone unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+from cardamage.errors import CardamageError
+from cardamage.io import atomic_path, atomic_write_json
+from cardamage.model.backbones import build_backbone
+from cardamage.tasks import Task
+
+MODEL_FILE = "model.keras"
+META_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the architecture; stored beside the weights."""
+
+    backbone: str
+    weights: str
+    image_size: int
+    alpha: float | None = None
+    head_units: int = 256
+    dropout: float = 0.3
+    #: "shared": one backbone for all tasks; "per_task": one backbone copy per task (the original).
+    layout: str = "shared"
+
+
+def build_heads(feature_dim: int, tasks: Sequence[Task], head_units: int, dropout: float,
+                name: str = "heads") -> keras.Model:
+    """Features -> {task name: probabilities}: softmax for multiclass, sigmoid for multilabel."""
+    features = keras.Input((feature_dim,), name="features")
+    outputs = {}
+    for task in tasks:
+        x = keras.layers.Dropout(dropout, name=f"{task.name}_dropout")(features)
+        if head_units:
+            x = keras.layers.Dense(head_units, activation="relu", name=f"{task.name}_hidden")(x)
+            x = keras.layers.Dropout(dropout, name=f"{task.name}_hidden_dropout")(x)
+        activation = "softmax" if task.multiclass else "sigmoid"
+        # float32 outputs keep losses stable under mixed precision
+        outputs[task.name] = keras.layers.Dense(
+            len(task.labels), activation=activation, dtype="float32", name=task.name
+        )(x)
+    return keras.Model(features, outputs, name=name)
+
+
+def build_model(spec: ModelSpec, tasks: Sequence[Task]) -> tuple[keras.Model, list[keras.Model], list[keras.Model]]:
+    """Return (full model, backbones, heads). Shared layout: one backbone, one heads model."""
+    pixels = keras.Input((spec.image_size, spec.image_size, 3), name="image")
+    if spec.layout == "shared":
+        groups = [list(tasks)]
+    elif spec.layout == "per_task":
+        groups = [[t] for t in tasks]
+    else:
+        raise CardamageError(f"unknown model layout '{spec.layout}' (use 'shared' or 'per_task')")
+    backbones, heads, outputs = [], [], {}
+    for i, group in enumerate(groups):
+        backbone = build_backbone(spec.backbone, spec.weights, spec.image_size, spec.alpha)
+        backbone.name = "backbone" if len(groups) == 1 else f"backbone_{group[0].name}"
+        head = build_heads(backbone.output_shape[-1], group, spec.head_units, spec.dropout,
+                           name="heads" if len(groups) == 1 else f"heads_{i}")
+        outputs.update(head(backbone(pixels)))
+        backbones.append(backbone)
+        heads.append(head)
+    return keras.Model(pixels, outputs, name="cardamage"), backbones, heads
+
+
+@dataclass
+class ModelBundle:
+    """A trained model with its tasks, thresholds and provenance: all inference needs."""
+
+    model: keras.Model
+    spec: ModelSpec
+    tasks: list[Task]
+    info: dict = field(default_factory=dict)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / MODEL_FILE) as tmp:
+            self.model.save(tmp)
+        meta = {
+            "format": "cardamage-model/1",
+            "spec": self.spec.__dict__,
+            "tasks": [t.to_dict() for t in self.tasks],
+            "info": self.info,
+        }
+        atomic_write_json(directory / META_FILE, meta)
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelBundle:
+        meta = read_model_meta(directory)
+        try:
+            model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
+        except Exception as e:
+            raise CardamageError(f"cannot load model {directory / MODEL_FILE}: {e}") from None
+        return cls(model, ModelSpec(**meta["spec"]), [Task.from_dict(t) for t in meta["tasks"]],
+                   meta.get("info", {}))
+
+
+def read_model_meta(directory: Path) -> dict:
+    path = Path(directory) / META_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CardamageError(f"no trained model in {directory} (missing {META_FILE})") from None
+    except (OSError, ValueError) as e:
+        raise CardamageError(f"cannot read {path}: {e}") from None

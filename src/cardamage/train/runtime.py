@@ -1,0 +1,39 @@
+"""Devices, precision and seeds: CUDA when present, several GPUs mirrored, CPU otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def gpus() -> list:
+    return tf.config.list_physical_devices("GPU")
+
+
+def configure_precision(mode: str) -> str:
+    """Mixed float16 on GPU ('auto' or 'on'); float32 on CPU, where float16 is slower."""
+    policy = "mixed_float16" if mode == "on" or (mode == "auto" and gpus()) else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def distribution_scope() -> contextlib.AbstractContextManager:
+    """Build and compile inside this: MirroredStrategy across several GPUs, else a no-op."""
+    if len(gpus()) > 1:
+        return tf.distribute.MirroredStrategy().scope()
+    return contextlib.nullcontext()
+
+
+def set_seed(seed: int) -> None:
+    """Python, NumPy and TF/Keras seeds together, so a rerun gives the same run."""
+    keras.utils.set_random_seed(seed)
+
+
+def device_summary() -> str:
+    found = gpus()
+    return f"{len(found)} GPU(s)" if found else "CPU"

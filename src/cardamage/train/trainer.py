@@ -1,0 +1,161 @@
+"""One fold: the head phase on cached features, then optional fine-tuning through tf.data."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.utils.class_weight import compute_sample_weight
+from tqdm import tqdm
+
+from cardamage.config import TrainConfig
+from cardamage.data.pipeline import build_augmenter, image_dataset
+from cardamage.model.backbones import backbone_core
+from cardamage.tasks import Task
+
+Targets = dict[str, np.ndarray]
+
+
+@dataclass
+class FoldData:
+    """A fold's inputs: cached features (views, n, dim), per-task targets, image paths."""
+
+    features: np.ndarray
+    targets: Targets
+    paths: Sequence[Path]
+    train: np.ndarray
+    val: np.ndarray
+
+
+class EpochBar(keras.callbacks.Callback):
+    """A tqdm bar over epochs: quiet enough for many folds, still shows progress and val_loss."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        super().__init__()
+        self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}",
+                             val_loss=f"{logs.get('val_loss', float('nan')):.3f}")
+        self.bar.update()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.bar.close()
+
+
+def compile_model(model: keras.Model, tasks: Sequence[Task], learning_rate: float,
+                  loss_weights: dict[str, float]) -> None:
+    names = set(model.output.keys()) if isinstance(model.output, dict) else set()
+    tasks = [t for t in tasks if t.name in names]
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss={t.name: "categorical_crossentropy" if t.multiclass else "binary_crossentropy"
+              for t in tasks},
+        loss_weights={t.name: loss_weights.get(t.name, 1.0) for t in tasks},
+        metrics={t.name: ["accuracy" if t.multiclass else "binary_accuracy"] for t in tasks},
+    )
+
+
+def _callbacks(cfg: TrainConfig, learning_rate: float, log_dir: Path, epochs: int,
+               desc: str) -> list[keras.callbacks.Callback]:
+    def schedule(epoch: int, lr: float) -> float:
+        # the original's schedule: constant, then lr * exp(-decay) per epoch
+        return learning_rate * math.exp(-cfg.lr_decay * max(0, epoch - cfg.lr_decay_start))
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.LearningRateScheduler(schedule),
+        keras.callbacks.CSVLogger(str(log_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(log_dir / "tensorboard"), write_graph=False),
+        EpochBar(epochs, desc),
+    ]
+
+
+def sample_weights(tasks: Sequence[Task], targets: Targets, enabled: bool) -> Targets:
+    """Balanced class weights for multiclass tasks, as per-sample weights (Keras has no
+    per-output class_weight); multilabel imbalance is handled by tuned thresholds."""
+    weights = {}
+    for task in tasks:
+        y = targets[task.name]
+        n = len(y)
+        if enabled and task.multiclass:
+            weights[task.name] = compute_sample_weight("balanced", y.argmax(axis=1)).astype(np.float32)
+        else:
+            weights[task.name] = np.ones(n, dtype=np.float32)
+    return weights
+
+
+def _select(targets: Targets, index: np.ndarray, names: Sequence[str], repeat: int = 1) -> Targets:
+    return {name: np.tile(targets[name][index], (repeat, 1)) for name in names}
+
+
+def fit_heads(heads: Sequence[keras.Model], tasks: Sequence[Task], data: FoldData, cfg: TrainConfig,
+              log_dir: Path) -> dict[str, list[float]]:
+    """Train each heads model on cached features: all views of the training images, the clean
+    view of the validation images."""
+    views, _, dim = data.features.shape
+    x_train = np.asarray(data.features[:, data.train]).reshape(views * len(data.train), dim)
+    x_val = np.asarray(data.features[0, data.val])
+    history: dict[str, list[float]] = {}
+    for head in heads:
+        names = list(head.output.keys())
+        y_train = _select(data.targets, data.train, names, views)
+        y_val = _select(data.targets, data.val, names)
+        compile_model(head, tasks, cfg.learning_rate, cfg.loss_weights)
+        result = head.fit(
+            x_train, y_train, validation_data=(x_val, y_val),
+            sample_weight=sample_weights([t for t in tasks if t.name in names], y_train,
+                                         cfg.class_weights),
+            epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
+            callbacks=_callbacks(cfg, cfg.learning_rate, log_dir, cfg.epochs, "heads"),
+        )
+        # with one heads model per task, the totals ('loss') would mix several models
+        skip = {"loss", "val_loss", "learning_rate"} if len(heads) > 1 else set()
+        _merge(history, {k: v for k, v in result.history.items() if k not in skip})
+    return history
+
+
+def unfreeze_top(backbone: keras.Model, n_layers: int) -> None:
+    """Make the top ``n_layers`` of the backbone trainable (-1: all). BatchNorm stays frozen:
+    small fine-tuning batches would wreck its ImageNet statistics."""
+    core = backbone_core(backbone)
+    backbone.trainable = True
+    core.trainable = True
+    layers = core.layers if n_layers == -1 else core.layers[-n_layers:]
+    chosen = {id(layer) for layer in layers}
+    for layer in core.layers:
+        layer.trainable = id(layer) in chosen and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def fine_tune(model: keras.Model, backbones: Sequence[keras.Model], tasks: Sequence[Task],
+              data: FoldData, cfg: TrainConfig, log_dir: Path) -> dict[str, list[float]]:
+    """End to end from the head-phase weights, at a lower learning rate."""
+    for backbone in backbones:
+        unfreeze_top(backbone, cfg.fine_tune_layers)
+    compile_model(model, tasks, cfg.fine_tune_learning_rate, cfg.loss_weights)
+    names = [t.name for t in tasks]
+    size = model.input_shape[1]
+    y_train = _select(data.targets, data.train, names)
+    train_ds = image_dataset(
+        [data.paths[i] for i in data.train], y_train, size, cfg.batch_size,
+        augment=build_augmenter(cfg.augment, cfg.seed), shuffle_seed=cfg.seed,
+        sample_weights=sample_weights(tasks, y_train, cfg.class_weights),
+    )
+    val_ds = image_dataset([data.paths[i] for i in data.val], _select(data.targets, data.val, names),
+                           size, cfg.batch_size, augment=None, shuffle_seed=None)
+    result = model.fit(train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, verbose=0,
+                       callbacks=_callbacks(cfg, cfg.fine_tune_learning_rate, log_dir,
+                                            cfg.fine_tune_epochs, "fine-tune"))
+    return result.history
+
+
+def _merge(into: dict[str, list[float]], history: dict[str, list[float]]) -> None:
+    for key, values in history.items():
+        into.setdefault(key, []).extend(float(v) for v in values)
