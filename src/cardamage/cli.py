@@ -26,20 +26,29 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="'imagenet' (download), 'none', or a Keras weights file")
     p.add_argument("--alpha", type=float, help="width multiplier of MobileNet backbones")
     p.add_argument("--image-size", type=int)
-    p.add_argument("--layout", choices=["shared", "per_task"],
-                   help="one backbone for all tasks (default) or one per task, as the original")
+    p.add_argument(
+        "--layout",
+        choices=["shared", "per_task"],
+        help="one backbone for all tasks (default) or one per task, as the original",
+    )
     p.add_argument("--folds", type=int)
     p.add_argument("--epochs", type=int, help="most epochs of the head phase")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--views", type=int, help="cached views per image (1 clean + augmented)")
-    p.add_argument("--fine-tune-layers", type=int, help="top backbone layers to fine-tune (-1: all)")
+    p.add_argument(
+        "--fine-tune-layers", type=int, help="top backbone layers to fine-tune (-1: all)"
+    )
     p.add_argument("--fine-tune-epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--overwrite", action="store_true", default=None)
-    p.add_argument("--skip-bad", action="store_true", default=None,
-                   help="train on the valid rows; write the bad ones to the run directory")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        default=None,
+        help="train on the valid rows; write the bad ones to the run directory",
+    )
     p.set_defaults(run=_train)
 
 
@@ -55,14 +64,18 @@ def _train(args: argparse.Namespace) -> int:
     print(f"\nrun directory: {cfg.out}")
     for name, task in summary["tasks"].items():
         h = task["headline"]
-        print(f"  {name}: {h['metric']} per fold {[round(v, 3) for v in h['per_fold']]}, "
-              f"mean {h['mean']:.3f}; out-of-fold macro-F1 {task['out_of_fold']['macro_f1']:.3f}")
+        print(
+            f"  {name}: {h['metric']} per fold {[round(v, 3) for v in h['per_fold']]}, "
+            f"mean {h['mean']:.3f}; out-of-fold macro-F1 {task['out_of_fold']['macro_f1']:.3f}"
+        )
     print(f"  best fold: {summary['best_fold']}; chosen model: {cfg.out / 'model'}")
     return 0
 
 
 def _synth_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="draw a labelled data set of car photos (the embedded default)")
+    p = sub.add_parser(
+        "synth", help="draw a labelled data set of car photos (the embedded default)"
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--n", type=int, default=1825)
     p.add_argument("--size", type=int, default=224)
@@ -86,7 +99,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--images", type=Path)
     p.add_argument("--out", type=Path, help="write evaluation.json here")
-    p.add_argument("--show", type=int, default=0, help="print the first N predictions with the truth")
+    p.add_argument(
+        "--show", type=int, default=0, help="print the first N predictions with the truth"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(run=_evaluate)
 
@@ -97,14 +112,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     from cardamage.inference.predictor import Predictor
 
     predictor = Predictor.load(args.model)
-    metrics, rows = evaluate_model(predictor, args.data, args.images or args.data.parent, args.batch_size)
+    metrics, rows = evaluate_model(
+        predictor, args.data, args.images or args.data.parent, args.batch_size
+    )
     if args.show:
         _print_rows(rows[: args.show], [t.name for t in predictor.tasks])
     print(f"\nheld-out scores on {len(rows)} images:")
     for task in predictor.tasks:
         m = metrics[task.name]
-        main = (f"accuracy {m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}"
-                if task.multiclass else f"mAP {m['mAP']:.3f}, exact match {m['exact_match']:.3f}")
+        main = (
+            f"accuracy {m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}"
+            if task.multiclass
+            else f"mAP {m['mAP']:.3f}, exact match {m['exact_match']:.3f}"
+        )
         print(f"  {task.name:<12} macro-F1 {m['macro_f1']:.3f}, {main}")
     if args.out:
         write_summary_json(args.out / "evaluation.json", {"data": str(args.data), "tasks": metrics})

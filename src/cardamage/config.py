@@ -25,7 +25,9 @@ class TaskConfig(_Strict):
     def to_task(self) -> Task:
         path = self.labels_file or default_label_file(self.name)
         if not path.exists():
-            raise CardamageError(f"task '{self.name}': label file {path} not found (set labels_file)")
+            raise CardamageError(
+                f"task '{self.name}': label file {path} not found (set labels_file)"
+            )
         return Task(self.name, self.kind, read_label_file(path))
 
 

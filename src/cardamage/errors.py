@@ -1,4 +1,4 @@
-"""One exception type for every problem a user can fix, so entry points print one line, not a traceback."""
+"""One exception for every problem a user can fix: entry points print one line, no traceback."""
 
 
 class CardamageError(Exception):

@@ -1,4 +1,4 @@
-"""Tasks: what the model predicts. A task's labels travel with every model, report and prediction."""
+"""Tasks: what the model predicts. Their labels travel with every model, report and prediction."""
 
 from __future__ import annotations
 
@@ -78,7 +78,9 @@ class Task:
 
     @classmethod
     def from_dict(cls, d: dict) -> Task:
-        return cls(d["name"], TaskKind(d["kind"]), tuple(d["labels"]), tuple(d.get("thresholds", ())))
+        return cls(
+            d["name"], TaskKind(d["kind"]), tuple(d["labels"]), tuple(d.get("thresholds", ()))
+        )
 
 
 def read_label_file(path: Path | str) -> tuple[str, ...]:
@@ -101,6 +103,11 @@ def default_label_file(task_name: str) -> Path:
 
 def default_tasks() -> list[Task]:
     """The original project's three tasks, read from the packaged label files."""
-    kinds = {"severity": TaskKind.MULTICLASS, "location": TaskKind.MULTILABEL,
-             "damage_type": TaskKind.MULTILABEL}
-    return [Task(name, kind, read_label_file(default_label_file(name))) for name, kind in kinds.items()]
+    kinds = {
+        "severity": TaskKind.MULTICLASS,
+        "location": TaskKind.MULTILABEL,
+        "damage_type": TaskKind.MULTILABEL,
+    }
+    return [
+        Task(name, kind, read_label_file(default_label_file(name))) for name, kind in kinds.items()
+    ]

@@ -23,7 +23,9 @@ def make_folds(manifest: Manifest, tasks: Sequence[Task], k: int, seed: int) -> 
     n_units = len(set(groups)) if groups is not None else len(manifest)
     if n_units < k:
         unit = "groups" if groups is not None else "images"
-        raise CardamageError(f"{k} folds need at least {k} {unit}, the data has {n_units}: lower --folds")
+        raise CardamageError(
+            f"{k} folds need at least {k} {unit}, the data has {n_units}: lower --folds"
+        )
     multiclass = next((t for t in tasks if t.multiclass), None)
     if multiclass is not None:
         y = manifest.targets(multiclass).argmax(axis=1)
@@ -31,10 +33,14 @@ def make_folds(manifest: Manifest, tasks: Sequence[Task], k: int, seed: int) -> 
         if groups is not None:
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             return list(splitter.split(np.zeros(len(y)), y, groups))
-        return list(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+        return list(
+            StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+        )
     y = np.concatenate([manifest.targets(t) for t in tasks], axis=1)
     if groups is None:
-        return list(MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y))
+        return list(
+            MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y)
+        )
     return _grouped_multilabel(y, groups, k, seed)
 
 
@@ -62,6 +68,10 @@ def _grouped_multilabel(y: np.ndarray, groups: np.ndarray, k: int, seed: int) ->
     splitter = MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     splits = []
     for train_groups, val_groups in splitter.split(group_y, group_y):
-        splits.append((np.flatnonzero(np.isin(inverse, train_groups)),
-                       np.flatnonzero(np.isin(inverse, val_groups))))
+        splits.append(
+            (
+                np.flatnonzero(np.isin(inverse, train_groups)),
+                np.flatnonzero(np.isin(inverse, val_groups)),
+            )
+        )
     return splits

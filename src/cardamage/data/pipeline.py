@@ -23,29 +23,46 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential:
     if cfg.flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if cfg.zoom:
-        layers.append(keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="reflect", seed=seed + 1))
+        layers.append(
+            keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="reflect", seed=seed + 1)
+        )
     if cfg.translate:
-        layers.append(keras.layers.RandomTranslation(cfg.translate, cfg.translate,
-                                                     fill_mode="reflect", seed=seed + 2))
+        layers.append(
+            keras.layers.RandomTranslation(
+                cfg.translate, cfg.translate, fill_mode="reflect", seed=seed + 2
+            )
+        )
     if cfg.brightness:
-        layers.append(keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3))
+        layers.append(
+            keras.layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3)
+        )
     if cfg.contrast:
-        layers.append(keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4))
+        layers.append(
+            keras.layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 4)
+        )
     return keras.Sequential(layers, name="augment")
 
 
-def iter_image_batches(paths: Sequence[Path], size: int, batch_size: int,
-                       workers: int = 4) -> Iterator[np.ndarray]:
+def iter_image_batches(
+    paths: Sequence[Path], size: int, batch_size: int, workers: int = 4
+) -> Iterator[np.ndarray]:
     """Decode in a thread pool (Pillow releases the GIL) while the caller runs the model."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
+            chunk = paths[start : start + batch_size]
             yield np.stack(list(pool.map(lambda p: load_image(p, size), chunk))).astype(np.float32)
 
 
-def image_dataset(paths: Sequence[Path], targets: dict[str, np.ndarray], size: int, batch_size: int,
-                  *, augment: keras.Sequential | None, shuffle_seed: int | None,
-                  sample_weights: dict[str, np.ndarray] | None = None):
+def image_dataset(
+    paths: Sequence[Path],
+    targets: dict[str, np.ndarray],
+    size: int,
+    batch_size: int,
+    *,
+    augment: keras.Sequential | None,
+    shuffle_seed: int | None,
+    sample_weights: dict[str, np.ndarray] | None = None,
+):
     """A tf.data pipeline for end-to-end training: parallel decode, augment, prefetch."""
     import tensorflow as tf
 
@@ -65,6 +82,7 @@ def image_dataset(paths: Sequence[Path], targets: dict[str, np.ndarray], size: i
         ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     if augment is not None:
-        ds = ds.map(lambda x, *rest: (augment(x, training=True), *rest),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(
+            lambda x, *rest: (augment(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return ds.prefetch(tf.data.AUTOTUNE)

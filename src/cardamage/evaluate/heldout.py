@@ -11,8 +11,9 @@ from cardamage.evaluate.metrics import decide, task_metrics
 from cardamage.inference.predictor import Predictor
 
 
-def evaluate_model(predictor: Predictor, data: Path, image_root: Path, batch_size: int = 32
-                   ) -> tuple[dict, list[dict]]:
+def evaluate_model(
+    predictor: Predictor, data: Path, image_root: Path, batch_size: int = 32
+) -> tuple[dict, list[dict]]:
     """Return (metrics per task, one row per image with truth and prediction)."""
     manifest, _ = load_manifest(data, image_root, predictor.tasks)
     parts: dict[str, list[np.ndarray]] = {t.name: [] for t in predictor.tasks}
@@ -20,13 +21,14 @@ def evaluate_model(predictor: Predictor, data: Path, image_root: Path, batch_siz
         for name, task_prediction in prediction.tasks.items():
             parts[name].append(task_prediction.scores)
     scores = {name: np.stack(values) for name, values in parts.items()}
-    metrics = {t.name: task_metrics(t, manifest.targets(t), scores[t.name]) for t in predictor.tasks}
+    tasks = predictor.tasks
+    metrics = {t.name: task_metrics(t, manifest.targets(t), scores[t.name]) for t in tasks}
     rows = []
     for i, image in enumerate(manifest.images):
         row = {"image": image}
-        for task in predictor.tasks:
-            predicted = decide(task, scores[task.name][i:i + 1])[0]
-            row[task.name] = (";".join(manifest.labels[task.name][i]),
-                              ";".join(label for label, on in zip(task.labels, predicted, strict=True) if on))
+        for task in tasks:
+            predicted = decide(task, scores[task.name][i : i + 1])[0]
+            chosen = [label for label, on in zip(task.labels, predicted, strict=True) if on]
+            row[task.name] = (";".join(manifest.labels[task.name][i]), ";".join(chosen))
         rows.append(row)
     return metrics, rows

@@ -32,16 +32,31 @@ class TaskPrediction:
         if self.task.multiclass:
             i = int(np.argmax(self.scores))
             return [(self.task.labels[i], float(self.scores[i]))]
-        return [(label, float(s)) for label, s, t in
-                zip(self.task.labels, self.scores, self.task.thresholds, strict=True) if s >= t]
+        return [
+            (label, float(s))
+            for label, s, t in zip(self.task.labels, self.scores, self.task.thresholds, strict=True)
+            if s >= t
+        ]
 
     def to_dict(self) -> dict:
-        scores = {label: round(float(s), 6) for label, s in zip(self.task.labels, self.scores, strict=True)}
+        scores = {
+            label: round(float(s), 6)
+            for label, s in zip(self.task.labels, self.scores, strict=True)
+        }
         if self.task.multiclass:
             label, score = self.labels[0]
-            return {"kind": "multiclass", "label": label, "score": round(score, 6), "scores": scores}
-        return {"kind": "multilabel", "labels": [label for label, _ in self.labels], "scores": scores,
-                "thresholds": dict(zip(self.task.labels, self.task.thresholds, strict=True))}
+            return {
+                "kind": "multiclass",
+                "label": label,
+                "score": round(score, 6),
+                "scores": scores,
+            }
+        return {
+            "kind": "multilabel",
+            "labels": [label for label, _ in self.labels],
+            "scores": scores,
+            "thresholds": dict(zip(self.task.labels, self.task.thresholds, strict=True)),
+        }
 
 
 @dataclass(frozen=True)
@@ -58,11 +73,15 @@ def resolve_model_dir(path: Path | str) -> Path:
     for candidate in (path, path / "model"):
         if (candidate / META_FILE).exists():
             return candidate
-    raise CardamageError(f"no trained model at {path} (expected {META_FILE} there or in {path}/model)")
+    raise CardamageError(
+        f"no trained model at {path} (expected {META_FILE} there or in {path}/model)"
+    )
 
 
 class Predictor:
-    def __init__(self, bundle: ModelBundle, thresholds: Mapping[str, Sequence[float]] | None = None):
+    def __init__(
+        self, bundle: ModelBundle, thresholds: Mapping[str, Sequence[float]] | None = None
+    ):
         self.bundle = bundle
         tasks = bundle.tasks
         for name, values in (thresholds or {}).items():
@@ -71,7 +90,9 @@ class Predictor:
         self.image_size = bundle.spec.image_size
 
     @classmethod
-    def load(cls, path: Path | str, thresholds: Mapping[str, Sequence[float]] | None = None) -> Predictor:
+    def load(
+        cls, path: Path | str, thresholds: Mapping[str, Sequence[float]] | None = None
+    ) -> Predictor:
         return cls(ModelBundle.load(resolve_model_dir(path)), thresholds)
 
     def decode(self, source: ImageSource) -> np.ndarray:
@@ -79,7 +100,9 @@ class Predictor:
             from PIL import Image
 
             image = Image.fromarray(np.asarray(source, dtype=np.uint8)).convert("RGB")
-            return np.asarray(image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR))
+            return np.asarray(
+                image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+            )
         return load_image(source, self.image_size)
 
     def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -90,7 +113,9 @@ class Predictor:
     def predict(self, sources: Sequence[ImageSource], batch_size: int = 32) -> list[Prediction]:
         return list(self.iter_predict(sources, batch_size))
 
-    def iter_predict(self, sources: Iterable[ImageSource], batch_size: int = 32) -> Iterator[Prediction]:
+    def iter_predict(
+        self, sources: Iterable[ImageSource], batch_size: int = 32
+    ) -> Iterator[Prediction]:
         batch: list[np.ndarray] = []
         for source in sources:
             batch.append(self.decode(source))

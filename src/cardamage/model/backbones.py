@@ -1,4 +1,4 @@
-"""Registry of ImageNet backbones. Each entry owns its preprocessing and where its weights come from.
+"""Registry of ImageNet backbones; each entry owns its preprocessing and its weight sources.
 
 Every backbone built here takes float RGB pixels in [0, 255] and returns pooled features, so the
 training pipeline, the predictor and every export share one input contract and nobody
@@ -35,18 +35,39 @@ def _app(attr: str) -> Callable[..., keras.Model]:
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec("mobilenet", _app("MobileNet"), "tf", takes_alpha=True,
-                     description="MobileNet v1 (the original's small model); alpha 0.25-1.0"),
-        BackboneSpec("mobilenetv2", _app("MobileNetV2"), "tf", takes_alpha=True,
-                     description="MobileNetV2; alpha 0.35-1.4"),
-        BackboneSpec("resnet50v2", _app("ResNet50V2"), "tf",
-                     description="ResNet50V2 (the original's large model)"),
-        BackboneSpec("efficientnetv2b0", _app("EfficientNetV2B0"), "builtin",
-                     description="EfficientNetV2-B0: modern, accurate for its cost"),
-        BackboneSpec("efficientnetv2s", _app("EfficientNetV2S"), "builtin",
-                     description="EfficientNetV2-S: best accuracy here, needs a GPU to train"),
-        BackboneSpec("convnext_tiny", _app("ConvNeXtTiny"), "builtin",
-                     description="ConvNeXt-Tiny"),
+        BackboneSpec(
+            "mobilenet",
+            _app("MobileNet"),
+            "tf",
+            takes_alpha=True,
+            description="MobileNet v1 (the original's small model); alpha 0.25-1.0",
+        ),
+        BackboneSpec(
+            "mobilenetv2",
+            _app("MobileNetV2"),
+            "tf",
+            takes_alpha=True,
+            description="MobileNetV2; alpha 0.35-1.4",
+        ),
+        BackboneSpec(
+            "resnet50v2",
+            _app("ResNet50V2"),
+            "tf",
+            description="ResNet50V2 (the original's large model)",
+        ),
+        BackboneSpec(
+            "efficientnetv2b0",
+            _app("EfficientNetV2B0"),
+            "builtin",
+            description="EfficientNetV2-B0: modern, accurate for its cost",
+        ),
+        BackboneSpec(
+            "efficientnetv2s",
+            _app("EfficientNetV2S"),
+            "builtin",
+            description="EfficientNetV2-S: best accuracy here, needs a GPU to train",
+        ),
+        BackboneSpec("convnext_tiny", _app("ConvNeXtTiny"), "builtin", description="ConvNeXt-Tiny"),
     )
 }
 
@@ -85,7 +106,9 @@ def _check_weights(weights: str) -> str | None:
     return str(path)
 
 
-def build_backbone(name: str, weights: str, image_size: int, alpha: float | None = None) -> keras.Model:
+def build_backbone(
+    name: str, weights: str, image_size: int, alpha: float | None = None
+) -> keras.Model:
     """Pixels in [0, 255] -> pooled features, preprocessing inside the model."""
     spec = get_backbone_spec(name)
     kwargs: dict = {
@@ -104,15 +127,19 @@ def build_backbone(name: str, weights: str, image_size: int, alpha: float | None
         raise
     except Exception as e:  # Keras raises ValueError/OSError/HTTP errors with long messages
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CardamageError(f"cannot build backbone '{name}' with weights '{weights}': {reason}") from None
+        raise CardamageError(
+            f"cannot build backbone '{name}' with weights '{weights}': {reason}"
+        ) from None
     return _with_preprocessing(app, spec, image_size)
 
 
 def _with_preprocessing(app: keras.Model, spec: BackboneSpec, image_size: int) -> keras.Model:
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")(pixels) if (
-        spec.preprocessing == "tf"
-    ) else pixels
+    x = (
+        keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")(pixels)
+        if (spec.preprocessing == "tf")
+        else pixels
+    )
     features = app(x)
     return keras.Model(pixels, features, name="backbone")
 

@@ -36,8 +36,9 @@ class ModelSpec:
     layout: str = "shared"
 
 
-def build_heads(feature_dim: int, tasks: Sequence[Task], head_units: int, dropout: float,
-                name: str = "heads") -> keras.Model:
+def build_heads(
+    feature_dim: int, tasks: Sequence[Task], head_units: int, dropout: float, name: str = "heads"
+) -> keras.Model:
     """Features -> {task name: probabilities}: softmax for multiclass, sigmoid for multilabel."""
     features = keras.Input((feature_dim,), name="features")
     outputs = {}
@@ -54,7 +55,9 @@ def build_heads(feature_dim: int, tasks: Sequence[Task], head_units: int, dropou
     return keras.Model(features, outputs, name=name)
 
 
-def build_model(spec: ModelSpec, tasks: Sequence[Task]) -> tuple[keras.Model, list[keras.Model], list[keras.Model]]:
+def build_model(
+    spec: ModelSpec, tasks: Sequence[Task]
+) -> tuple[keras.Model, list[keras.Model], list[keras.Model]]:
     """Return (full model, backbones, heads). Shared layout: one backbone, one heads model."""
     pixels = keras.Input((spec.image_size, spec.image_size, 3), name="image")
     if spec.layout == "shared":
@@ -67,8 +70,13 @@ def build_model(spec: ModelSpec, tasks: Sequence[Task]) -> tuple[keras.Model, li
     for i, group in enumerate(groups):
         backbone = build_backbone(spec.backbone, spec.weights, spec.image_size, spec.alpha)
         backbone.name = "backbone" if len(groups) == 1 else f"backbone_{group[0].name}"
-        head = build_heads(backbone.output_shape[-1], group, spec.head_units, spec.dropout,
-                           name="heads" if len(groups) == 1 else f"heads_{i}")
+        head = build_heads(
+            backbone.output_shape[-1],
+            group,
+            spec.head_units,
+            spec.dropout,
+            name="heads" if len(groups) == 1 else f"heads_{i}",
+        )
         outputs.update(head(backbone(pixels)))
         backbones.append(backbone)
         heads.append(head)
@@ -103,8 +111,12 @@ class ModelBundle:
             model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
         except Exception as e:
             raise CardamageError(f"cannot load model {directory / MODEL_FILE}: {e}") from None
-        return cls(model, ModelSpec(**meta["spec"]), [Task.from_dict(t) for t in meta["tasks"]],
-                   meta.get("info", {}))
+        return cls(
+            model,
+            ModelSpec(**meta["spec"]),
+            [Task.from_dict(t) for t in meta["tasks"]],
+            meta.get("info", {}),
+        )
 
 
 def read_model_meta(directory: Path) -> dict:

@@ -45,15 +45,20 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
     """Never touch an existing run unless asked: a typo must not destroy last week's results."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise CardamageError(f"run directory {out} already exists and is not empty: "
-                                 f"choose another --out or pass --overwrite")
+            raise CardamageError(
+                f"run directory {out} already exists and is not empty: "
+                f"choose another --out or pass --overwrite"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
 
 def versions() -> dict[str, str]:
-    found = {"python": sys.version.split()[0], "platform": platform.platform(),
-             "device": runtime.device_summary()}
+    found = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": runtime.device_summary(),
+    }
     for name in PACKAGES:
         try:
             found[name] = metadata.version(name)
@@ -63,9 +68,15 @@ def versions() -> dict[str, str]:
 
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:
-    return ModelSpec(backbone=cfg.backbone, weights=cfg.weights, image_size=cfg.image_size,
-                     alpha=cfg.alpha, head_units=cfg.head_units, dropout=cfg.dropout,
-                     layout=cfg.layout)
+    return ModelSpec(
+        backbone=cfg.backbone,
+        weights=cfg.weights,
+        image_size=cfg.image_size,
+        alpha=cfg.alpha,
+        head_units=cfg.head_units,
+        dropout=cfg.dropout,
+        layout=cfg.layout,
+    )
 
 
 def predict_heads(heads: list[keras.Model], x: np.ndarray) -> dict[str, np.ndarray]:
@@ -85,9 +96,14 @@ def predict_images(model: keras.Model, paths: list[Path], batch_size: int) -> di
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def train_fold(index: int, cfg: TrainConfig, tasks: list[Task], data: FoldData,
-               backbone_weights: list[np.ndarray], run_dir: Path
-               ) -> tuple[FoldResult, dict[str, np.ndarray]]:
+def train_fold(
+    index: int,
+    cfg: TrainConfig,
+    tasks: list[Task],
+    data: FoldData,
+    backbone_weights: list[np.ndarray],
+    run_dir: Path,
+) -> tuple[FoldResult, dict[str, np.ndarray]]:
     """``backbone_weights`` are those the cached features came from (random ones included)."""
     fold_dir = run_dir / "folds" / f"fold_{index}"
     runtime.set_seed(cfg.seed + index)
@@ -102,7 +118,9 @@ def train_fold(index: int, cfg: TrainConfig, tasks: list[Task], data: FoldData,
             scores = predict_images(model, [data.paths[i] for i in data.val], cfg.batch_size)
         else:
             scores = predict_heads(heads, np.asarray(data.features[0, data.val]))
-    metrics = {t.name: task_metrics(t, data.targets[t.name][data.val], scores[t.name]) for t in tasks}
+    metrics = {
+        t.name: task_metrics(t, data.targets[t.name][data.val], scores[t.name]) for t in tasks
+    }
     bundle = ModelBundle(model, model_spec(cfg), tasks, {"fold": index})
     bundle.save(fold_dir / "model")
     atomic_write_json(fold_dir / "metrics.json", metrics)
@@ -129,10 +147,19 @@ def cross_validate(cfg: TrainConfig) -> dict:
     paths = manifest.paths()
     _, backbones, _ = build_model(spec, tasks[:1])
     backbone_weights = backbones[0].get_weights()
-    print(f"cardamage: {len(manifest)} images, {cfg.folds} folds, {cfg.backbone} at "
-          f"{cfg.image_size} px on {runtime.device_summary()} ({precision})")
-    features = cached_features(backbones[0], spec, paths, cfg.augment, cfg.views, cfg.seed,
-                               cfg.cache_dir or default_cache_dir())
+    print(
+        f"cardamage: {len(manifest)} images, {cfg.folds} folds, {cfg.backbone} at "
+        f"{cfg.image_size} px on {runtime.device_summary()} ({precision})"
+    )
+    features = cached_features(
+        backbones[0],
+        spec,
+        paths,
+        cfg.augment,
+        cfg.views,
+        cfg.seed,
+        cfg.cache_dir or default_cache_dir(),
+    )
     targets = {t.name: manifest.targets(t) for t in tasks}
     oof = {t.name: np.zeros_like(targets[t.name]) for t in tasks}
     results = []
@@ -143,8 +170,10 @@ def cross_validate(cfg: TrainConfig) -> dict:
         for name, value in scores.items():
             oof[name][val] = value
         results.append(result)
-        print(f"fold {index}/{cfg.folds}: " + ", ".join(
-            f"{t.name} {headline(t, result.metrics[t.name]):.3f}" for t in tasks))
+        print(
+            f"fold {index}/{cfg.folds}: "
+            + ", ".join(f"{t.name} {headline(t, result.metrics[t.name]):.3f}" for t in tasks)
+        )
     summary = _finish(cfg, tasks, manifest, targets, oof, results)
     summary["seconds"] = round(time.time() - started, 1)
     write_summary_json(cfg.out / "summary.json", summary)
@@ -157,42 +186,70 @@ def _record_inputs(cfg: TrainConfig, manifest: Manifest, problems: list, splits:
     write_manifest(manifest, cfg.out / "manifest.csv", cfg.build_tasks())
     if problems:
         write_problems(problems, cfg.out / "skipped.csv")
-    atomic_write_json(cfg.out / "folds.json", [
-        {"fold": i, "validation": [manifest.images[j] for j in val]}
-        for i, (_, val) in enumerate(splits, start=1)
-    ])
+    atomic_write_json(
+        cfg.out / "folds.json",
+        [
+            {"fold": i, "validation": [manifest.images[j] for j in val]}
+            for i, (_, val) in enumerate(splits, start=1)
+        ],
+    )
 
 
-def _finish(cfg: TrainConfig, tasks: list[Task], manifest: Manifest, targets: dict,
-            oof: dict, results: list[FoldResult]) -> dict:
+def _finish(
+    cfg: TrainConfig,
+    tasks: list[Task],
+    manifest: Manifest,
+    targets: dict,
+    oof: dict,
+    results: list[FoldResult],
+) -> dict:
     """Tune thresholds out-of-fold, score out-of-fold, write reports, save the chosen model."""
     if cfg.tune_thresholds:
-        tasks = [t if t.multiclass else t.with_thresholds(tune_thresholds(targets[t.name], oof[t.name]))
-                 for t in tasks]
+        tasks = [
+            t if t.multiclass else t.with_thresholds(tune_thresholds(targets[t.name], oof[t.name]))
+            for t in tasks
+        ]
     best = max(results, key=lambda r: fold_score(r.metrics))
     oof_metrics = {t.name: task_metrics(t, targets[t.name], oof[t.name]) for t in tasks}
     for task in tasks:
-        write_results_txt(cfg.out / f"results_{task.name}.txt", task,
-                          [r.metrics[task.name] for r in results], oof_metrics[task.name],
-                          best.index - 1)
-    chosen = ModelBundle(best.bundle.model, best.bundle.spec, tasks,
-                         {"fold": best.index, "trained_on": len(manifest),
-                          "out_of_fold": _compact(oof_metrics), "versions": versions()})
+        write_results_txt(
+            cfg.out / f"results_{task.name}.txt",
+            task,
+            [r.metrics[task.name] for r in results],
+            oof_metrics[task.name],
+            best.index - 1,
+        )
+    chosen = ModelBundle(
+        best.bundle.model,
+        best.bundle.spec,
+        tasks,
+        {
+            "fold": best.index,
+            "trained_on": len(manifest),
+            "out_of_fold": _compact(oof_metrics),
+            "versions": versions(),
+        },
+    )
     chosen.save(cfg.out / "model")
     _write_oof(cfg.out / "oof_predictions.csv", manifest, tasks, oof)
     return {
         "folds": cfg.folds,
         "images": len(manifest),
         "best_fold": best.index,
-        "tasks": {t.name: {
-            "kind": str(t.kind),
-            "headline": {"metric": "accuracy" if t.multiclass else "binary_accuracy",
-                         "per_fold": [headline(t, r.metrics[t.name]) for r in results],
-                         "mean": float(np.mean([headline(t, r.metrics[t.name]) for r in results]))},
-            "per_fold": [r.metrics[t.name] for r in results],
-            "out_of_fold": oof_metrics[t.name],
-            "thresholds": dict(zip(t.labels, t.thresholds, strict=True)),
-        } for t in tasks},
+        "tasks": {
+            t.name: {
+                "kind": str(t.kind),
+                "headline": {
+                    "metric": "accuracy" if t.multiclass else "binary_accuracy",
+                    "per_fold": [headline(t, r.metrics[t.name]) for r in results],
+                    "mean": float(np.mean([headline(t, r.metrics[t.name]) for r in results])),
+                },
+                "per_fold": [r.metrics[t.name] for r in results],
+                "out_of_fold": oof_metrics[t.name],
+                "thresholds": dict(zip(t.labels, t.thresholds, strict=True)),
+            }
+            for t in tasks
+        },
     }
 
 
@@ -212,5 +269,7 @@ def _write_oof(path: Path, manifest: Manifest, tasks: list[Task], oof: dict) -> 
     writer = csv.writer(buffer)
     writer.writerow(["image"] + [f"{t.name}:{label}" for t in tasks for label in t.labels])
     for i, image in enumerate(manifest.images):
-        writer.writerow([image] + [f"{oof[t.name][i, j]:.4f}" for t in tasks for j in range(len(t.labels))])
+        writer.writerow(
+            [image] + [f"{oof[t.name][i, j]:.4f}" for t in tasks for j in range(len(t.labels))]
+        )
     atomic_write_text(path, buffer.getvalue())

@@ -30,11 +30,14 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("CARDAMAGE_CACHE", Path.home() / ".cache" / "cardamage")) / "features"
+    return (
+        Path(os.environ.get("CARDAMAGE_CACHE", Path.home() / ".cache" / "cardamage")) / "features"
+    )
 
 
-def cache_key(spec: ModelSpec, augment: AugmentConfig, views: int, seed: int,
-              paths: Sequence[Path]) -> str:
+def cache_key(
+    spec: ModelSpec, augment: AugmentConfig, views: int, seed: int, paths: Sequence[Path]
+) -> str:
     digest = hashlib.sha256()
     settings = {
         "version": CACHE_VERSION,
@@ -55,9 +58,16 @@ def cache_key(spec: ModelSpec, augment: AugmentConfig, views: int, seed: int,
     return digest.hexdigest()[:32]
 
 
-def cached_features(backbone: keras.Model, spec: ModelSpec, paths: Sequence[Path],
-                    augment: AugmentConfig, views: int, seed: int, cache_dir: Path,
-                    batch_size: int = 64) -> np.ndarray:
+def cached_features(
+    backbone: keras.Model,
+    spec: ModelSpec,
+    paths: Sequence[Path],
+    augment: AugmentConfig,
+    views: int,
+    seed: int,
+    cache_dir: Path,
+    batch_size: int = 64,
+) -> np.ndarray:
     """Features of shape (views, n, dim), view 0 unaugmented; memory-mapped from the cache."""
     entry = cache_dir / cache_key(spec, augment, views, seed, paths)
     if not (entry / FEATURES_FILE).exists():
@@ -65,15 +75,24 @@ def cached_features(backbone: keras.Model, spec: ModelSpec, paths: Sequence[Path
     return np.load(entry / FEATURES_FILE, mmap_mode="r")
 
 
-def _compute(backbone: keras.Model, spec: ModelSpec, paths: Sequence[Path], augment: AugmentConfig,
-             views: int, seed: int, entry: Path, batch_size: int) -> None:
+def _compute(
+    backbone: keras.Model,
+    spec: ModelSpec,
+    paths: Sequence[Path],
+    augment: AugmentConfig,
+    views: int,
+    seed: int,
+    entry: Path,
+    batch_size: int,
+) -> None:
     """Fill a temporary directory, then rename it into place: a killed run leaves no half entry."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         dim = backbone.output_shape[-1]
-        out = np.lib.format.open_memmap(tmp / FEATURES_FILE, mode="w+", dtype=np.float32,
-                                        shape=(views, len(paths), dim))
+        out = np.lib.format.open_memmap(
+            tmp / FEATURES_FILE, mode="w+", dtype=np.float32, shape=(views, len(paths), dim)
+        )
         with tqdm(total=views * len(paths), desc="backbone features", unit="img") as bar:
             for view in range(views):
                 augmenter = build_augmenter(augment, seed + 1000 * view) if view else None
@@ -81,7 +100,7 @@ def _compute(backbone: keras.Model, spec: ModelSpec, paths: Sequence[Path], augm
                 for batch in iter_image_batches(paths, spec.image_size, batch_size):
                     if augmenter is not None:
                         batch = augmenter(batch, training=True)
-                    out[view, start:start + len(batch)] = backbone.predict_on_batch(batch)
+                    out[view, start : start + len(batch)] = backbone.predict_on_batch(batch)
                     start += len(batch)
                     bar.update(len(batch))
         out.flush()

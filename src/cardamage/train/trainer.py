@@ -40,37 +40,44 @@ class EpochBar(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        self.bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.3f}",
-                             val_loss=f"{logs.get('val_loss', float('nan')):.3f}")
+        self.bar.set_postfix(
+            loss=f"{logs.get('loss', float('nan')):.3f}",
+            val_loss=f"{logs.get('val_loss', float('nan')):.3f}",
+        )
         self.bar.update()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.bar.close()
 
 
-def compile_model(model: keras.Model, tasks: Sequence[Task], learning_rate: float,
-                  loss_weights: dict[str, float]) -> None:
+def compile_model(
+    model: keras.Model, tasks: Sequence[Task], learning_rate: float, loss_weights: dict[str, float]
+) -> None:
     names = set(model.output.keys()) if isinstance(model.output, dict) else set()
     tasks = [t for t in tasks if t.name in names]
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss={t.name: "categorical_crossentropy" if t.multiclass else "binary_crossentropy"
-              for t in tasks},
+        loss={
+            t.name: "categorical_crossentropy" if t.multiclass else "binary_crossentropy"
+            for t in tasks
+        },
         loss_weights={t.name: loss_weights.get(t.name, 1.0) for t in tasks},
         metrics={t.name: ["accuracy" if t.multiclass else "binary_accuracy"] for t in tasks},
     )
 
 
-def _callbacks(cfg: TrainConfig, learning_rate: float, log_dir: Path, epochs: int,
-               desc: str) -> list[keras.callbacks.Callback]:
+def _callbacks(
+    cfg: TrainConfig, learning_rate: float, log_dir: Path, epochs: int, desc: str
+) -> list[keras.callbacks.Callback]:
     def schedule(epoch: int, lr: float) -> float:
         # the original's schedule: constant, then lr * exp(-decay) per epoch
         return learning_rate * math.exp(-cfg.lr_decay * max(0, epoch - cfg.lr_decay_start))
 
     log_dir.mkdir(parents=True, exist_ok=True)
     return [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                      restore_best_weights=True),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=cfg.patience, restore_best_weights=True
+        ),
         keras.callbacks.LearningRateScheduler(schedule),
         keras.callbacks.CSVLogger(str(log_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(log_dir / "tensorboard"), write_graph=False),
@@ -86,7 +93,9 @@ def sample_weights(tasks: Sequence[Task], targets: Targets, enabled: bool) -> Ta
         y = targets[task.name]
         n = len(y)
         if enabled and task.multiclass:
-            weights[task.name] = compute_sample_weight("balanced", y.argmax(axis=1)).astype(np.float32)
+            weights[task.name] = compute_sample_weight("balanced", y.argmax(axis=1)).astype(
+                np.float32
+            )
         else:
             weights[task.name] = np.ones(n, dtype=np.float32)
     return weights
@@ -96,8 +105,13 @@ def _select(targets: Targets, index: np.ndarray, names: Sequence[str], repeat: i
     return {name: np.tile(targets[name][index], (repeat, 1)) for name in names}
 
 
-def fit_heads(heads: Sequence[keras.Model], tasks: Sequence[Task], data: FoldData, cfg: TrainConfig,
-              log_dir: Path) -> dict[str, list[float]]:
+def fit_heads(
+    heads: Sequence[keras.Model],
+    tasks: Sequence[Task],
+    data: FoldData,
+    cfg: TrainConfig,
+    log_dir: Path,
+) -> dict[str, list[float]]:
     """Train each heads model on cached features: all views of the training images, the clean
     view of the validation images."""
     views, _, dim = data.features.shape
@@ -110,10 +124,16 @@ def fit_heads(heads: Sequence[keras.Model], tasks: Sequence[Task], data: FoldDat
         y_val = _select(data.targets, data.val, names)
         compile_model(head, tasks, cfg.learning_rate, cfg.loss_weights)
         result = head.fit(
-            x_train, y_train, validation_data=(x_val, y_val),
-            sample_weight=sample_weights([t for t in tasks if t.name in names], y_train,
-                                         cfg.class_weights),
-            epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
+            x_train,
+            y_train,
+            validation_data=(x_val, y_val),
+            sample_weight=sample_weights(
+                [t for t in tasks if t.name in names], y_train, cfg.class_weights
+            ),
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            verbose=0,
             callbacks=_callbacks(cfg, cfg.learning_rate, log_dir, cfg.epochs, "heads"),
         )
         # with one heads model per task, the totals ('loss') would mix several models
@@ -131,11 +151,19 @@ def unfreeze_top(backbone: keras.Model, n_layers: int) -> None:
     layers = core.layers if n_layers == -1 else core.layers[-n_layers:]
     chosen = {id(layer) for layer in layers}
     for layer in core.layers:
-        layer.trainable = id(layer) in chosen and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = id(layer) in chosen and not isinstance(
+            layer, keras.layers.BatchNormalization
+        )
 
 
-def fine_tune(model: keras.Model, backbones: Sequence[keras.Model], tasks: Sequence[Task],
-              data: FoldData, cfg: TrainConfig, log_dir: Path) -> dict[str, list[float]]:
+def fine_tune(
+    model: keras.Model,
+    backbones: Sequence[keras.Model],
+    tasks: Sequence[Task],
+    data: FoldData,
+    cfg: TrainConfig,
+    log_dir: Path,
+) -> dict[str, list[float]]:
     """End to end from the head-phase weights, at a lower learning rate."""
     for backbone in backbones:
         unfreeze_top(backbone, cfg.fine_tune_layers)
@@ -144,15 +172,32 @@ def fine_tune(model: keras.Model, backbones: Sequence[keras.Model], tasks: Seque
     size = model.input_shape[1]
     y_train = _select(data.targets, data.train, names)
     train_ds = image_dataset(
-        [data.paths[i] for i in data.train], y_train, size, cfg.batch_size,
-        augment=build_augmenter(cfg.augment, cfg.seed), shuffle_seed=cfg.seed,
+        [data.paths[i] for i in data.train],
+        y_train,
+        size,
+        cfg.batch_size,
+        augment=build_augmenter(cfg.augment, cfg.seed),
+        shuffle_seed=cfg.seed,
         sample_weights=sample_weights(tasks, y_train, cfg.class_weights),
     )
-    val_ds = image_dataset([data.paths[i] for i in data.val], _select(data.targets, data.val, names),
-                           size, cfg.batch_size, augment=None, shuffle_seed=None)
-    result = model.fit(train_ds, validation_data=val_ds, epochs=cfg.fine_tune_epochs, verbose=0,
-                       callbacks=_callbacks(cfg, cfg.fine_tune_learning_rate, log_dir,
-                                            cfg.fine_tune_epochs, "fine-tune"))
+    val_ds = image_dataset(
+        [data.paths[i] for i in data.val],
+        _select(data.targets, data.val, names),
+        size,
+        cfg.batch_size,
+        augment=None,
+        shuffle_seed=None,
+    )
+    result = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.fine_tune_epochs,
+        verbose=0,
+        shuffle=False,  # the dataset shuffles itself
+        callbacks=_callbacks(
+            cfg, cfg.fine_tune_learning_rate, log_dir, cfg.fine_tune_epochs, "fine-tune"
+        ),
+    )
     return result.history
 
 
