@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from cardamage.data.images import load_image
-from cardamage.errors import CardamageError
-from cardamage.model.multitask import META_FILE, ModelBundle
+from cardamage.inference.engines import Engine, load_engine
+from cardamage.model.metadata import ModelMeta, resolve_model_dir
 from cardamage.tasks import Task
 
 ImageSource = str | Path | bytes | np.ndarray
+Thresholds = Mapping[str, Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -27,22 +28,17 @@ class TaskPrediction:
 
     @property
     def labels(self) -> list[tuple[str, float]]:
-        """The predicted labels with their scores: the top class (multiclass, never empty,
+        """The predicted labels with their scores: the top class (multiclass: never empty,
         unlike the original's thresholded softmax) or every label over its threshold."""
         if self.task.multiclass:
             i = int(np.argmax(self.scores))
             return [(self.task.labels[i], float(self.scores[i]))]
-        return [
-            (label, float(s))
-            for label, s, t in zip(self.task.labels, self.scores, self.task.thresholds, strict=True)
-            if s >= t
-        ]
+        pairs = zip(self.task.labels, self.scores, self.task.thresholds, strict=True)
+        return [(label, float(s)) for label, s, t in pairs if s >= t]
 
     def to_dict(self) -> dict:
-        scores = {
-            label: round(float(s), 6)
-            for label, s in zip(self.task.labels, self.scores, strict=True)
-        }
+        labels = self.task.labels
+        scores = {label: round(float(s), 6) for label, s in zip(labels, self.scores, strict=True)}
         if self.task.multiclass:
             label, score = self.labels[0]
             return {
@@ -55,7 +51,7 @@ class TaskPrediction:
             "kind": "multilabel",
             "labels": [label for label, _ in self.labels],
             "scores": scores,
-            "thresholds": dict(zip(self.task.labels, self.task.thresholds, strict=True)),
+            "thresholds": dict(zip(labels, self.task.thresholds, strict=True)),
         }
 
 
@@ -67,48 +63,36 @@ class Prediction:
         return {name: p.to_dict() for name, p in self.tasks.items()}
 
 
-def resolve_model_dir(path: Path | str) -> Path:
-    """Accept a run directory (its chosen model) or a model directory."""
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / META_FILE).exists():
-            return candidate
-    raise CardamageError(
-        f"no trained model at {path} (expected {META_FILE} there or in {path}/model)"
-    )
-
-
 class Predictor:
-    def __init__(
-        self, bundle: ModelBundle, thresholds: Mapping[str, Sequence[float]] | None = None
-    ):
-        self.bundle = bundle
-        tasks = bundle.tasks
+    def __init__(self, meta: ModelMeta, engine: Engine, thresholds: Thresholds | None = None):
+        self.meta = meta
+        self.engine = engine
+        tasks = meta.tasks
         for name, values in (thresholds or {}).items():
             tasks = [t.with_thresholds(values) if t.name == name else t for t in tasks]
         self.tasks = tasks
-        self.image_size = bundle.spec.image_size
+        self.image_size = meta.spec.image_size
 
     @classmethod
     def load(
-        cls, path: Path | str, thresholds: Mapping[str, Sequence[float]] | None = None
+        cls, path: Path | str, engine: str = "keras", thresholds: Thresholds | None = None
     ) -> Predictor:
-        return cls(ModelBundle.load(resolve_model_dir(path)), thresholds)
+        """From a run directory or a model directory."""
+        model_dir = resolve_model_dir(path)
+        return cls(ModelMeta.read(model_dir), load_engine(engine, model_dir), thresholds)
 
     def decode(self, source: ImageSource) -> np.ndarray:
         if isinstance(source, np.ndarray):
             from PIL import Image
 
             image = Image.fromarray(np.asarray(source, dtype=np.uint8)).convert("RGB")
-            return np.asarray(
-                image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-            )
+            size = (self.image_size, self.image_size)
+            return np.asarray(image.resize(size, Image.Resampling.BILINEAR))
         return load_image(source, self.image_size)
 
     def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Raw per-task probabilities for a batch of decoded images (n, size, size, 3)."""
-        out = self.bundle.model.predict_on_batch(np.asarray(pixels, dtype=np.float32))
-        return {name: np.asarray(value) for name, value in out.items()}
+        return self.engine(np.asarray(pixels, dtype=np.float32))
 
     def predict(self, sources: Sequence[ImageSource], batch_size: int = 32) -> list[Prediction]:
         return list(self.iter_predict(sources, batch_size))
@@ -120,12 +104,14 @@ class Predictor:
         for source in sources:
             batch.append(self.decode(source))
             if len(batch) == batch_size:
-                yield from self._predict_batch(batch)
+                yield from self.predict_pixels(np.stack(batch))
                 batch = []
         if batch:
-            yield from self._predict_batch(batch)
+            yield from self.predict_pixels(np.stack(batch))
 
-    def _predict_batch(self, batch: list[np.ndarray]) -> Iterator[Prediction]:
-        scores = self.scores(np.stack(batch))
-        for i in range(len(batch)):
-            yield Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in self.tasks})
+    def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
+        scores = self.scores(pixels)
+        return [
+            Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in self.tasks})
+            for i in range(len(pixels))
+        ]

@@ -1,4 +1,4 @@
-"""A backbone with one head per task, and the model bundle that inference loads.
+"""A backbone with one head per task, and the Keras model bundle that inference loads.
 
 The frozen phase trains only the heads on cached backbone features; because the heads are a
 model of their own, the same weights then sit on top of the backbone unchanged.
@@ -6,7 +6,6 @@ model of their own, the same weights then sit on top of the backbone unchanged.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,26 +13,10 @@ from pathlib import Path
 import keras
 
 from cardamage.errors import CardamageError
-from cardamage.io import atomic_path, atomic_write_json
+from cardamage.io import atomic_path
 from cardamage.model.backbones import build_backbone
+from cardamage.model.metadata import MODEL_FILE, ModelMeta, ModelSpec
 from cardamage.tasks import Task
-
-MODEL_FILE = "model.keras"
-META_FILE = "model.json"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild the architecture; stored beside the weights."""
-
-    backbone: str
-    weights: str
-    image_size: int
-    alpha: float | None = None
-    head_units: int = 256
-    dropout: float = 0.3
-    #: "shared": one backbone for all tasks; "per_task": one backbone copy per task (the original).
-    layout: str = "shared"
 
 
 def build_heads(
@@ -85,7 +68,7 @@ def build_model(
 
 @dataclass
 class ModelBundle:
-    """A trained model with its tasks, thresholds and provenance: all inference needs."""
+    """A trained Keras model with its tasks, thresholds and provenance: all inference needs."""
 
     model: keras.Model
     spec: ModelSpec
@@ -96,34 +79,13 @@ class ModelBundle:
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / MODEL_FILE) as tmp:
             self.model.save(tmp)
-        meta = {
-            "format": "cardamage-model/1",
-            "spec": self.spec.__dict__,
-            "tasks": [t.to_dict() for t in self.tasks],
-            "info": self.info,
-        }
-        atomic_write_json(directory / META_FILE, meta)
+        ModelMeta(self.spec, self.tasks, self.info).write(directory)
 
     @classmethod
     def load(cls, directory: Path) -> ModelBundle:
-        meta = read_model_meta(directory)
+        meta = ModelMeta.read(directory)
         try:
             model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
         except Exception as e:
             raise CardamageError(f"cannot load model {directory / MODEL_FILE}: {e}") from None
-        return cls(
-            model,
-            ModelSpec(**meta["spec"]),
-            [Task.from_dict(t) for t in meta["tasks"]],
-            meta.get("info", {}),
-        )
-
-
-def read_model_meta(directory: Path) -> dict:
-    path = Path(directory) / META_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CardamageError(f"no trained model in {directory} (missing {META_FILE})") from None
-    except (OSError, ValueError) as e:
-        raise CardamageError(f"cannot read {path}: {e}") from None
+        return cls(model, meta.spec, meta.tasks, meta.info)

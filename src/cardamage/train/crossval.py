@@ -24,7 +24,8 @@ from cardamage.errors import CardamageError
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
 from cardamage.evaluate.report import plot_history, write_results_txt, write_summary_json
 from cardamage.io import atomic_write_json
-from cardamage.model.multitask import ModelBundle, ModelSpec, build_model
+from cardamage.model.metadata import ModelSpec
+from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task
 from cardamage.train import runtime
 from cardamage.train.features import cached_features, default_cache_dir

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from cardamage.config import AugmentConfig
 from cardamage.data.pipeline import build_augmenter, iter_image_batches
 from cardamage.model.backbones import get_backbone_spec, weights_id
-from cardamage.model.multitask import ModelSpec
+from cardamage.model.metadata import ModelSpec
 
 FEATURES_FILE = "features.npy"
 CACHE_VERSION = 1
