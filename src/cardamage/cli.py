@@ -144,10 +144,41 @@ def _print_rows(rows: list[dict], names: list[str]) -> None:
         print(f"{row['image']:<{width}}  " + "  ".join(cells))
 
 
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify photos and folders; streams csv, json or jsonl")
+    p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
+    p.add_argument("--model", type=Path, default=Path("runs/demo"), help="run or model directory")
+    p.add_argument("--engine", default="keras", help="keras, onnx or onnx-int8")
+    p.add_argument("--recursive", action="store_true", help="look into sub-folders")
+    p.add_argument("--format", choices=["csv", "json", "jsonl"], default="csv")
+    p.add_argument("--output", type=Path, help="write here instead of standard output")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(run=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cardamage.inference.batch import predict_files
+    from cardamage.inference.predictor import Predictor
+    from cardamage.io import atomic_path
+
+    predictor = Predictor.load(args.model, engine=args.engine)
+    if args.output is None:
+        ok, failed = predict_files(
+            predictor, args.paths, args.recursive, args.format, sys.stdout, args.batch_size
+        )
+    else:
+        with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+            ok, failed = predict_files(
+                predictor, args.paths, args.recursive, args.format, out, args.batch_size
+            )
+    print(f"predicted {ok} image(s), {failed} could not be read", file=sys.stderr)
+    return 0 if ok or not failed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cardamage", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_synth_parser, _train_parser, _evaluate_parser):
+    for add in (_synth_parser, _train_parser, _evaluate_parser, _predict_parser):
         add(sub)
     return parser
 

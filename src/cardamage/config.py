@@ -132,3 +132,78 @@ def load_train_config(config_file: Path | None, overrides: dict[str, Any]) -> Tr
         return TrainConfig.model_validate(values)
     except ValidationError as e:
         raise CardamageError(format_validation_error(e, str(config_file or "options"))) from None
+
+
+class OriginalTaskKeys(_Strict):
+    """One task of the original application's config: model, label file, one threshold."""
+
+    model_fp: Path
+    label_fp: Path
+    conf_threshold: float = Field(0.5, ge=0, le=1)
+
+
+#: The original application's config prefixes, and the task each one means here.
+ORIGINAL_TASKS = {"damage": "severity", "location": "location", "damagetype": "damage_type"}
+
+
+class AppConfig(_Strict):
+    """`application_config.json`: a trained model (new style) or the original's three models."""
+
+    model: Path | None = None
+    engine: str = "keras"
+    #: per task: one threshold for every label, or one per label
+    thresholds: dict[str, float | list[float]] = Field(default_factory=dict)
+    debug: bool = False
+    damage_model_fp: Path | None = None
+    damage_label_fp: Path | None = None
+    damage_conf_threshold: float = Field(0.5, ge=0, le=1)
+    location_model_fp: Path | None = None
+    location_label_fp: Path | None = None
+    location_conf_threshold: float = Field(0.5, ge=0, le=1)
+    damagetype_model_fp: Path | None = None
+    damagetype_label_fp: Path | None = None
+    damagetype_conf_threshold: float = Field(0.5, ge=0, le=1)
+    #: settings of `cardamage serve` (host, port, limits, api_key); validated by the server
+    serve: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_style(self) -> AppConfig:
+        given = [p for p in ORIGINAL_TASKS if getattr(self, f"{p}_model_fp") is not None]
+        if self.model is None and not given:
+            raise ValueError("set 'model' (a run or model directory) or the original's *_model_fp")
+        if self.model is not None and given:
+            raise ValueError("set either 'model' or the original's *_model_fp keys, not both")
+        if given:
+            for prefix in ORIGINAL_TASKS:
+                if getattr(self, f"{prefix}_label_fp") is None and prefix in given:
+                    raise ValueError(f"'{prefix}_model_fp' needs '{prefix}_label_fp'")
+        return self
+
+    def original_tasks(self) -> dict[str, OriginalTaskKeys]:
+        """Our task name -> the original's keys, for the tasks the config names."""
+        found = {}
+        for prefix, task in ORIGINAL_TASKS.items():
+            model = getattr(self, f"{prefix}_model_fp")
+            if model is not None:
+                found[task] = OriginalTaskKeys(
+                    model_fp=model,
+                    label_fp=getattr(self, f"{prefix}_label_fp"),
+                    conf_threshold=getattr(self, f"{prefix}_conf_threshold"),
+                )
+        return found
+
+
+def load_app_config(path: Path) -> AppConfig:
+    """Read the config; relative paths in it are relative to the config file, as users expect."""
+    values = read_json_config(path)
+    try:
+        cfg = AppConfig.model_validate(values)
+    except ValidationError as e:
+        raise CardamageError(format_validation_error(e, str(path))) from None
+    base = Path(path).parent
+    updates = {
+        name: base / value
+        for name, value in cfg.model_dump().items()
+        if isinstance(value, Path) and not value.is_absolute()
+    }
+    return cfg.model_copy(update=updates)

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from cardamage.data.images import load_image
+from cardamage.errors import CardamageError
 from cardamage.inference.engines import Engine, load_engine
 from cardamage.model.metadata import ModelMeta, resolve_model_dir
 from cardamage.tasks import Task
 
 ImageSource = str | Path | bytes | np.ndarray
-Thresholds = Mapping[str, Sequence[float]]
+Thresholds = Mapping[str, float | Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,17 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, meta: ModelMeta, engine: Engine, thresholds: Thresholds | None = None):
+    def __init__(
+        self,
+        meta: ModelMeta,
+        engine: Engine,
+        thresholds: Thresholds | None = None,
+        model_dir: Path | None = None,
+    ):
         self.meta = meta
+        self.model_dir = model_dir
         self.engine = engine
-        tasks = meta.tasks
-        for name, values in (thresholds or {}).items():
-            tasks = [t.with_thresholds(values) if t.name == name else t for t in tasks]
-        self.tasks = tasks
+        self.tasks = [_override(t, (thresholds or {}).get(t.name)) for t in meta.tasks]
         self.image_size = meta.spec.image_size
 
     @classmethod
@@ -79,7 +84,8 @@ class Predictor:
     ) -> Predictor:
         """From a run directory or a model directory."""
         model_dir = resolve_model_dir(path)
-        return cls(ModelMeta.read(model_dir), load_engine(engine, model_dir), thresholds)
+        meta = ModelMeta.read(model_dir)
+        return cls(meta, load_engine(engine, model_dir), thresholds, model_dir)
 
     def decode(self, source: ImageSource) -> np.ndarray:
         if isinstance(source, np.ndarray):
@@ -115,3 +121,16 @@ class Predictor:
             Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in self.tasks})
             for i in range(len(pixels))
         ]
+
+
+def _override(task: Task, thresholds: float | Sequence[float] | None) -> Task:
+    """One threshold for all labels (the original's config) or one per label."""
+    if thresholds is None:
+        return task
+    if isinstance(thresholds, int | float):
+        thresholds = [float(thresholds)] * len(task.labels)
+    if len(thresholds) != len(task.labels):
+        raise CardamageError(
+            f"thresholds for '{task.name}': {len(thresholds)} given, {len(task.labels)} labels"
+        )
+    return task.with_thresholds(thresholds)
