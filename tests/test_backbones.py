@@ -1,0 +1,77 @@
+"""Every registered backbone builds, owns its preprocessing, and fails with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cardamage.errors import CardamageError
+from cardamage.model.backbones import BACKBONES, build_backbone
+from cardamage.model.metadata import ModelSpec
+from cardamage.model.multitask import build_model
+from cardamage.tasks import default_tasks
+
+SMALL = {"mobilenet": 0.25, "mobilenetv2": 0.35}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_builds_and_predicts(name: str) -> None:
+    spec = ModelSpec(backbone=name, weights="none", image_size=32, alpha=SMALL.get(name))
+    model, backbones, heads = build_model(spec, default_tasks())
+    out = model.predict(np.full((2, 32, 32, 3), 128, np.float32), verbose=0)
+    assert out["severity"].shape == (2, 4)
+    np.testing.assert_allclose(out["severity"].sum(axis=1), 1, atol=1e-5)  # softmax
+    assert out["location"].shape == (2, 3) and out["damage_type"].shape == (2, 4)
+    assert ((out["location"] > 0) & (out["location"] < 1)).all()  # sigmoid
+    assert len(backbones) == 1 and len(heads) == 1  # one shared backbone for all tasks
+
+
+def test_tf_mode_backbones_scale_pixels_to_unit_range() -> None:
+    backbone = build_backbone("mobilenetv2", "none", 32, alpha=0.35)
+    rescale = backbone.get_layer("to_unit_range")
+    x = np.array([[[[0.0, 127.5, 255.0]]]], np.float32)
+    np.testing.assert_allclose(np.asarray(rescale(x)), [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)
+
+
+def test_per_task_layout_has_one_backbone_per_task() -> None:
+    spec = ModelSpec("mobilenet", "none", 32, alpha=0.25, layout="per_task")
+    model, backbones, heads = build_model(spec, default_tasks())
+    assert len(backbones) == 3 and len(heads) == 3
+    assert set(model.output.keys()) == {"severity", "location", "damage_type"}
+
+
+def test_local_weights_file_loads(tmp_path: Path) -> None:
+    source = build_backbone("mobilenet", "none", 32, alpha=0.25)
+    core = source.layers[-1]
+    path = tmp_path / "mobilenet.weights.h5"
+    core.save_weights(path)
+    loaded = build_backbone("mobilenet", str(path), 32, alpha=0.25)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), source.predict(x, verbose=0), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "resnet51"}, "unknown backbone 'resnet51' \\(known: "),
+        ({"weights": "/nowhere/w.h5"}, "weights file not found: /nowhere/w.h5"),
+        ({"name": "resnet50v2", "alpha": 0.5}, "has no width multiplier"),
+    ],
+)
+def test_bad_backbone_requests(kwargs: dict, message: str) -> None:
+    args = {"name": "mobilenet", "weights": "none", "image_size": 32, "alpha": 0.25} | kwargs
+    with pytest.raises(CardamageError, match=message):
+        build_backbone(**args)
+
+
+def test_unreadable_weights_file_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.h5"
+    bad.write_bytes(b"not an hdf5 file")
+    with pytest.raises(
+        CardamageError, match="cannot build backbone 'mobilenet' with weights .*broken.h5"
+    ):
+        build_backbone("mobilenet", str(bad), 32, alpha=0.25)
