@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` (install, generate data, train 5 folds, classify
+# held-out photos) and `make test`. EXTRAS=gpu installs the CUDA build of TensorFlow instead.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+EXTRAS ?= cpu
+BIN := $(VENV)/bin
+DEMO_DATA := data/demo
+DEMO_RUN := runs/demo
+
+.PHONY: install demo test test-all lint
+
+$(BIN)/cardamage: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS),dev]"
+	touch $@
+
+install: $(BIN)/cardamage
+
+demo: install
+	$(BIN)/cardamage synth --out $(DEMO_DATA)/train --n 1825 --size 160 --seed 0
+	$(BIN)/cardamage synth --out $(DEMO_DATA)/heldout --n 300 --size 160 --seed 1
+	$(BIN)/cardamage train --config configs/demo.json --overwrite
+	$(BIN)/cardamage evaluate --model $(DEMO_RUN) --data $(DEMO_DATA)/heldout/labels.csv \
+		--show 15 --out $(DEMO_RUN)/heldout
+	@echo
+	@echo "Report:  $(DEMO_RUN)/results_*.txt, $(DEMO_RUN)/summary.json, curves in $(DEMO_RUN)/curves/"
+	@echo "Model:   $(DEMO_RUN)/model (model.keras + model.json with labels and thresholds)"
+	@echo "Classify: $(BIN)/python main.py --config application_config.json --debug False"
+	@echo "          $(BIN)/cardamage predict $(DEMO_DATA)/heldout/images --model $(DEMO_RUN)"
+
+# The suite CI runs: everything but the slow end-to-end trainings.
+test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,0 +1,176 @@
+"""End to end: generated photos -> 2 folds x 2 epochs -> a complete run directory -> reload."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cardamage.cli import main as cli
+from cardamage.config import load_train_config
+from cardamage.data.synthetic import generate_dataset
+from cardamage.inference.predictor import Predictor
+from cardamage.train.crossval import cross_validate
+
+TASKS = ("severity", "location", "damage_type")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("synth"), n=48, size=64, seed=3)
+
+
+def options(data: Path, out: Path, **extra) -> dict:
+    return {
+        "data": data,
+        "out": out,
+        "backbone": "mobilenet",
+        "alpha": 0.25,
+        "weights": "none",
+        "image_size": 32,
+        "folds": 2,
+        "epochs": 2,
+        "views": 2,
+        "cache_dir": out.parent / "cache",
+    } | extra
+
+
+@pytest.fixture(scope="module")
+def run(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    cross_validate(load_train_config(None, options(dataset, out)))
+    return out
+
+
+def test_run_directory_contents(run: Path) -> None:
+    for name in (
+        "config.json",
+        "versions.json",
+        "summary.json",
+        "folds.json",
+        "manifest.csv",
+        "oof_predictions.csv",
+        "model/model.keras",
+        "model/model.json",
+    ):
+        assert (run / name).is_file(), name
+    for fold in (1, 2):
+        for name in ("model/model.keras", "history.csv", "metrics.json"):
+            assert (run / "folds" / f"fold_{fold}" / name).is_file()
+        for task in TASKS:
+            for kind in ("accuracy", "loss"):
+                assert (run / "curves" / f"fold{fold}_{task}_{kind}.png").is_file()
+    versions = json.loads((run / "versions.json").read_text())
+    assert {"keras", "numpy", "python"} <= set(versions)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["folds"] == 2 and summary["best_fold"] in (1, 2)
+    for task in TASKS:
+        text = (run / f"results_{task}.txt").read_text()
+        assert (
+            "cross validation splits" in text and "on average" in text and "best iteration" in text
+        )
+        assert len(summary["tasks"][task]["headline"]["per_fold"]) == 2
+
+
+def test_every_image_validated_once(run: Path) -> None:
+    folds = json.loads((run / "folds.json").read_text())
+    validated = [image for fold in folds for image in fold["validation"]]
+    assert len(validated) == len(set(validated)) == 48
+
+
+def test_saved_model_reloads_and_predicts_the_same(run: Path, dataset: Path) -> None:
+    rows = list(csv.DictReader((run / "oof_predictions.csv").read_text().splitlines()))
+    assert len(rows) == 48
+    predictor = Predictor.load(run)
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert [t["name"] for t in meta["tasks"]] == list(TASKS)
+    images = [dataset.parent / r["image"] for r in rows[:4]]
+    a = predictor.predict(images)
+    b = Predictor.load(run / "model").predict(images)
+    for x, y in zip(a, b, strict=True):
+        for task in TASKS:
+            np.testing.assert_allclose(x.tasks[task].scores, y.tasks[task].scores, atol=1e-6)
+    best = json.loads((run / "summary.json").read_text())["best_fold"]
+    fold_model = Predictor.load(run / "folds" / f"fold_{best}" / "model").predict(images)
+    np.testing.assert_allclose(
+        fold_model[0].tasks["severity"].scores, a[0].tasks["severity"].scores, atol=1e-6
+    )
+
+
+def test_existing_run_is_not_overwritten(run: Path, dataset: Path, capsys) -> None:
+    before = (run / "summary.json").read_bytes()
+    code = cli(["train", "--data", str(dataset), "--out", str(run), "--weights", "none"])
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (run / "summary.json").read_bytes() == before
+
+
+def test_bad_rows_refused_or_skipped(dataset: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "labels.csv"
+    lines = dataset.read_text().splitlines()
+    lines[3] = lines[3].replace(lines[3].split(",")[1], "catastrophic", 1)
+    lines.append("images/missing.jpg,minor,front,dent")
+    bad.write_text("\n".join(lines) + "\n")
+    args = [
+        "train",
+        "--data",
+        str(bad),
+        "--images",
+        str(dataset.parent),
+        "--out",
+        str(tmp_path / "r"),
+        "--backbone",
+        "mobilenet",
+        "--alpha",
+        "0.25",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--views",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert "catastrophic" in err and "missing.jpg" in err and ":4:" in err
+    assert not (tmp_path / "r").exists()
+    assert cli([*args, "--skip-bad"]) == 0
+    skipped = (tmp_path / "r" / "skipped.csv").read_text()
+    assert "catastrophic" in skipped and "missing.jpg" in skipped
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--backbone", "vgg99"], "unknown backbone 'vgg99'"),
+        (["--weights", "/nope.h5"], "weights file not found"),
+        (["--folds", "1"], "folds"),
+    ],
+)
+def test_bad_options_are_one_line(dataset: Path, tmp_path: Path, capsys, extra, message) -> None:
+    args = [
+        "train",
+        "--data",
+        str(dataset),
+        "--out",
+        str(tmp_path / "r"),
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        *extra,
+    ]
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
