@@ -1,0 +1,193 @@
+"""Grad-CAM heatmaps: where in the photo the model looked for each task's prediction.
+
+Grad-CAM (Selvaraju et al., 2017) weights the channels of the backbone's last convolutional
+feature map by the gradient of a score and keeps the positive part. We differentiate the heads'
+logits, not their probabilities: a confident softmax or sigmoid saturates and its gradients
+vanish into noise, while with global average pooling and a linear head Grad-CAM on a logit is
+exactly CAM, the logit split into each location's contribution. Grad-CAM++ was not chosen: its
+closed-form weights assume an exponential score, and it mainly helps with several instances of
+one object class, which a damage photo seldom has.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import matplotlib
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from cardamage.errors import CardamageError
+from cardamage.inference.predictor import Predictor
+from cardamage.model.backbones import backbone_core
+from cardamage.model.multitask import ModelBundle
+from cardamage.tasks import Task
+
+
+@dataclass(frozen=True)
+class _Branch:
+    """One backbone and the tasks on it, as a model: image -> [feature map, pre-logit inputs].
+
+    The final Dense layer is applied by hand, so its logits are available before the activation.
+    """
+
+    model: keras.Model
+    logit_layers: dict[str, keras.layers.Dense]
+
+
+class Explainer:
+    """Grad-CAM for a cardamage Keras model; the gradient models are built once and reused."""
+
+    def __init__(self, keras_model: keras.Model) -> None:
+        if keras.backend.backend() != "tensorflow":
+            raise CardamageError("heatmaps need the TensorFlow backend (KERAS_BACKEND=tensorflow)")
+        self.model = keras_model
+        self._branches = _branches(keras_model)
+
+    @classmethod
+    def for_predictor(cls, predictor: Predictor) -> Explainer:
+        """Reuse the predictor's Keras model; engines without gradients (ONNX) load model.keras."""
+        model = getattr(predictor.engine, "model", None)
+        if not isinstance(model, keras.Model):
+            model = ModelBundle.load(predictor.model_dir).model
+        return cls(model)
+
+    def heatmaps(self, pixels: np.ndarray, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
+        """{task: (n, H, W) heatmap in [0, 1] at the input size} for (n, H, W, 3) pixels in
+        [0, 255]; each map explains the predicted class, or the predicted labels together."""
+        known = [name for branch in self._branches for name in branch.logit_layers]
+        unknown = [t.name for t in tasks if t.name not in known]
+        if unknown:
+            raise CardamageError(f"the model has no task {unknown} (it has {known})")
+        x = tf.convert_to_tensor(np.asarray(pixels, dtype=np.float32))
+        maps: dict[str, np.ndarray] = {}
+        for branch in self._branches:
+            mine = [t for t in tasks if t.name in branch.logit_layers]
+            if mine:
+                maps.update(_branch_heatmaps(branch, x, mine))
+        return {t.name: maps[t.name] for t in tasks}
+
+
+def _branches(model: keras.Model) -> list[_Branch]:
+    """One gradient model per heads model, following build_model's names: "heads" sits on
+    "backbone"; in the per_task layout "heads_<i>" sits on "backbone_<its task>"."""
+    image = keras.Input(model.input_shape[1:], name="image")
+    layers = {layer.name: layer for layer in model.layers}
+    branches = []
+    for heads in (layer for name, layer in layers.items() if name.startswith("heads")):
+        tasks = list(heads.output)
+        backbone = layers.get(f"backbone_{tasks[0]}", layers.get("backbone"))
+        if backbone is None:
+            raise CardamageError(f"no backbone for the heads '{heads.name}' in the model")
+        feature_map, pooled = _feature_map(backbone, image)
+        dense = {task: heads.get_layer(task) for task in tasks}
+        pre_logits = keras.Model(heads.input, [d.input for d in dense.values()])(pooled)
+        branches.append(_Branch(keras.Model(image, [feature_map, *pre_logits]), dense))
+    return branches
+
+
+def _feature_map(backbone: keras.Model, image: keras.KerasTensor) -> list[keras.KerasTensor]:
+    """[last conv feature map, pooled features] of a backbone applied to ``image``: the map is
+    the input of the global average pooling that ends the keras.applications model."""
+    core = backbone_core(backbone)
+    pool = core.layers[-1]
+    if not isinstance(pool, keras.layers.GlobalAveragePooling2D):
+        raise CardamageError(f"backbone '{backbone.name}' does not end with average pooling")
+    x = image
+    for layer in backbone.layers[1:]:  # the preprocessing between the input and the core
+        if layer is not core:
+            x = layer(x)
+    return keras.Model(core.input, [pool.input, core.output])(x)
+
+
+def _branch_heatmaps(branch: _Branch, x: tf.Tensor, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
+    """One forward pass for all of a backbone's tasks, one gradient per task."""
+    with tf.GradientTape(persistent=True) as tape:
+        feature_map, *pre_logits = branch.model(x, training=False)
+        inputs = dict(zip(branch.logit_layers, pre_logits, strict=True))
+        targets = {}
+        for task in tasks:
+            dense = branch.logit_layers[task.name]
+            pre = tf.cast(inputs[task.name], dense.kernel.dtype)
+            logits = tf.matmul(pre, dense.kernel) + dense.bias
+            targets[task.name] = tf.reduce_sum(_target(task, logits, dense.activation(logits)))
+    grads = {name: tape.gradient(target, feature_map) for name, target in targets.items()}
+    feature_map = tf.cast(feature_map, tf.float32)
+    return {
+        name: _grad_cam(feature_map, tf.cast(g, tf.float32), x.shape[1:3])
+        for name, g in grads.items()
+    }
+
+
+def _target(task: Task, logits: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
+    """The score each image's map explains: the predicted class's logit (multiclass), or the sum
+    of the logits of the labels over their thresholds, the top label when none is (multilabel)."""
+    top = tf.one_hot(tf.argmax(probs, axis=-1), len(task.labels), dtype=logits.dtype)
+    if task.multiclass:
+        return tf.reduce_sum(logits * top, axis=-1)
+    passed = tf.cast(probs >= tf.constant(task.thresholds, dtype=probs.dtype), logits.dtype)
+    nothing_passed = 1.0 - tf.reduce_max(passed, axis=-1, keepdims=True)
+    return tf.reduce_sum(logits * (passed + nothing_passed * top), axis=-1)
+
+
+def _grad_cam(feature_map: tf.Tensor, grads: tf.Tensor, size: Sequence[int]) -> np.ndarray:
+    """ReLU of the gradient-weighted channel sum, upsampled to ``size``, scaled to max 1."""
+    weights = tf.reduce_mean(grads, axis=(1, 2))
+    cam = tf.nn.relu(tf.einsum("nhwk,nk->nhw", feature_map, weights))
+    cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0].numpy()
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return np.clip(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0), 0.0, 1.0)
+
+
+def overlay_png(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> bytes:
+    """A PNG of the (H, W, 3) uint8 photo with the jet-coloured heatmap blended on top; the
+    heatmap, in [0, 1] at any size, is stretched over the whole photo."""
+    photo = np.asarray(image, dtype=np.uint8)
+    height, width = photo.shape[:2]
+    stretched = Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize(
+        (width, height), Image.Resampling.BILINEAR
+    )
+    colours = matplotlib.colormaps["jet"](np.clip(np.asarray(stretched), 0.0, 1.0))[..., :3]
+    blended = (1 - alpha) * photo + alpha * 255 * colours
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(blended).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+#: One explainer per predictor, so a web server builds its gradient models once, not per request.
+_EXPLAINERS: weakref.WeakKeyDictionary[Predictor, Explainer] = weakref.WeakKeyDictionary()
+
+
+def explain_image(
+    predictor: Predictor, pixels: np.ndarray, tasks: Sequence[str] | None = None
+) -> dict[str, str]:
+    """{task: base64 PNG of the photo with its heatmap} for one uint8 photo of any size, for the
+    web API; ``tasks`` names a subset of the predictor's tasks (default: all). The predictor
+    stretches the photo to its square input, so stretching each map back lines it up."""
+    photo = np.asarray(Image.fromarray(np.asarray(pixels, dtype=np.uint8)).convert("RGB"))
+    if predictor not in _EXPLAINERS:
+        _EXPLAINERS[predictor] = Explainer.for_predictor(predictor)
+    maps = _EXPLAINERS[predictor].heatmaps(
+        predictor.decode(photo)[None], _select(predictor.tasks, tasks)
+    )
+    return {
+        name: base64.b64encode(overlay_png(photo, heatmap[0])).decode("ascii")
+        for name, heatmap in maps.items()
+    }
+
+
+def _select(tasks: Sequence[Task], names: Sequence[str] | None) -> list[Task]:
+    """The named tasks, with the predictor's thresholds; a name it does not know is an error."""
+    if names is None:
+        return list(tasks)
+    by_name = {t.name: t for t in tasks}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise CardamageError(f"unknown task {unknown} (known: {', '.join(by_name)})")
+    return [by_name[n] for n in names]
