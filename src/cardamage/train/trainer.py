@@ -142,18 +142,17 @@ def fit_heads(
     return history
 
 
-def unfreeze_top(backbone: keras.Model, n_layers: int) -> None:
-    """Make the top ``n_layers`` of the backbone trainable (-1: all). BatchNorm stays frozen:
-    small fine-tuning batches would wreck its ImageNet statistics."""
+def unfreeze_top(backbone: keras.Model, n_layers: int, pretrained: bool) -> None:
+    """Make the top ``n_layers`` of the backbone trainable (-1: all). A pretrained backbone keeps
+    its BatchNorm frozen (small fine-tuning batches would wreck its ImageNet statistics); one
+    trained from scratch needs its BatchNorm to learn."""
     core = backbone_core(backbone)
     backbone.trainable = True
     core.trainable = True
-    layers = core.layers if n_layers == -1 else core.layers[-n_layers:]
-    chosen = {id(layer) for layer in layers}
+    chosen = {id(layer) for layer in (core.layers if n_layers == -1 else core.layers[-n_layers:])}
     for layer in core.layers:
-        layer.trainable = id(layer) in chosen and not isinstance(
-            layer, keras.layers.BatchNormalization
-        )
+        frozen_bn = pretrained and isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = id(layer) in chosen and not frozen_bn
 
 
 def fine_tune(
@@ -166,7 +165,7 @@ def fine_tune(
 ) -> dict[str, list[float]]:
     """End to end from the head-phase weights, at a lower learning rate."""
     for backbone in backbones:
-        unfreeze_top(backbone, cfg.fine_tune_layers)
+        unfreeze_top(backbone, cfg.fine_tune_layers, pretrained=cfg.weights != "none")
     compile_model(model, tasks, cfg.fine_tune_learning_rate, cfg.loss_weights)
     names = [t.name for t in tasks]
     size = model.input_shape[1]
