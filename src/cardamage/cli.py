@@ -44,6 +44,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--overwrite", action="store_true", default=None)
     p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN",
+        help="continue an interrupted run from its last finished fold",
+    )
+    p.add_argument(
         "--skip-bad",
         action="store_true",
         default=None,
@@ -56,11 +62,19 @@ def _train(args: argparse.Namespace) -> int:
     from cardamage.config import load_train_config
     from cardamage.train.crossval import cross_validate
 
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "run", "command")}
-    cfg = load_train_config(args.config, overrides)
-    if cfg.data is None:
-        raise CardamageError("no data: give --data or 'data' in --config")
-    summary = cross_validate(cfg)
+    overrides = {
+        k: v for k, v in vars(args).items() if k not in ("config", "run", "command", "resume")
+    }
+    if args.resume is not None:
+        given = sorted(k for k, v in overrides.items() if v is not None)
+        if given or args.config:
+            raise CardamageError(f"--resume continues a run as it was configured: drop {given}")
+        from cardamage.train.rundir import resume_config
+
+        cfg = resume_config(args.resume)
+    else:
+        cfg = load_train_config(args.config, overrides)
+    summary = cross_validate(cfg, resume=args.resume is not None)
     print(f"\nrun directory: {cfg.out}")
     for name, task in summary["tasks"].items():
         h = task["headline"]

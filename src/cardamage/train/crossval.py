@@ -1,17 +1,15 @@
 """k-fold cross-validation: folds, cached features, per-fold models, reports, the chosen model.
 
-A run directory is the unit of output: everything a run made, with the exact config and
-package versions, so any result can be traced and reproduced.
+A fold is finished when its metrics.json exists (written last), so an interrupted or killed run
+resumes from the last finished fold with `cardamage train --resume RUN`.
 """
 
 from __future__ import annotations
 
-import platform
+import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import keras
@@ -19,53 +17,27 @@ import numpy as np
 
 from cardamage.config import TrainConfig
 from cardamage.data.folds import make_folds
-from cardamage.data.manifest import Manifest, load_manifest, write_manifest, write_problems
-from cardamage.errors import CardamageError
+from cardamage.data.manifest import Manifest, load_manifest
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
 from cardamage.evaluate.report import plot_history, write_results_txt, write_summary_json
-from cardamage.io import atomic_write_json
+from cardamage.io import atomic_path, atomic_write_json
 from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task
-from cardamage.train import runtime
+from cardamage.train import rundir, runtime
 from cardamage.train.features import cached_features, default_cache_dir
 from cardamage.train.trainer import FoldData, fine_tune, fit_heads
 
-PACKAGES = ("cardamage", "keras", "tensorflow", "tensorflow-cpu", "numpy", "scikit-learn", "pillow")
+METRICS_FILE = "metrics.json"
+SCORES_FILE = "scores.npz"
 
 
 @dataclass
 class FoldResult:
     index: int
     metrics: dict[str, dict]
-    history: dict[str, list[float]]
-    bundle: ModelBundle
-
-
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """Never touch an existing run unless asked: a typo must not destroy last week's results."""
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise CardamageError(
-                f"run directory {out} already exists and is not empty: "
-                f"choose another --out or pass --overwrite"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def versions() -> dict[str, str]:
-    found = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "device": runtime.device_summary(),
-    }
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+    scores: dict[str, np.ndarray]  # validation scores per task
+    model_dir: Path
 
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:
@@ -104,9 +76,10 @@ def train_fold(
     data: FoldData,
     backbone_weights: list[np.ndarray],
     run_dir: Path,
-) -> tuple[FoldResult, dict[str, np.ndarray]]:
+) -> FoldResult:
     """``backbone_weights`` are those the cached features came from (random ones included)."""
     fold_dir = run_dir / "folds" / f"fold_{index}"
+    shutil.rmtree(fold_dir, ignore_errors=True)
     runtime.set_seed(cfg.seed + index)
     with runtime.distribution_scope():
         model, backbones, heads = build_model(model_spec(cfg), tasks)
@@ -122,11 +95,24 @@ def train_fold(
     metrics = {
         t.name: task_metrics(t, data.targets[t.name][data.val], scores[t.name]) for t in tasks
     }
-    bundle = ModelBundle(model, model_spec(cfg), tasks, {"fold": index})
-    bundle.save(fold_dir / "model")
-    atomic_write_json(fold_dir / "metrics.json", metrics)
+    ModelBundle(model, model_spec(cfg), tasks, {"fold": index}).save(fold_dir / "model")
     plot_history(history, run_dir / "curves", f"fold{index}")
-    return FoldResult(index, metrics, history, bundle), scores
+    with atomic_path(fold_dir / SCORES_FILE) as tmp:
+        np.savez(tmp, **scores)
+    atomic_write_json(fold_dir / METRICS_FILE, metrics)  # last: marks the fold finished
+    return FoldResult(index, metrics, scores, fold_dir / "model")
+
+
+def finished_fold(index: int, run_dir: Path) -> FoldResult | None:
+    """A fold finished before an interruption, or None (a half-written fold is cleared)."""
+    fold_dir = run_dir / "folds" / f"fold_{index}"
+    if not (fold_dir / METRICS_FILE).exists():
+        shutil.rmtree(fold_dir, ignore_errors=True)
+        return None
+    metrics = json.loads((fold_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    with np.load(fold_dir / SCORES_FILE) as saved:
+        scores = {name: saved[name] for name in saved.files}
+    return FoldResult(index, metrics, scores, fold_dir / "model")
 
 
 def fold_score(metrics: dict[str, dict]) -> float:
@@ -134,77 +120,66 @@ def fold_score(metrics: dict[str, dict]) -> float:
     return float(np.mean([m["macro_f1"] for m in metrics.values()]))
 
 
-def cross_validate(cfg: TrainConfig) -> dict:
-    """Train k folds, write the run directory, return the summary."""
+def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Train k folds (or the ones an interrupted run left), write the run directory."""
     started = time.time()
     tasks = cfg.build_tasks()
     manifest, problems = load_manifest(cfg.data, cfg.image_root, tasks, skip_bad=cfg.skip_bad)
     splits = make_folds(manifest, tasks, cfg.folds, cfg.seed)
-    prepare_run_dir(cfg.out, cfg.overwrite)
-    _record_inputs(cfg, manifest, problems, splits)
+    if resume:
+        rundir.check_same_folds(cfg, manifest, splits)
+    else:
+        rundir.prepare(cfg.out, cfg.overwrite)
+        rundir.record_inputs(cfg, manifest, problems, splits)
     precision = runtime.configure_precision(cfg.mixed_precision)
-    runtime.set_seed(cfg.seed)
-    spec = model_spec(cfg)
-    paths = manifest.paths()
-    _, backbones, _ = build_model(spec, tasks[:1])
-    backbone_weights = backbones[0].get_weights()
     print(
         f"cardamage: {len(manifest)} images, {cfg.folds} folds, {cfg.backbone} at "
         f"{cfg.image_size} px on {runtime.device_summary()} ({precision})"
     )
-    features = cached_features(
-        backbones[0],
-        spec,
-        paths,
-        cfg.augment,
-        cfg.views,
-        cfg.seed,
-        cfg.cache_dir or default_cache_dir(),
-    )
-    targets = {t.name: manifest.targets(t) for t in tasks}
-    oof = {t.name: np.zeros_like(targets[t.name]) for t in tasks}
-    results = []
-    for index, (train, val) in enumerate(splits, start=1):
-        keras.backend.clear_session()
-        data = FoldData(features, targets, paths, train, val)
-        result, scores = train_fold(index, cfg, tasks, data, backbone_weights, cfg.out)
-        for name, value in scores.items():
-            oof[name][val] = value
-        results.append(result)
-        print(
-            f"fold {index}/{cfg.folds}: "
-            + ", ".join(f"{t.name} {headline(t, result.metrics[t.name]):.3f}" for t in tasks)
-        )
-    summary = _finish(cfg, tasks, manifest, targets, oof, results)
+    results = _train_folds(cfg, tasks, manifest, splits)
+    summary = _finish(cfg, tasks, manifest, splits, results)
     summary["seconds"] = round(time.time() - started, 1)
     write_summary_json(cfg.out / "summary.json", summary)
     return summary
 
 
-def _record_inputs(cfg: TrainConfig, manifest: Manifest, problems: list, splits: list) -> None:
-    atomic_write_json(cfg.out / "config.json", cfg.model_dump(mode="json"))
-    atomic_write_json(cfg.out / "versions.json", versions())
-    write_manifest(manifest, cfg.out / "manifest.csv", cfg.build_tasks())
-    if problems:
-        write_problems(problems, cfg.out / "skipped.csv")
-    atomic_write_json(
-        cfg.out / "folds.json",
-        [
-            {"fold": i, "validation": [manifest.images[j] for j in val]}
-            for i, (_, val) in enumerate(splits, start=1)
-        ],
-    )
+def _train_folds(
+    cfg: TrainConfig, tasks: list[Task], manifest: Manifest, splits: list
+) -> list[FoldResult]:
+    """Every fold's result, training only those not finished yet (features built lazily)."""
+    results: list[FoldResult | None] = [finished_fold(i, cfg.out) for i in range(1, cfg.folds + 1)]
+    if all(results):
+        return results  # type: ignore[return-value]
+    runtime.set_seed(cfg.seed)
+    spec = model_spec(cfg)
+    _, backbones, _ = build_model(spec, tasks[:1])
+    backbone_weights = backbones[0].get_weights()
+    paths = manifest.paths()
+    cache = cfg.cache_dir or default_cache_dir()
+    features = cached_features(backbones[0], spec, paths, cfg.augment, cfg.views, cfg.seed, cache)
+    targets = {t.name: manifest.targets(t) for t in tasks}
+    for index, (train, val) in enumerate(splits, start=1):
+        if results[index - 1] is not None:
+            print(f"fold {index}/{cfg.folds}: finished before, kept")
+            continue
+        keras.backend.clear_session()
+        data = FoldData(features, targets, paths, train, val)
+        result = train_fold(index, cfg, tasks, data, backbone_weights, cfg.out)
+        results[index - 1] = result
+        scores = ", ".join(f"{t.name} {headline(t, result.metrics[t.name]):.3f}" for t in tasks)
+        print(f"fold {index}/{cfg.folds}: {scores}")
+    return results  # type: ignore[return-value]
 
 
 def _finish(
-    cfg: TrainConfig,
-    tasks: list[Task],
-    manifest: Manifest,
-    targets: dict,
-    oof: dict,
-    results: list[FoldResult],
+    cfg: TrainConfig, tasks: list[Task], manifest: Manifest, splits: list, results: list[FoldResult]
 ) -> dict:
     """Tune thresholds out-of-fold, score out-of-fold, write reports, save the chosen model."""
+    targets = {t.name: manifest.targets(t) for t in tasks}
+    oof = {t.name: np.zeros_like(targets[t.name]) for t in tasks}
+    for result, (_, val) in zip(results, splits, strict=True):
+        for name, value in result.scores.items():
+            oof[name][val] = value
     if cfg.tune_thresholds:
         tasks = [
             t if t.multiclass else t.with_thresholds(tune_thresholds(targets[t.name], oof[t.name]))
@@ -220,19 +195,20 @@ def _finish(
             oof_metrics[task.name],
             best.index - 1,
         )
+    best_bundle = ModelBundle.load(best.model_dir)
     chosen = ModelBundle(
-        best.bundle.model,
-        best.bundle.spec,
+        best_bundle.model,
+        best_bundle.spec,
         tasks,
         {
             "fold": best.index,
             "trained_on": len(manifest),
             "out_of_fold": _compact(oof_metrics),
-            "versions": versions(),
+            "versions": rundir.versions(),
         },
     )
     chosen.save(cfg.out / "model")
-    _write_oof(cfg.out / "oof_predictions.csv", manifest, tasks, oof)
+    rundir.write_oof(cfg.out / "oof_predictions.csv", manifest, tasks, oof)
     return {
         "folds": cfg.folds,
         "images": len(manifest),
@@ -257,20 +233,3 @@ def _finish(
 def _compact(oof_metrics: dict[str, dict]) -> dict[str, dict[str, float]]:
     keys = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "mAP", "exact_match")
     return {name: {k: m[k] for k in keys if k in m} for name, m in oof_metrics.items()}
-
-
-def _write_oof(path: Path, manifest: Manifest, tasks: list[Task], oof: dict) -> None:
-    """Every image's out-of-fold scores: the raw material for error analysis."""
-    import csv
-    import io
-
-    from cardamage.io import atomic_write_text
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["image"] + [f"{t.name}:{label}" for t in tasks for label in t.labels])
-    for i, image in enumerate(manifest.images):
-        writer.writerow(
-            [image] + [f"{oof[t.name][i, j]:.4f}" for t in tasks for j in range(len(t.labels))]
-        )
-    atomic_write_text(path, buffer.getvalue())

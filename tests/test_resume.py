@@ -1,0 +1,87 @@
+"""Interrupted training: a killed run resumes from its last finished fold."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cardamage.data.synthetic import generate_dataset
+
+ARGS = [
+    "--backbone",
+    "mobilenet",
+    "--alpha",
+    "0.25",
+    "--weights",
+    "none",
+    "--image-size",
+    "32",
+    "--folds",
+    "3",
+    "--epochs",
+    "3",
+    "--views",
+    "1",
+]
+
+
+def train(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cardamage", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("synth"), n=36, size=48, seed=5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_killed_run_resumes_from_last_finished_fold(data: Path, tmp_path: Path, sig) -> None:
+    run = tmp_path / "run"
+    proc = train("--data", str(data), "--out", str(run), "--cache-dir", str(tmp_path / "c"), *ARGS)
+    first = run / "folds" / "fold_1" / "metrics.json"
+    wait_for(first, proc)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert not (run / "summary.json").exists()
+    stamp = first.stat().st_mtime_ns
+
+    resumed = train("--resume", str(run))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "fold 1/3: finished before, kept" in out
+    assert first.stat().st_mtime_ns == stamp  # the finished fold was not retrained
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["folds"] == 3 and len(summary["tasks"]["severity"]["per_fold"]) == 3
+    for k in (1, 2, 3):
+        assert (run / "folds" / f"fold_{k}" / "model" / "model.keras").exists()
+    assert (run / "model" / "model.json").exists()
+    assert not list(run.rglob(".tmp.*")), "no temporary file left behind"
+
+
+def test_resume_refuses_other_options_and_non_runs(tmp_path: Path, capsys) -> None:
+    from cardamage.cli import main
+
+    assert main(["train", "--resume", str(tmp_path), "--epochs", "3"]) == 2
+    assert "drop ['epochs']" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no config.json" in capsys.readouterr().err
