@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cardamage.errors import CardamageError
+from cardamage.quiet import import_keras_quietly
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -199,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "synth" and not str(getattr(args, "engine", "keras")).startswith("onnx"):
+        import_keras_quietly()
     try:
         return args.run(args)
     except CardamageError as e:

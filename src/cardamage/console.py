@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cardamage.errors import CardamageError
+from cardamage.quiet import import_keras_quietly
 from cardamage.tasks import NULL_LABEL
 
 #: Our task names -> the keys the original application printed.
@@ -48,6 +49,8 @@ def load_predictor(config: Path):
     from cardamage.inference.predictor import Predictor
 
     cfg = load_app_config(config)
+    if not cfg.engine.startswith("onnx"):
+        import_keras_quietly()
     if cfg.model is not None:
         return cfg, Predictor.load(cfg.model, engine=cfg.engine, thresholds=cfg.thresholds)
     from cardamage.inference.legacy import load_original
