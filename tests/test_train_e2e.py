@@ -93,11 +93,21 @@ def test_saved_model_reloads_and_predicts_the_same(run: Path, dataset: Path) -> 
     for x, y in zip(a, b, strict=True):
         for task in TASKS:
             np.testing.assert_allclose(x.tasks[task].scores, y.tasks[task].scores, atol=1e-6)
-    best = json.loads((run / "summary.json").read_text())["best_fold"]
-    fold_model = Predictor.load(run / "folds" / f"fold_{best}" / "model").predict(images)
-    np.testing.assert_allclose(
-        fold_model[0].tasks["severity"].scores, a[0].tasks["severity"].scores, atol=1e-6
+    assert json.loads((run / "model" / "model.json").read_text())["info"]["final_model"] == "refit"
+
+
+def test_best_fold_choice_ships_that_folds_model(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = cross_validate(
+        load_train_config(None, options(dataset, out, final_model="best_fold"))
     )
+    images = sorted((dataset.parent / "images").glob("*.jpg"))[:3]
+    shipped = Predictor.load(out).predict(images)
+    fold = Predictor.load(out / "folds" / f"fold_{summary['best_fold']}" / "model").predict(images)
+    for a, b in zip(shipped, fold, strict=True):
+        np.testing.assert_allclose(
+            a.tasks["severity"].scores, b.tasks["severity"].scores, atol=1e-6
+        )
 
 
 def test_existing_run_is_not_overwritten(run: Path, dataset: Path, capsys) -> None:

@@ -79,6 +79,9 @@ class TrainConfig(_Strict):
     fine_tune_learning_rate: float = Field(1e-5, gt=0)
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     tune_thresholds: bool = True
+    #: "refit": heads (and fine-tuning) retrained on all images for the folds' median epochs;
+    #: "best_fold": the original's choice, the best fold's model
+    final_model: Literal["refit", "best_fold"] = "refit"
     cache_dir: Path | None = None
     overwrite: bool = False
     skip_bad: bool = False

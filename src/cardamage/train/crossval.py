@@ -1,7 +1,11 @@
-"""k-fold cross-validation: folds, cached features, per-fold models, reports, the chosen model.
+"""k-fold cross-validation: folds, cached features, per-fold models, reports, the final model.
 
 A fold is finished when its metrics.json exists (written last), so an interrupted or killed run
 resumes from the last finished fold with `cardamage train --resume RUN`.
+
+The model a run ships is by default refitted on all images for the median number of epochs
+early stopping chose in the folds: more data and no optimistic pick of a lucky fold, which is
+what generalises to photos nobody has seen. `final_model: best_fold` keeps the original's choice.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from cardamage.train.trainer import FoldData, fine_tune, fit_heads
 
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
+SCHEDULE_FILE = "schedule.json"
 
 
 @dataclass
@@ -37,7 +42,41 @@ class FoldResult:
     index: int
     metrics: dict[str, dict]
     scores: dict[str, np.ndarray]  # validation scores per task
+    schedule: dict  # epochs early stopping chose: {"heads": [...], "fine_tune": n | None}
     model_dir: Path
+
+
+class Inputs:
+    """What every fold trains from: targets, image paths and (computed once) cached features."""
+
+    def __init__(self, cfg: TrainConfig, tasks: list[Task], manifest: Manifest) -> None:
+        self.cfg, self.tasks = cfg, tasks
+        self.paths = manifest.paths()
+        self.targets = {t.name: manifest.targets(t) for t in tasks}
+        self._features: np.ndarray | None = None
+        self._weights: list[np.ndarray] | None = None
+
+    def fold(self, train: np.ndarray, val: np.ndarray) -> FoldData:
+        if self._features is None:
+            self._extract()
+        return FoldData(self._features, self.targets, self.paths, train, val)
+
+    @property
+    def backbone_weights(self) -> list[np.ndarray]:
+        """The weights the cached features came from (random ones included)."""
+        if self._weights is None:
+            self._extract()
+        return self._weights
+
+    def _extract(self) -> None:
+        cfg = self.cfg
+        runtime.set_seed(cfg.seed)
+        _, backbones, _ = build_model(model_spec(cfg), self.tasks[:1])
+        self._weights = backbones[0].get_weights()
+        cache = cfg.cache_dir or default_cache_dir()
+        self._features = cached_features(
+            backbones[0], model_spec(cfg), self.paths, cfg.augment, cfg.views, cfg.seed, cache
+        )
 
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:
@@ -69,38 +108,50 @@ def predict_images(model: keras.Model, paths: list[Path], batch_size: int) -> di
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def train_fold(
-    index: int,
-    cfg: TrainConfig,
-    tasks: list[Task],
-    data: FoldData,
-    backbone_weights: list[np.ndarray],
-    run_dir: Path,
-) -> FoldResult:
-    """``backbone_weights`` are those the cached features came from (random ones included)."""
-    fold_dir = run_dir / "folds" / f"fold_{index}"
-    shutil.rmtree(fold_dir, ignore_errors=True)
-    runtime.set_seed(cfg.seed + index)
+def train_model(
+    inputs: Inputs, data: FoldData, log_dir: Path, seed: int, schedule: dict | None = None
+) -> tuple[keras.Model, dict[str, list[float]], dict, dict[str, np.ndarray] | None]:
+    """Heads on cached features, then optional fine-tuning. With ``schedule`` and no validation
+    images it trains for the given epochs. Returns (model, history, schedule, val scores)."""
+    cfg, tasks = inputs.cfg, inputs.tasks
+    runtime.set_seed(seed)
     with runtime.distribution_scope():
         model, backbones, heads = build_model(model_spec(cfg), tasks)
         for backbone in backbones:
-            backbone.set_weights(backbone_weights)
-        history = fit_heads(heads, tasks, data, cfg, fold_dir)
+            backbone.set_weights(inputs.backbone_weights)
+        history, head_epochs = fit_heads(
+            heads, tasks, data, cfg, log_dir, schedule["heads"] if schedule else None
+        )
+        done = {"heads": head_epochs, "fine_tune": None}
         if cfg.fine_tune_layers:
-            for key, values in fine_tune(model, backbones, tasks, data, cfg, fold_dir).items():
+            ft_history, done["fine_tune"] = fine_tune(
+                model, backbones, tasks, data, cfg, log_dir, schedule and schedule["fine_tune"]
+            )
+            for key, values in ft_history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
+        if not len(data.val):
+            return model, history, done, None
+        if cfg.fine_tune_layers:
             scores = predict_images(model, [data.paths[i] for i in data.val], cfg.batch_size)
         else:
             scores = predict_heads(heads, np.asarray(data.features[0, data.val]))
-    metrics = {
-        t.name: task_metrics(t, data.targets[t.name][data.val], scores[t.name]) for t in tasks
-    }
+    return model, history, done, scores
+
+
+def train_fold(index: int, inputs: Inputs, train: np.ndarray, val: np.ndarray) -> FoldResult:
+    cfg, tasks = inputs.cfg, inputs.tasks
+    fold_dir = cfg.out / "folds" / f"fold_{index}"
+    shutil.rmtree(fold_dir, ignore_errors=True)
+    data = inputs.fold(train, val)
+    model, history, schedule, scores = train_model(inputs, data, fold_dir, cfg.seed + index)
+    metrics = {t.name: task_metrics(t, inputs.targets[t.name][val], scores[t.name]) for t in tasks}
     ModelBundle(model, model_spec(cfg), tasks, {"fold": index}).save(fold_dir / "model")
-    plot_history(history, run_dir / "curves", f"fold{index}")
+    plot_history(history, cfg.out / "curves", f"fold{index}")
     with atomic_path(fold_dir / SCORES_FILE) as tmp:
         np.savez(tmp, **scores)
+    atomic_write_json(fold_dir / SCHEDULE_FILE, schedule)
     atomic_write_json(fold_dir / METRICS_FILE, metrics)  # last: marks the fold finished
-    return FoldResult(index, metrics, scores, fold_dir / "model")
+    return FoldResult(index, metrics, scores, schedule, fold_dir / "model")
 
 
 def finished_fold(index: int, run_dir: Path) -> FoldResult | None:
@@ -110,14 +161,24 @@ def finished_fold(index: int, run_dir: Path) -> FoldResult | None:
         shutil.rmtree(fold_dir, ignore_errors=True)
         return None
     metrics = json.loads((fold_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    schedule = json.loads((fold_dir / SCHEDULE_FILE).read_text(encoding="utf-8"))
     with np.load(fold_dir / SCORES_FILE) as saved:
         scores = {name: saved[name] for name in saved.files}
-    return FoldResult(index, metrics, scores, fold_dir / "model")
+    return FoldResult(index, metrics, scores, schedule, fold_dir / "model")
 
 
 def fold_score(metrics: dict[str, dict]) -> float:
     """One number to pick the best fold: mean macro-F1 over tasks (not inflated by negatives)."""
     return float(np.mean([m["macro_f1"] for m in metrics.values()]))
+
+
+def median_schedule(results: list[FoldResult]) -> dict:
+    heads = np.median([r.schedule["heads"] for r in results], axis=0)
+    fine = [r.schedule["fine_tune"] for r in results if r.schedule["fine_tune"]]
+    return {
+        "heads": [max(1, round(float(e))) for e in heads],
+        "fine_tune": max(1, round(float(np.median(fine)))) if fine else None,
+    }
 
 
 def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
@@ -136,55 +197,56 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
         f"cardamage: {len(manifest)} images, {cfg.folds} folds, {cfg.backbone} at "
         f"{cfg.image_size} px on {runtime.device_summary()} ({precision})"
     )
-    results = _train_folds(cfg, tasks, manifest, splits)
-    summary = _finish(cfg, tasks, manifest, splits, results)
+    inputs = Inputs(cfg, tasks, manifest)
+    results = _train_folds(inputs, splits)
+    summary = _finish(inputs, manifest, splits, results)
     summary["seconds"] = round(time.time() - started, 1)
     write_summary_json(cfg.out / "summary.json", summary)
     return summary
 
 
-def _train_folds(
-    cfg: TrainConfig, tasks: list[Task], manifest: Manifest, splits: list
-) -> list[FoldResult]:
-    """Every fold's result, training only those not finished yet (features built lazily)."""
-    results: list[FoldResult | None] = [finished_fold(i, cfg.out) for i in range(1, cfg.folds + 1)]
-    if all(results):
-        return results  # type: ignore[return-value]
-    runtime.set_seed(cfg.seed)
-    spec = model_spec(cfg)
-    _, backbones, _ = build_model(spec, tasks[:1])
-    backbone_weights = backbones[0].get_weights()
-    paths = manifest.paths()
-    cache = cfg.cache_dir or default_cache_dir()
-    features = cached_features(backbones[0], spec, paths, cfg.augment, cfg.views, cfg.seed, cache)
-    targets = {t.name: manifest.targets(t) for t in tasks}
+def _train_folds(inputs: Inputs, splits: list) -> list[FoldResult]:
+    """Every fold's result, training only those not finished yet."""
+    cfg, tasks = inputs.cfg, inputs.tasks
+    results = []
     for index, (train, val) in enumerate(splits, start=1):
-        if results[index - 1] is not None:
+        result = finished_fold(index, cfg.out)
+        if result is not None:
             print(f"fold {index}/{cfg.folds}: finished before, kept")
-            continue
-        keras.backend.clear_session()
-        data = FoldData(features, targets, paths, train, val)
-        result = train_fold(index, cfg, tasks, data, backbone_weights, cfg.out)
-        results[index - 1] = result
-        scores = ", ".join(f"{t.name} {headline(t, result.metrics[t.name]):.3f}" for t in tasks)
-        print(f"fold {index}/{cfg.folds}: {scores}")
-    return results  # type: ignore[return-value]
+        else:
+            keras.backend.clear_session()
+            result = train_fold(index, inputs, train, val)
+            scores = ", ".join(f"{t.name} {headline(t, result.metrics[t.name]):.3f}" for t in tasks)
+            print(f"fold {index}/{cfg.folds}: {scores}")
+        results.append(result)
+    return results
 
 
-def _finish(
-    cfg: TrainConfig, tasks: list[Task], manifest: Manifest, splits: list, results: list[FoldResult]
-) -> dict:
-    """Tune thresholds out-of-fold, score out-of-fold, write reports, save the chosen model."""
-    targets = {t.name: manifest.targets(t) for t in tasks}
-    oof = {t.name: np.zeros_like(targets[t.name]) for t in tasks}
+def _final_model(inputs: Inputs, results: list[FoldResult], best: FoldResult) -> keras.Model:
+    if inputs.cfg.final_model == "best_fold":
+        return ModelBundle.load(best.model_dir).model
+    keras.backend.clear_session()
+    everything = np.arange(len(inputs.paths))
+    data = inputs.fold(everything, everything[:0])
+    print("final model: refit on all images")
+    log_dir = inputs.cfg.out / "final"
+    model, _, _, _ = train_model(inputs, data, log_dir, inputs.cfg.seed, median_schedule(results))
+    return model
+
+
+def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[FoldResult]) -> dict:
+    """Tune thresholds out-of-fold, score out-of-fold, write reports, save the final model."""
+    cfg, targets = inputs.cfg, inputs.targets
+    oof = {name: np.zeros_like(y) for name, y in targets.items()}
     for result, (_, val) in zip(results, splits, strict=True):
         for name, value in result.scores.items():
             oof[name][val] = value
-    if cfg.tune_thresholds:
-        tasks = [
-            t if t.multiclass else t.with_thresholds(tune_thresholds(targets[t.name], oof[t.name]))
-            for t in tasks
-        ]
+    tasks = [
+        t.with_thresholds(tune_thresholds(targets[t.name], oof[t.name]))
+        if cfg.tune_thresholds and not t.multiclass
+        else t
+        for t in inputs.tasks
+    ]
     best = max(results, key=lambda r: fold_score(r.metrics))
     oof_metrics = {t.name: task_metrics(t, targets[t.name], oof[t.name]) for t in tasks}
     for task in tasks:
@@ -195,38 +257,37 @@ def _finish(
             oof_metrics[task.name],
             best.index - 1,
         )
-    best_bundle = ModelBundle.load(best.model_dir)
-    chosen = ModelBundle(
-        best_bundle.model,
-        best_bundle.spec,
-        tasks,
-        {
-            "fold": best.index,
-            "trained_on": len(manifest),
-            "out_of_fold": _compact(oof_metrics),
-            "versions": rundir.versions(),
-        },
-    )
-    chosen.save(cfg.out / "model")
+    info = {
+        "final_model": cfg.final_model,
+        "fold": best.index if cfg.final_model == "best_fold" else None,
+        "trained_on": len(manifest),
+        "out_of_fold": _compact(oof_metrics),
+        "versions": rundir.versions(),
+    }
+    final = _final_model(inputs, results, best)
+    ModelBundle(final, model_spec(cfg), tasks, info).save(cfg.out / "model")
     rundir.write_oof(cfg.out / "oof_predictions.csv", manifest, tasks, oof)
     return {
         "folds": cfg.folds,
         "images": len(manifest),
         "best_fold": best.index,
-        "tasks": {
-            t.name: {
-                "kind": str(t.kind),
-                "headline": {
-                    "metric": "accuracy" if t.multiclass else "binary_accuracy",
-                    "per_fold": [headline(t, r.metrics[t.name]) for r in results],
-                    "mean": float(np.mean([headline(t, r.metrics[t.name]) for r in results])),
-                },
-                "per_fold": [r.metrics[t.name] for r in results],
-                "out_of_fold": oof_metrics[t.name],
-                "thresholds": dict(zip(t.labels, t.thresholds, strict=True)),
-            }
-            for t in tasks
+        "final_model": cfg.final_model,
+        "tasks": {t.name: _task_summary(t, results, oof_metrics[t.name]) for t in tasks},
+    }
+
+
+def _task_summary(task: Task, results: list[FoldResult], oof_metrics: dict) -> dict:
+    per_fold = [headline(task, r.metrics[task.name]) for r in results]
+    return {
+        "kind": str(task.kind),
+        "headline": {
+            "metric": "accuracy" if task.multiclass else "binary_accuracy",
+            "per_fold": per_fold,
+            "mean": float(np.mean(per_fold)),
         },
+        "per_fold": [r.metrics[task.name] for r in results],
+        "out_of_fold": oof_metrics,
+        "thresholds": dict(zip(task.labels, task.thresholds, strict=True)),
     }
 
 

@@ -67,17 +67,20 @@ def compile_model(
 
 
 def _callbacks(
-    cfg: TrainConfig, learning_rate: float, log_dir: Path, epochs: int, desc: str
+    cfg: TrainConfig, learning_rate: float, log_dir: Path, epochs: int, desc: str, validate: bool
 ) -> list[keras.callbacks.Callback]:
     def schedule(epoch: int, lr: float) -> float:
         # the original's schedule: constant, then lr * exp(-decay) per epoch
         return learning_rate * math.exp(-cfg.lr_decay * max(0, epoch - cfg.lr_decay_start))
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    return [
+    stopping = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=cfg.patience, restore_best_weights=True
-        ),
+        )
+    ]
+    return [
+        *(stopping if validate else []),
         keras.callbacks.LearningRateScheduler(schedule),
         keras.callbacks.CSVLogger(str(log_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(log_dir / "tensorboard"), write_graph=False),
@@ -105,41 +108,54 @@ def _select(targets: Targets, index: np.ndarray, names: Sequence[str], repeat: i
     return {name: np.tile(targets[name][index], (repeat, 1)) for name in names}
 
 
+def best_epoch(history: dict[str, list[float]]) -> int:
+    """The epoch early stopping restored (all epochs when there was no validation)."""
+    if "val_loss" in history:
+        return int(np.argmin(history["val_loss"])) + 1
+    return len(history["loss"])
+
+
 def fit_heads(
     heads: Sequence[keras.Model],
     tasks: Sequence[Task],
     data: FoldData,
     cfg: TrainConfig,
     log_dir: Path,
-) -> dict[str, list[float]]:
+    epochs: Sequence[int] | None = None,
+) -> tuple[dict[str, list[float]], list[int]]:
     """Train each heads model on cached features: all views of the training images, the clean
-    view of the validation images."""
+    view of the validation images. Without validation images (the final refit on all data),
+    each heads model trains for its given number of epochs. Returns (history, best epochs)."""
     views, _, dim = data.features.shape
     x_train = np.asarray(data.features[:, data.train]).reshape(views * len(data.train), dim)
+    validate = len(data.val) > 0
     x_val = np.asarray(data.features[0, data.val])
     history: dict[str, list[float]] = {}
-    for head in heads:
+    best: list[int] = []
+    for i, head in enumerate(heads):
         names = list(head.output.keys())
         y_train = _select(data.targets, data.train, names, views)
         y_val = _select(data.targets, data.val, names)
+        n_epochs = epochs[i] if epochs is not None else cfg.epochs
         compile_model(head, tasks, cfg.learning_rate, cfg.loss_weights)
         result = head.fit(
             x_train,
             y_train,
-            validation_data=(x_val, y_val),
+            validation_data=(x_val, y_val) if validate else None,
             sample_weight=sample_weights(
                 [t for t in tasks if t.name in names], y_train, cfg.class_weights
             ),
-            epochs=cfg.epochs,
+            epochs=n_epochs,
             batch_size=cfg.batch_size,
             shuffle=True,
             verbose=0,
-            callbacks=_callbacks(cfg, cfg.learning_rate, log_dir, cfg.epochs, "heads"),
+            callbacks=_callbacks(cfg, cfg.learning_rate, log_dir, n_epochs, "heads", validate),
         )
+        best.append(best_epoch(result.history))
         # with one heads model per task, the totals ('loss') would mix several models
         skip = {"loss", "val_loss", "learning_rate"} if len(heads) > 1 else set()
         _merge(history, {k: v for k, v in result.history.items() if k not in skip})
-    return history
+    return history, best
 
 
 def unfreeze_top(backbone: keras.Model, n_layers: int, pretrained: bool) -> None:
@@ -162,8 +178,10 @@ def fine_tune(
     data: FoldData,
     cfg: TrainConfig,
     log_dir: Path,
-) -> dict[str, list[float]]:
-    """End to end from the head-phase weights, at a lower learning rate."""
+    epochs: int | None = None,
+) -> tuple[dict[str, list[float]], int]:
+    """End to end from the head-phase weights, at a lower learning rate; without validation
+    images, for the given number of epochs. Returns (history, best epoch)."""
     for backbone in backbones:
         unfreeze_top(backbone, cfg.fine_tune_layers, pretrained=cfg.weights != "none")
     compile_model(model, tasks, cfg.fine_tune_learning_rate, cfg.loss_weights)
@@ -179,6 +197,7 @@ def fine_tune(
         shuffle_seed=cfg.seed,
         sample_weights=sample_weights(tasks, y_train, cfg.class_weights),
     )
+    validate = len(data.val) > 0
     val_ds = image_dataset(
         [data.paths[i] for i in data.val],
         _select(data.targets, data.val, names),
@@ -187,17 +206,18 @@ def fine_tune(
         augment=None,
         shuffle_seed=None,
     )
+    n_epochs = epochs or cfg.fine_tune_epochs
     result = model.fit(
         train_ds,
-        validation_data=val_ds,
-        epochs=cfg.fine_tune_epochs,
+        validation_data=val_ds if validate else None,
+        epochs=n_epochs,
         verbose=0,
         shuffle=False,  # the dataset shuffles itself
         callbacks=_callbacks(
-            cfg, cfg.fine_tune_learning_rate, log_dir, cfg.fine_tune_epochs, "fine-tune"
+            cfg, cfg.fine_tune_learning_rate, log_dir, n_epochs, "fine-tune", validate
         ),
     )
-    return result.history
+    return result.history, best_epoch(result.history)
 
 
 def _merge(into: dict[str, list[float]], history: dict[str, list[float]]) -> None:
