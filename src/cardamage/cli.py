@@ -6,6 +6,7 @@ Heavy imports (TensorFlow) happen inside the commands so `--help` stays instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -190,10 +191,45 @@ def _predict(args: argparse.Namespace) -> int:
     return 0 if ok or not failed else 1
 
 
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="web page and REST API on a trained model")
+    p.add_argument("--config", type=Path, help="application_config.json (its 'serve' section)")
+    p.add_argument("--model", type=Path, help="run or model directory (instead of --config)")
+    p.add_argument("--engine", help="keras, onnx or onnx-int8")
+    p.add_argument("--host", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, help="default 8000")
+    p.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cardamage.serve.server import run
+
+    if args.config is None and args.model is None:
+        raise CardamageError("give --model RUN or --config application_config.json")
+    predictor = None
+    if args.config is not None and args.model is None:
+        from cardamage.config import load_app_config
+
+        cfg = load_app_config(args.config)
+        if cfg.model is None:  # the original's three per-task models
+            from cardamage.inference.legacy import load_original
+
+            predictor = load_original(cfg)
+    with contextlib.suppress(KeyboardInterrupt):  # a normal stop: in-flight requests finished
+        run(args.model, args.host, args.port, args.engine, args.config, predictor=predictor)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cardamage", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_synth_parser, _train_parser, _evaluate_parser, _predict_parser):
+    for add in (
+        _synth_parser,
+        _train_parser,
+        _evaluate_parser,
+        _predict_parser,
+        _serve_parser,
+    ):
         add(sub)
     return parser
 

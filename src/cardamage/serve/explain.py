@@ -1,0 +1,49 @@
+"""Heatmaps on request, through ``cardamage.inference.explain`` where that module is installed.
+
+The module imports TensorFlow, so it is found at start-up but imported on the first request
+that asks for heatmaps: a server that never explains (an ONNX one) never loads it. Explaining
+runs the model again with gradients, so calls are serialised: a burst of explain requests
+queues instead of multiplying the memory one explanation needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+
+import numpy as np
+
+from cardamage.data.images import load_image
+from cardamage.inference.predictor import Predictor
+
+EXPLAIN_MODULE = "cardamage.inference.explain"
+#: Side of the square photo the heatmap is drawn on. The model sees the whole frame squashed
+#: to a square, so the page stretches this picture back to the photo's shape; above the model
+#: size so the photo under the heatmap stays legible.
+OVERLAY_SIZE = 384
+
+
+class Explainer:
+    """``explainer(data, name) -> {task: base64 PNG of the photo with its heatmap}``."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self._predictor = predictor
+        self._size = max(OVERLAY_SIZE, predictor.image_size)
+        self._lock = threading.Lock()
+
+    def __call__(self, data: bytes, name: str) -> dict[str, str]:
+        """For an upload that already decoded once (so its size and format are acceptable)."""
+        pixels = load_image(data, self._size, name=name)
+        with self._lock:
+            return explain_pixels(self._predictor, pixels)
+
+
+def explain_pixels(predictor: Predictor, pixels: np.ndarray) -> dict[str, str]:
+    """The one call into the explain module: ``explain_image(predictor, uint8 (h, w, 3))``."""
+    return importlib.import_module(EXPLAIN_MODULE).explain_image(predictor, pixels)
+
+
+def load_explainer(predictor: Predictor) -> Explainer | None:
+    """An explainer, or None where this installation has no heatmaps (the API answers 501)."""
+    return Explainer(predictor) if importlib.util.find_spec(EXPLAIN_MODULE) else None

@@ -1,0 +1,107 @@
+"""The API's response shapes: typed, so the OpenAPI document says exactly what clients get.
+
+These shapes are the contract with API clients; change them only by adding optional fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable reason, e.g. 'not_an_image'.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class RejectedFile(BaseModel):
+    filename: str
+    error: ErrorDetail
+
+
+class ErrorBody(ErrorDetail):
+    files: list[RejectedFile] | None = Field(
+        None, description="Per-file reasons, when no file of the request could be used."
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer of the API."""
+
+    error: ErrorBody
+
+
+class ModelRef(BaseModel):
+    id: str = Field(description="Backbone and input size, e.g. 'mobilenet-160px'.")
+    version: str = Field(description="Digest of the model's metadata and thresholds.")
+
+
+class MulticlassPrediction(BaseModel):
+    kind: Literal["multiclass"]
+    label: str = Field(description="The top class.")
+    score: float = Field(description="Its probability.")
+    scores: dict[str, float] = Field(description="Every class's probability.")
+
+
+class MultilabelPrediction(BaseModel):
+    kind: Literal["multilabel"]
+    labels: list[str] = Field(description="Labels whose score reaches their threshold.")
+    scores: dict[str, float] = Field(description="Every label's probability.")
+    thresholds: dict[str, float]
+
+
+TaskPrediction = Annotated[MulticlassPrediction | MultilabelPrediction, Field(discriminator="kind")]
+
+
+class PredictedFile(BaseModel):
+    filename: str
+    prediction: dict[str, TaskPrediction] = Field(description="Per task name.")
+    explanation: dict[str, str] | None = Field(
+        None, description="Per task: a base64 PNG heatmap of where the model looked (explain)."
+    )
+
+
+class PredictResponse(BaseModel):
+    model: ModelRef
+    results: list[PredictedFile | RejectedFile] = Field(description="One per file, in order.")
+    elapsed_ms: float = Field(description="Time the server spent on the request.")
+
+
+class TaskInfo(BaseModel):
+    name: str
+    kind: Literal["multiclass", "multilabel"]
+    labels: list[str]
+    thresholds: dict[str, float]
+
+
+class TrainingSummary(BaseModel):
+    """What the model's training recorded; empty for models without that record."""
+
+    trained_on: int | None = Field(None, description="Images in the training set.")
+    fold: int | None = Field(None, description="The cross-validation fold the model comes from.")
+    out_of_fold: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Per task: out-of-fold metrics (accuracy, macro_f1...)."
+    )
+
+
+class Limits(BaseModel):
+    max_upload_mb: float
+    max_files: int
+    max_pixels: int
+    formats: list[str]
+
+
+class ModelInfo(BaseModel):
+    model: ModelRef
+    engine: str
+    backbone: str
+    input_size: int
+    tasks: list[TaskInfo]
+    training: TrainingSummary
+    explain: bool = Field(description="Whether heatmaps can be requested (explain=true).")
+    limits: Limits
+
+
+class Health(BaseModel):
+    status: Literal["live", "ready"]

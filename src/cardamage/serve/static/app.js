@@ -1,0 +1,353 @@
+// cardamage page: upload photos to /v1/predict and show each result. Plain JavaScript, no build,
+// no CDN. Text from the server or from file names is only ever set as textContent (never HTML).
+"use strict";
+
+(() => {
+  const KEY_STORAGE = "cardamage.apiKey";
+  const MB = 1024 * 1024;
+  const MAX_ATTEMPTS = 4; // a busy server (503) is retried after its Retry-After
+  const TONES = { minor: "tone-ok", moderate: "tone-warn", severe: "tone-bad" };
+  const DEFAULT_LIMITS = { max_files: 16, max_upload_mb: 20, formats: ["jpeg", "png", "webp", "bmp", "gif"] };
+
+  const $ = (id) => document.getElementById(id);
+  const state = { key: sessionStorage.getItem(KEY_STORAGE) || "", limits: DEFAULT_LIMITS, urls: [] };
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  const pct = (score) => `${Math.round(score * 100)}%`;
+  const title = (name) => name.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+
+  async function api(path, options = {}) {
+    const headers = new Headers(options.headers || {});
+    if (state.key) headers.set("X-API-Key", state.key);
+    const response = await fetch(path, { ...options, headers });
+    const body = await response.json().catch(() => null);
+    return { response, body };
+  }
+
+  // ---- server status and model information -------------------------------------------------
+
+  function setStatus(kind, text) {
+    const status = $("status");
+    status.className = `status status--${kind}`;
+    status.textContent = text;
+  }
+
+  function showNotice(text) {
+    const notice = $("notice");
+    notice.textContent = text;
+    notice.hidden = !text;
+  }
+
+  async function watchHealth() {
+    try {
+      const { response, body } = await api("/v1/health/ready");
+      if (response.ok) {
+        setStatus("ready", "Model ready");
+        loadModel();
+        return;
+      }
+      if (body && body.error && body.error.code === "model_failed") {
+        setStatus("down", "Model unavailable");
+        showNotice(body.error.message);
+        return;
+      }
+      setStatus("wait", "Loading model…");
+    } catch (_) {
+      setStatus("down", "Server unreachable");
+    }
+    setTimeout(watchHealth, 2000);
+  }
+
+  async function loadModel() {
+    const { response, body } = await api("/v1/model");
+    if (response.status === 401) {
+      askForKey();
+      return;
+    }
+    if (!response.ok || !body) return;
+    state.limits = body.limits;
+    const formats = body.limits.formats.map((f) => f.toUpperCase()).join(", ");
+    $("limits").textContent =
+      `${formats} · up to ${body.limits.max_upload_mb} MB each · ${body.limits.max_files} per upload`;
+    const tasks = body.tasks.map((t) => title(t.name)).join(", ");
+    $("model-info").textContent =
+      `Model ${body.model.id} · version ${body.model.version} · ${tasks}`;
+    const explain = $("explain");
+    explain.disabled = !body.explain;
+    if (!body.explain) {
+      explain.checked = false;
+      $("explain-label").textContent = "Heatmaps are not available on this server";
+    }
+  }
+
+  function askForKey() {
+    $("keyform").hidden = false;
+    $("apikey").focus();
+  }
+
+  function saveKey(event) {
+    event.preventDefault();
+    state.key = $("apikey").value.trim();
+    sessionStorage.setItem(KEY_STORAGE, state.key);
+    $("keyform").hidden = true;
+    showNotice("");
+    loadModel();
+  }
+
+  // ---- uploads -------------------------------------------------------------------------------
+
+  function addFiles(fileList) {
+    const files = Array.from(fileList || []);
+    if (!files.length) return;
+    showNotice("");
+    $("clear").hidden = false;
+    const limits = state.limits;
+    const accepted = [];
+    for (const file of files) {
+      const card = createCard(file);
+      if (file.size > limits.max_upload_mb * MB) {
+        const size = (file.size / MB).toFixed(1);
+        card.reject(`Too large: ${size} MB, the limit is ${limits.max_upload_mb} MB per photo.`);
+      } else {
+        accepted.push({ file, card });
+      }
+    }
+    for (let i = 0; i < accepted.length; i += limits.max_files) {
+      send(accepted.slice(i, i + limits.max_files), 1);
+    }
+  }
+
+  async function send(items, attempt) {
+    const form = new FormData();
+    for (const { file } of items) form.append("files", file, file.name);
+    const query = $("explain").checked ? "?explain=true" : "";
+    let result;
+    try {
+      result = await api(`/v1/predict${query}`, { method: "POST", body: form });
+    } catch (_) {
+      items.forEach((item) => item.card.reject("The server could not be reached. Try again."));
+      return;
+    }
+    const { response, body } = result;
+    if (response.ok && body) {
+      body.results.forEach((r, i) => items[i].card.show(r));
+      return;
+    }
+    const error = (body && body.error) || { message: `The server answered ${response.status}.` };
+    if (response.status === 503 && attempt < MAX_ATTEMPTS) {
+      const wait = Number(response.headers.get("Retry-After")) || 1;
+      items.forEach((item) => item.card.pending(`Server busy, retrying in ${wait} s…`));
+      setTimeout(() => send(items, attempt + 1), wait * 1000);
+      return;
+    }
+    if (response.status === 401) askForKey();
+    if (error.files) {
+      error.files.forEach((f, i) => items[i].card.reject(f.error.message));
+    } else {
+      items.forEach((item) => item.card.reject(error.message));
+    }
+  }
+
+  // ---- result cards --------------------------------------------------------------------------
+
+  function createCard(file) {
+    const card = el("article", "card");
+    const media = el("div", "media");
+    const photo = el("img", "media__photo");
+    const url = URL.createObjectURL(file);
+    state.urls.push(url);
+    photo.alt = file.name;
+    photo.src = url;
+    photo.addEventListener("load", () => {
+      const ratio = Math.min(Math.max(photo.naturalWidth / photo.naturalHeight, 0.75), 1.8);
+      media.style.aspectRatio = String(ratio);
+    });
+    photo.addEventListener("error", () => {
+      photo.remove();
+      media.classList.add("media--none");
+      media.append(el("div", "media__placeholder", "No preview"));
+    });
+    const spinner = el("div", "spinner");
+    media.append(photo, spinner);
+
+    const body = el("div", "card__body");
+    const name = el("h2", "card__name", file.name);
+    name.title = file.name;
+    let slot = el("p", "card__pending", "Analysing…");
+    body.append(name, slot);
+    card.append(media, body);
+    $("results").append(card);
+
+    const replace = (node) => {
+      spinner.remove();
+      slot.replaceWith(node);
+      slot = node;
+    };
+    return {
+      pending(text) {
+        slot.textContent = text;
+      },
+      reject(message) {
+        card.classList.add("card--error");
+        replace(errorBox(message));
+      },
+      show(result) {
+        if (result.error) {
+          this.reject(result.error.message);
+          return;
+        }
+        replace(renderPrediction(result.prediction));
+        if (result.explanation) addHeatmaps(card, media, result.explanation);
+      },
+    };
+  }
+
+  function errorBox(message) {
+    const box = el("div", "card__error");
+    box.setAttribute("role", "alert");
+    const text = el("div");
+    text.append(el("strong", "", "Photo rejected"), el("span", "", message));
+    box.append(text);
+    return box;
+  }
+
+  function renderPrediction(prediction) {
+    const wrap = el("div", "card__result");
+    const entries = Object.entries(prediction);
+    const main = entries.find(([, p]) => p.kind === "multiclass");
+    if (main) wrap.append(headline(main[0], main[1]));
+    // the headline names its task: that task's bars follow it without a heading of their own
+    for (const [name, p] of entries) wrap.append(taskBlock(main && main[0] === name ? "" : name, p));
+    return wrap;
+  }
+
+  function headline(name, p) {
+    const box = el("div", `headline ${TONES[p.label] || ""}`);
+    const left = el("div");
+    left.append(el("div", "headline__label", title(name)), el("div", "headline__value", p.label));
+    const right = el("div", "headline__conf");
+    right.append(el("div", "headline__pct", pct(p.score)), el("div", "headline__note", "confidence"));
+    box.append(left, right);
+    return box;
+  }
+
+  function taskBlock(name, p) {
+    const block = el("section", "task");
+    const chosen = p.kind === "multiclass" ? [p.label] : p.labels;
+    if (name) {
+      const heading = el("h3", "", title(name));
+      if (p.kind === "multilabel") {
+        heading.append(el("span", "", chosen.length ? chosen.map(title).join(", ") : "none detected"));
+      }
+      block.append(heading);
+    }
+    const bars = el("div", "bars");
+    for (const [label, score] of Object.entries(p.scores)) {
+      const threshold = p.thresholds ? p.thresholds[label] : undefined;
+      bars.append(bar(label, score, chosen.includes(label), threshold));
+    }
+    block.append(bars);
+    return block;
+  }
+
+  function bar(label, score, on, threshold) {
+    const row = el("div", on ? "bar bar--on" : "bar");
+    const track = el("div", "bar__track");
+    track.setAttribute("role", "meter");
+    track.setAttribute("aria-label", label);
+    track.setAttribute("aria-valuemin", "0");
+    track.setAttribute("aria-valuemax", "100");
+    track.setAttribute("aria-valuenow", String(Math.round(score * 100)));
+    const fill = el("div", "bar__fill");
+    fill.style.width = pct(score);
+    track.append(fill);
+    if (threshold !== undefined) {
+      const tick = el("div", "bar__tick");
+      tick.style.left = pct(threshold);
+      tick.title = `threshold ${pct(threshold)}`;
+      track.append(tick);
+    }
+    row.append(el("span", "bar__name", label), track, el("span", "bar__pct", pct(score)));
+    return row;
+  }
+
+  function addHeatmaps(card, media, explanation) {
+    const heatmap = el("img", "media__heatmap");
+    heatmap.alt = "Heatmap of where the model looked";
+    media.append(heatmap);
+    const views = el("div", "views");
+    views.setAttribute("aria-label", "View");
+    const buttons = [];
+    const select = (task) => {
+      heatmap.hidden = task === null;
+      if (task !== null) heatmap.src = `data:image/png;base64,${explanation[task]}`;
+      buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.task === (task || ""))));
+    };
+    for (const task of ["", ...Object.keys(explanation)]) {
+      const button = el("button", "", task ? `${title(task)} heatmap` : "Photo");
+      button.type = "button";
+      button.dataset.task = task;
+      button.addEventListener("click", () => select(task || null));
+      buttons.push(button);
+      views.append(button);
+    }
+    media.after(views);
+    select(Object.keys(explanation)[0]);
+  }
+
+  function clearResults() {
+    state.urls.forEach((url) => URL.revokeObjectURL(url));
+    state.urls = [];
+    $("results").replaceChildren();
+    $("clear").hidden = true;
+    showNotice("");
+  }
+
+  // ---- wiring --------------------------------------------------------------------------------
+
+  function wireDropzone() {
+    const zone = $("dropzone");
+    const picker = $("picker");
+    zone.addEventListener("click", (e) => {
+      if (!e.target.closest("label")) picker.click();
+    });
+    zone.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        picker.click();
+      }
+    });
+    picker.addEventListener("change", () => {
+      addFiles(picker.files);
+      picker.value = "";
+    });
+    ["dragenter", "dragover"].forEach((type) =>
+      zone.addEventListener(type, (e) => {
+        e.preventDefault();
+        zone.classList.add("dropzone--over");
+      }),
+    );
+    ["dragleave", "drop"].forEach((type) =>
+      zone.addEventListener(type, () => zone.classList.remove("dropzone--over")),
+    );
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      addFiles(e.dataTransfer.files);
+    });
+    // a photo dropped beside the zone must not make the browser navigate away
+    ["dragover", "drop"].forEach((type) => window.addEventListener(type, (e) => e.preventDefault()));
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    wireDropzone();
+    $("keyform").addEventListener("submit", saveKey);
+    $("clear").addEventListener("click", clearResults);
+    watchHealth();
+  });
+})();

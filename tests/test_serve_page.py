@@ -1,0 +1,141 @@
+"""The web page in headless Chromium (Debian's build, driven by Playwright for Python).
+
+Screenshots go to test-artifacts/ at the repository root, for a person to look at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest_serve import car_photo, encoded, live_server
+
+from cardamage.inference.predictor import Predictor
+from cardamage.serve.app import create_app
+from cardamage.serve.settings import ServeSettings
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TIMEOUT_MS = 30_000
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir: Path) -> Predictor:
+    return Predictor.load(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def server(predictor):
+    with live_server(create_app(ServeSettings(api_key=None), predictor)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    files = {
+        "front-bumper.jpg": encoded(car_photo(), quality=90),
+        "rear-quarter.png": encoded(car_photo(480, 640).transpose(0), "PNG"),
+        "notes.txt": b"this is not a photo",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: folder / name for name in files}
+
+
+def _open(browser, url: str, width: int, height: int):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    sync_api.expect(page.locator("#status")).to_have_text("Model ready")
+    return page
+
+
+def _screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_upload_shows_severity_bars_and_rejections(browser, server, photos, predictor):
+    page = _open(browser, server.url, 1280, 900)
+    page.set_input_files("#picker", [str(p) for p in photos.values()])
+    cards = page.locator(".card")
+    sync_api.expect(cards).to_have_count(3)
+    sync_api.expect(page.locator(".headline")).to_have_count(2)
+    sync_api.expect(page.locator(".card__error")).to_have_count(1)
+
+    expected = predictor.predict([photos["front-bumper.jpg"].read_bytes()])[0]
+    severity = expected.tasks["severity"]
+    first = cards.nth(0)
+    assert first.locator(".card__name").inner_text() == "front-bumper.jpg"
+    label, score = severity.labels[0]
+    assert first.locator(".headline__value").inner_text().lower() == label
+    assert first.locator(".headline__pct").inner_text() == f"{round(score * 100)}%"
+    labels = sum(len(t.labels) for t in predictor.tasks)
+    sync_api.expect(first.locator(".bar")).to_have_count(labels)
+    widths = first.locator(".bar__fill").evaluate_all("els => els.map(e => e.style.width)")
+    assert all(w.endswith("%") for w in widths) and len(widths) == labels
+
+    rejected = cards.nth(2)
+    assert "notes.txt" in rejected.inner_text() and "not an image" in rejected.inner_text()
+    assert page.locator("#model-info").inner_text().startswith("Model mobilenet-32px")
+    _screenshot(page, "serve-page.png")
+
+    page.set_input_files("#picker", str(photos["notes.txt"]))  # a request with no usable file
+    sync_api.expect(cards).to_have_count(4)
+    sync_api.expect(cards.nth(3).locator(".card__error")).to_contain_text("not an image")
+    page.close()
+
+
+def test_phone_sized_screen_with_heatmaps(browser, server, photos):
+    page = _open(browser, server.url, 390, 844)
+    page.check("#explain", force=True)
+    page.set_input_files("#picker", str(photos["front-bumper.jpg"]))
+    heatmap = page.locator(".media__heatmap")
+    sync_api.expect(heatmap).to_be_visible()
+    assert heatmap.get_attribute("src").startswith("data:image/png;base64,")
+    page.get_by_role("button", name="Photo", exact=True).click()
+    sync_api.expect(heatmap).to_be_hidden()
+    page.get_by_role("button", name="Severity heatmap").click()
+    sync_api.expect(heatmap).to_be_visible()
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, "the page scrolls sideways on a phone"
+    _screenshot(page, "serve-page-phone.png")
+    page.close()
+
+
+def test_a_server_with_an_api_key_asks_for_it(browser, predictor, photos):
+    settings = ServeSettings(api_key="let-me-in")
+    with live_server(create_app(settings, predictor)) as keyed:
+        page = _open(browser, keyed.url, 1000, 800)
+        sync_api.expect(page.locator("#keyform")).to_be_visible()
+        page.fill("#apikey", "let-me-in")
+        page.click("#keyform button")
+        sync_api.expect(page.locator("#keyform")).to_be_hidden()
+        page.set_input_files("#picker", str(photos["front-bumper.jpg"]))
+        sync_api.expect(page.locator(".headline")).to_have_count(1)
+        page.close()
