@@ -169,6 +169,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["csv", "json", "jsonl"], default="csv")
     p.add_argument("--output", type=Path, help="write here instead of standard output")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--explain", type=Path, metavar="DIR", help="write heatmap overlays here")
     p.set_defaults(run=_predict)
 
 
@@ -180,12 +181,24 @@ def _predict(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model, engine=args.engine)
     if args.output is None:
         ok, failed = predict_files(
-            predictor, args.paths, args.recursive, args.format, sys.stdout, args.batch_size
+            predictor,
+            args.paths,
+            args.recursive,
+            args.format,
+            sys.stdout,
+            args.batch_size,
+            args.explain,
         )
     else:
         with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
             ok, failed = predict_files(
-                predictor, args.paths, args.recursive, args.format, out, args.batch_size
+                predictor,
+                args.paths,
+                args.recursive,
+                args.format,
+                out,
+                args.batch_size,
+                args.explain,
             )
     print(f"predicted {ok} image(s), {failed} could not be read", file=sys.stderr)
     return 0 if ok or not failed else 1

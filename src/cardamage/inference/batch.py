@@ -15,6 +15,7 @@ from typing import TextIO
 import numpy as np
 from tqdm import tqdm
 
+from cardamage.data.images import load_image
 from cardamage.errors import CardamageError
 from cardamage.inference.predictor import Predictor
 
@@ -103,6 +104,21 @@ class Writer:
         self.out.flush()
 
 
+def write_explanations(predictor: Predictor, path: Path, out_dir: Path, size: int = 640) -> None:
+    """<out_dir>/<image stem>_<task>.png: the photo with the heatmap of where the model looked."""
+    import base64
+
+    from PIL import Image
+
+    from cardamage.inference.explain import explain_image
+    from cardamage.io import atomic_write_bytes
+
+    photo = Image.fromarray(load_image(path))
+    photo.thumbnail((size, size))
+    for task, png in explain_image(predictor, np.asarray(photo)).items():
+        atomic_write_bytes(out_dir / f"{path.stem}_{task}.png", base64.b64decode(png))
+
+
 def predict_files(
     predictor: Predictor,
     inputs: list[Path],
@@ -110,6 +126,7 @@ def predict_files(
     fmt: str,
     out: TextIO,
     batch_size: int = 32,
+    explain_dir: Path | None = None,
 ) -> tuple[int, int]:
     """Write predictions for every image found; return (predicted, failed)."""
     writer = Writer(out, fmt, predictor)
@@ -119,5 +136,7 @@ def predict_files(
         writer.write(row)
         ok += row.error is None
         failed += row.error is not None
+        if explain_dir is not None and row.error is None:
+            write_explanations(predictor, Path(row.path), explain_dir)
     writer.close()
     return ok, failed
