@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from cardamage.errors import CardamageError
 from cardamage.tasks import Task, TaskKind, default_label_file, read_label_file
@@ -102,6 +109,18 @@ class TrainConfig(_Strict):
 
     def build_tasks(self) -> list[Task]:
         return [t.to_task() for t in self.tasks]
+
+
+def read_tasks(config: Path | None) -> list[Task]:
+    """The 'tasks' of a train config (without one, the defaults): for commands needing only them."""
+    if config is None:
+        return [t.to_task() for t in DEFAULT_TASKS]
+    values = read_json_config(config).get("tasks", DEFAULT_TASKS)
+    try:
+        specs = TypeAdapter(tuple[TaskConfig, ...]).validate_python(values)
+    except ValidationError as e:
+        raise CardamageError(format_validation_error(e, f"{config}: tasks")) from None
+    return [t.to_task() for t in specs]
 
 
 def format_validation_error(e: ValidationError, source: str) -> str:

@@ -79,10 +79,12 @@ def tune_thresholds(
     but leaves a margin on both sides for unseen images instead of sitting on a training score.
     """
     y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=float)
-    return np.array([
-        _tune_one(y_true[:, j], y_score[:, j], min_threshold, max_threshold)
-        for j in range(y_true.shape[1])
-    ])
+    return np.array(
+        [
+            _tune_one(y_true[:, j], y_score[:, j], min_threshold, max_threshold)
+            for j in range(y_true.shape[1])
+        ]
+    )
 
 
 def _tune_one(truth: np.ndarray, score: np.ndarray, lo: float, hi: float) -> float:

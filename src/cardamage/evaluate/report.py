@@ -37,10 +37,13 @@ _FOLD_COLUMNS = {
     ),
 }
 _CLASS_COLUMNS = (
-    ("precision", "precision"), ("recall", "recall"), ("F1", "f1"), ("support", "support")
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("F1", "f1"),
+    ("support", "support"),
 )
 #: (column title, per-label key) of each task kind's per-label table.
-_LABEL_COLUMNS = {
+LABEL_COLUMNS = {
     TaskKind.MULTICLASS: _CLASS_COLUMNS,
     TaskKind.MULTILABEL: (
         *_CLASS_COLUMNS,
@@ -102,8 +105,8 @@ def _original_section(task: Task, fold_metrics: list[dict], best_fold: int) -> l
         "=" * len(title),
         "",
         f"{headline_name(task)} for cross validation splits:",
-        "[" + ", ".join(_fmt(s) for s in scores) + "]",
-        f"on average: {_fmt(float(np.mean(scores)))}",
+        "[" + ", ".join(fmt(s) for s in scores) + "]",
+        f"on average: {fmt(float(np.mean(scores)))}",
         f"best iteration: {best_fold + 1}",
     ]
 
@@ -112,9 +115,9 @@ def _fold_section(task: Task, fold_metrics: list[dict], oof_metrics: dict) -> li
     columns = _FOLD_COLUMNS[task.kind]
 
     def row(name: str, metrics: dict) -> list[str]:
-        return [name, _fmt(metrics["n"]), *(_fmt(metrics[k]) for _, k in columns)]
+        return [name, fmt(metrics["n"]), *(fmt(metrics[k]) for _, k in columns)]
 
-    means = [_fmt(_mean([m[k] for m in fold_metrics])) for _, k in columns]
+    means = [fmt(_mean([m[k] for m in fold_metrics])) for _, k in columns]
     rows = [
         *(row(str(i), m) for i, m in enumerate(fold_metrics, 1)),
         ["mean", "", *means],
@@ -124,9 +127,9 @@ def _fold_section(task: Task, fold_metrics: list[dict], oof_metrics: dict) -> li
 
 
 def _label_section(task: Task, oof_metrics: dict) -> list[str]:
-    columns = _LABEL_COLUMNS[task.kind]
+    columns = LABEL_COLUMNS[task.kind]
     per_label = oof_metrics["per_label"]
-    rows = [[label, *(_fmt(per_label[label][k]) for _, k in columns)] for label in task.labels]
+    rows = [[label, *(fmt(per_label[label][k]) for _, k in columns)] for label in task.labels]
     title = f"Per label, out of fold (all folds' validation predictions, n={oof_metrics['n']})"
     return [title, *_table(["label", *(t for t, _ in columns)], rows)]
 
@@ -153,7 +156,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(header), *(line(r) for r in rows)]
 
 
-def _fmt(value: float | int | None) -> str:
+def fmt(value: float | int | None) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, int | np.integer):

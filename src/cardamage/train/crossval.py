@@ -14,6 +14,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -22,6 +23,7 @@ import numpy as np
 from cardamage.config import TrainConfig
 from cardamage.data.folds import make_folds
 from cardamage.data.manifest import Manifest, load_manifest
+from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
 from cardamage.evaluate.report import plot_history, write_results_txt, write_summary_json
 from cardamage.io import atomic_path, atomic_write_json
@@ -201,7 +203,9 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     results = _train_folds(inputs, splits)
     summary = _finish(inputs, manifest, splits, results)
     summary["seconds"] = round(time.time() - started, 1)
+    summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_summary_json(cfg.out / "summary.json", summary)
+    write_html_report(cfg.out)
     return summary
 
 

@@ -39,11 +39,8 @@ class EpochBar(keras.callbacks.Callback):
         self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        self.bar.set_postfix(
-            loss=f"{logs.get('loss', float('nan')):.3f}",
-            val_loss=f"{logs.get('val_loss', float('nan')):.3f}",
-        )
+        shown = {k: f"{v:.3f}" for k, v in (logs or {}).items() if k in ("loss", "val_loss")}
+        self.bar.set_postfix(shown)
         self.bar.update()
 
     def on_train_end(self, logs: dict | None = None) -> None:

@@ -1,21 +1,32 @@
-"""`cardamage synth | train | evaluate | predict`: thin commands over the library.
-
-Heavy imports (TensorFlow) happen inside the commands so `--help` stays instant.
-"""
+"""Commands that make data and models: `synth`, `train`, `evaluate`, `report`."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from cardamage.errors import CardamageError
-from cardamage.quiet import import_keras_quietly
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _synth_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth", help="draw a labelled data set of car photos (the embedded default)"
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--n", type=int, default=1825)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_synth)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from cardamage.data.synthetic import generate_dataset
+
+    if args.n < 1 or args.size < 32:
+        raise CardamageError("--n must be at least 1 and --size at least 32")
+    manifest = generate_dataset(args.out, n=args.n, size=args.size, seed=args.seed, progress=True)
+    print(f"wrote {args.n} images and {manifest}")
+    return 0
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -84,28 +95,9 @@ def _train(args: argparse.Namespace) -> int:
             f"  {name}: {h['metric']} per fold {[round(v, 3) for v in h['per_fold']]}, "
             f"mean {h['mean']:.3f}; out-of-fold macro-F1 {task['out_of_fold']['macro_f1']:.3f}"
         )
-    print(f"  best fold: {summary['best_fold']}; chosen model: {cfg.out / 'model'}")
-    return 0
-
-
-def _synth_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "synth", help="draw a labelled data set of car photos (the embedded default)"
-    )
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--n", type=int, default=1825)
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=_synth)
-
-
-def _synth(args: argparse.Namespace) -> int:
-    from cardamage.data.synthetic import generate_dataset
-
-    if args.n < 1 or args.size < 32:
-        raise CardamageError("--n must be at least 1 and --size at least 32")
-    manifest = generate_dataset(args.out, n=args.n, size=args.size, seed=args.seed, progress=True)
-    print(f"wrote {args.n} images and {manifest}")
+    print(f"  best fold: {summary['best_fold']}")
+    print(f"  model ({summary['final_model']}): {cfg.out / 'model'}")
+    print(f"  report: {cfg.out / 'report.html'}")
     return 0
 
 
@@ -160,106 +152,23 @@ def _print_rows(rows: list[dict], names: list[str]) -> None:
         print(f"{row['image']:<{width}}  " + "  ".join(cells))
 
 
-def _predict_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify photos and folders; streams csv, json or jsonl")
-    p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
-    p.add_argument("--model", type=Path, default=Path("runs/demo"), help="run or model directory")
-    p.add_argument("--engine", default="keras", help="keras, onnx or onnx-int8")
-    p.add_argument("--recursive", action="store_true", help="look into sub-folders")
-    p.add_argument("--format", choices=["csv", "json", "jsonl"], default="csv")
-    p.add_argument("--output", type=Path, help="write here instead of standard output")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--explain", type=Path, metavar="DIR", help="write heatmap overlays here")
-    p.set_defaults(run=_predict)
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="(re)write a run's self-contained HTML report")
+    p.add_argument("run", type=Path, help="a finished run directory")
+    p.add_argument("--images", type=Path, help="where the photos are now, if they moved")
+    p.add_argument("--worst", type=int, default=24, help="mistakes shown in the gallery")
+    p.set_defaults(run=_report)
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from cardamage.inference.batch import predict_files
-    from cardamage.inference.predictor import Predictor
-    from cardamage.io import atomic_path
+def _report(args: argparse.Namespace) -> int:
+    from cardamage.evaluate.html_report import write_html_report
 
-    predictor = Predictor.load(args.model, engine=args.engine)
-    if args.output is None:
-        ok, failed = predict_files(
-            predictor,
-            args.paths,
-            args.recursive,
-            args.format,
-            sys.stdout,
-            args.batch_size,
-            args.explain,
-        )
-    else:
-        with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
-            ok, failed = predict_files(
-                predictor,
-                args.paths,
-                args.recursive,
-                args.format,
-                out,
-                args.batch_size,
-                args.explain,
-            )
-    print(f"predicted {ok} image(s), {failed} could not be read", file=sys.stderr)
-    return 0 if ok or not failed else 1
-
-
-def _serve_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="web page and REST API on a trained model")
-    p.add_argument("--config", type=Path, help="application_config.json (its 'serve' section)")
-    p.add_argument("--model", type=Path, help="run or model directory (instead of --config)")
-    p.add_argument("--engine", help="keras, onnx or onnx-int8")
-    p.add_argument("--host", help="default 127.0.0.1 (this machine only)")
-    p.add_argument("--port", type=int, help="default 8000")
-    p.set_defaults(run=_serve)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from cardamage.serve.server import run
-
-    if args.config is None and args.model is None:
-        raise CardamageError("give --model RUN or --config application_config.json")
-    predictor = None
-    if args.config is not None and args.model is None:
-        from cardamage.config import load_app_config
-
-        cfg = load_app_config(args.config)
-        if cfg.model is None:  # the original's three per-task models
-            from cardamage.inference.legacy import load_original
-
-            predictor = load_original(cfg)
-    with contextlib.suppress(KeyboardInterrupt):  # a normal stop: in-flight requests finished
-        run(args.model, args.host, args.port, args.engine, args.config, predictor=predictor)
+    print(f"wrote {write_html_report(args.run, image_root=args.images, worst=args.worst)}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cardamage", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (
-        _synth_parser,
-        _train_parser,
-        _evaluate_parser,
-        _predict_parser,
-        _serve_parser,
-    ):
-        add(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command != "synth" and not str(getattr(args, "engine", "keras")).startswith("onnx"):
-        import_keras_quietly()
-    try:
-        return args.run(args)
-    except CardamageError as e:
-        print(f"cardamage: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cardamage: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def register(sub: argparse._SubParsersAction) -> None:
+    _synth_parser(sub)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _report_parser(sub)

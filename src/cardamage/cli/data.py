@@ -1,0 +1,93 @@
+"""`cardamage data import` (COCO / Roboflow, class folders, the original CSV) and `data inspect`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cardamage.errors import CardamageError
+
+
+def _tasks(config: Path | None):
+    from cardamage.config import read_tasks
+
+    return read_tasks(config)
+
+
+def _present_tasks(path: Path, tasks: list) -> list:
+    """The tasks whose column the manifest has: an imported set often lacks some (no location)."""
+    import csv
+
+    from cardamage.data.manifest import ORIGINAL_ALIASES
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            names = {c.strip().lower() for c in next(csv.reader(f), [])}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return tasks  # read_manifest reports the problem
+    present = [t for t in tasks if t.name in names or ORIGINAL_ALIASES.get(t.name) in names]
+    return present or tasks
+
+
+def _import_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import", help="turn COCO, class folders or the original CSV into a manifest"
+    )
+    p.add_argument("--format", choices=["coco", "folders", "original"], required=True)
+    p.add_argument("--out", type=Path, required=True, help="the tidy manifest CSV to write")
+    p.add_argument("--annotations", type=Path, nargs="+", help="coco: instances JSON file(s)")
+    p.add_argument("--mapping", type=Path, help="coco: box category -> labels (JSON)")
+    p.add_argument("--images", type=Path, help="coco / original: the image root")
+    p.add_argument("--root", type=Path, help="folders: one folder per class")
+    p.add_argument("--task", help="folders: the task the folder names label")
+    p.add_argument("--csv", type=Path, help="original: the original project's CSV")
+    p.add_argument("--config", type=Path, help="a train config whose 'tasks' to use")
+    p.set_defaults(run=_import)
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n}" for n in names if getattr(args, n) is None]
+    if missing:
+        raise CardamageError(f"--format {args.format} needs {', '.join(missing)}")
+
+
+def _import(args: argparse.Namespace) -> int:
+    from cardamage.data import importers
+
+    tasks = _tasks(args.config)
+    if args.format == "coco":
+        _require(args, "annotations", "images", "mapping")
+        report = importers.import_coco(args.annotations, args.images, args.mapping, args.out, tasks)
+    elif args.format == "folders":
+        _require(args, "root", "task")
+        report = importers.import_folders(args.root, args.task, args.out, tasks)
+    else:
+        _require(args, "csv", "images")
+        report = importers.import_original_csv(args.csv, args.images, args.out, tasks)
+    print(report.summary())
+    return 0
+
+
+def _inspect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="label counts, co-occurrence, imbalance, groups, problems")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--images", type=Path, help="image root (default: the manifest's folder)")
+    p.add_argument("--config", type=Path, help="a train config whose 'tasks' to use")
+    p.set_defaults(run=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from cardamage.data.inspect import inspect_manifest
+    from cardamage.data.manifest import read_manifest
+
+    tasks = _present_tasks(args.data, _tasks(args.config))
+    manifest, problems = read_manifest(args.data, args.images or args.data.parent, tasks)
+    print(inspect_manifest(manifest, tasks, problems))
+    return 1 if problems else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="import and inspect labelled photos")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    _import_parser(data_sub)
+    _inspect_parser(data_sub)

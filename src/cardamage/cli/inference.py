@@ -1,0 +1,88 @@
+"""Commands that use a trained model: `predict`, `serve`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from cardamage.errors import CardamageError
+
+
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify photos and folders; streams csv, json or jsonl")
+    p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
+    p.add_argument("--model", type=Path, default=Path("runs/demo"), help="run or model directory")
+    p.add_argument("--engine", default="keras", help="keras, onnx or onnx-int8")
+    p.add_argument("--recursive", action="store_true", help="look into sub-folders")
+    p.add_argument("--format", choices=["csv", "json", "jsonl"], default="csv")
+    p.add_argument("--output", type=Path, help="write here instead of standard output")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--explain", type=Path, metavar="DIR", help="write heatmap overlays here")
+    p.set_defaults(run=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cardamage.inference.batch import predict_files
+    from cardamage.inference.predictor import Predictor
+    from cardamage.io import atomic_path
+
+    predictor = Predictor.load(args.model, engine=args.engine)
+    if args.output is None:
+        ok, failed = predict_files(
+            predictor,
+            args.paths,
+            args.recursive,
+            args.format,
+            sys.stdout,
+            args.batch_size,
+            args.explain,
+        )
+    else:
+        with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+            ok, failed = predict_files(
+                predictor,
+                args.paths,
+                args.recursive,
+                args.format,
+                out,
+                args.batch_size,
+                args.explain,
+            )
+    print(f"predicted {ok} image(s), {failed} could not be read", file=sys.stderr)
+    return 0 if ok or not failed else 1
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="web page and REST API on a trained model")
+    p.add_argument("--config", type=Path, help="application_config.json (its 'serve' section)")
+    p.add_argument("--model", type=Path, help="run or model directory (instead of --config)")
+    p.add_argument("--engine", help="keras, onnx or onnx-int8")
+    p.add_argument("--host", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, help="default 8000")
+    p.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cardamage.serve.server import run
+
+    if args.config is None and args.model is None:
+        raise CardamageError("give --model RUN or --config application_config.json")
+    predictor = None
+    if args.config is not None and args.model is None:
+        from cardamage.config import load_app_config
+
+        cfg = load_app_config(args.config)
+        if cfg.model is None:  # the original's three per-task models
+            from cardamage.inference.legacy import load_original
+
+            predictor = load_original(cfg)
+    with contextlib.suppress(KeyboardInterrupt):  # a normal stop: in-flight requests finished
+        run(args.model, args.host, args.port, args.engine, args.config, predictor=predictor)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _predict_parser(sub)
+    _serve_parser(sub)
