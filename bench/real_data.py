@@ -1,0 +1,178 @@
+"""Benchmark on real photos: the original recipe against ours on lensor-coco, side by side.
+
+Imports ../shared/data/lensor-coco (COCO boxes -> image-level severity and damage type, grouped
+by source photo so Roboflow's augmented copies never straddle a split), then runs (a) the
+original recipe (bench/original_recipe.py) and (b) ours (cached features, tuned thresholds)
+on the same grouped folds with the same offline MobileNetV2 weights, and prints out-of-fold
+severity macro-F1 and damage-type mAP for both. Skips when ../shared is absent.
+
+    python bench/real_data.py --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from original_recipe import original_cross_validation
+
+from cardamage.config import load_train_config
+from cardamage.data.folds import make_folds
+from cardamage.data.importers import import_coco
+from cardamage.data.manifest import load_manifest
+from cardamage.data.pipeline import iter_image_batches
+from cardamage.evaluate.metrics import task_metrics, tune_thresholds
+from cardamage.tasks import Task, TaskKind
+from cardamage.train.crossval import cross_validate
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+LENSOR = SHARED / "data" / "lensor-coco"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_imagenet_dogs_no_top.weights.h5"
+SEVERITIES = ("minor", "moderate", "severe")
+TYPES = ("dent", "scratch", "broken")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=20, help="epoch cap for both recipes")
+    p.add_argument("--weights", type=Path, default=WEIGHTS)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--work", type=Path)
+    return p.parse_args()
+
+
+def import_lensor(work: Path) -> tuple[Path, Path]:
+    """Manifest + a train config listing the two tasks lensor has (no location labels)."""
+    labels = work / "labels"
+    labels.mkdir(parents=True, exist_ok=True)
+    (labels / "severity.txt").write_text("\n".join([*SEVERITIES, "whole"]) + "\n")
+    (labels / "damage_type.txt").write_text("\n".join(TYPES) + "\n")
+    mapping = work / "mapping.json"
+    categories = {f"{s}-{t}": {"severity": s, "damage_type": t} for s in SEVERITIES for t in TYPES}
+    mapping.write_text(
+        json.dumps(
+            {
+                "categories": categories,
+                "no_boxes": {"severity": "whole"},
+                "severity_order": list(SEVERITIES),
+            }
+        )
+    )
+    tasks = [
+        Task("severity", TaskKind.MULTICLASS, (*SEVERITIES, "whole")),
+        Task("damage_type", TaskKind.MULTILABEL, TYPES),
+    ]
+    annotations = sorted((LENSOR / "annotations").glob("instances_*.json"))
+    manifest = work / "lensor.csv"
+    print(import_coco(annotations, LENSOR / "images", mapping, manifest, tasks).summary())
+    config = work / "train.json"
+    config.write_text(
+        json.dumps(
+            {
+                "tasks": [
+                    {
+                        "name": "severity",
+                        "kind": "multiclass",
+                        "labels_file": str(labels / "severity.txt"),
+                    },
+                    {
+                        "name": "damage_type",
+                        "kind": "multilabel",
+                        "labels_file": str(labels / "damage_type.txt"),
+                    },
+                ]
+            }
+        )
+    )
+    return manifest, config
+
+
+def oof_scores(tasks, targets, oof, tuned: bool) -> dict[str, float]:
+    sev, types = tasks
+    if tuned:
+        types = types.with_thresholds(tune_thresholds(targets[types.name], oof[types.name]))
+    return {
+        "severity macro-F1": task_metrics(sev, targets[sev.name], oof[sev.name])["macro_f1"],
+        "severity accuracy": task_metrics(sev, targets[sev.name], oof[sev.name])["accuracy"],
+        "damage-type mAP": task_metrics(types, targets[types.name], oof[types.name])["mAP"],
+        "damage-type macro-F1": task_metrics(types, targets[types.name], oof[types.name])[
+            "macro_f1"
+        ],
+    }
+
+
+def main() -> None:
+    if not LENSOR.exists() or not WEIGHTS.exists():
+        print(f"skipped: {LENSOR} or {WEIGHTS} is absent")
+        return
+    args = parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-real-"))
+    manifest_csv, config = import_lensor(work)
+    cfg = load_train_config(
+        config,
+        {
+            "data": manifest_csv,
+            "images": LENSOR / "images",
+            "out": work / "ours",
+            "backbone": "mobilenetv2",
+            "alpha": args.alpha,
+            "weights": str(args.weights),
+            "image_size": args.size,
+            "folds": args.folds,
+            "epochs": args.epochs,
+            "views": args.views,
+            "cache_dir": work / "cache",
+            "overwrite": True,
+        },
+    )
+    tasks = cfg.build_tasks()
+    manifest, _ = load_manifest(cfg.data, cfg.image_root, tasks)
+    splits = make_folds(manifest, tasks, cfg.folds, cfg.seed)
+    targets = {t.name: manifest.targets(t) for t in tasks}
+    print(
+        f"{len(manifest)} photos in {len(set(manifest.groups))} groups, {cfg.folds} grouped "
+        f"folds, {args.size} px, MobileNetV2 {args.alpha} ({args.weights.name})"
+    )
+
+    started = time.perf_counter()
+    cross_validate(cfg)
+    ours_s = time.perf_counter() - started
+    ours_oof = np.loadtxt(
+        work / "ours" / "oof_predictions.csv", delimiter=",", skiprows=1, usecols=range(1, 8)
+    )
+    ours = {"severity": ours_oof[:, :4], "damage_type": ours_oof[:, 4:]}
+
+    started = time.perf_counter()
+    images = np.concatenate(list(iter_image_batches(manifest.paths(), args.size, 64))) / 255.0
+    base = original_cross_validation(
+        tasks,
+        images.astype(np.float32),
+        targets,
+        splits,
+        backbone="mobilenetv2",
+        weights=str(args.weights),
+        alpha=args.alpha,
+        epochs=args.epochs,
+    )
+    base_s = time.perf_counter() - started
+
+    a, b = oof_scores(tasks, targets, base, tuned=False), oof_scores(tasks, targets, ours, True)
+    print(f"\n{'out of fold':<24}{'(a) original':>14}{'(b) ours':>10}{'gain':>8}")
+    for key in a:
+        print(f"{key:<24}{a[key]:>14.3f}{b[key]:>10.3f}{100 * (b[key] - a[key]):>+7.1f}p")
+    print(f"{'wall time (s)':<24}{base_s:>14.0f}{ours_s:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()
