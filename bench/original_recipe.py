@@ -94,6 +94,17 @@ def fit_original(
     return model.predict(images[val], batch_size=32, verbose=0)
 
 
+def original_oof(
+    tasks: Sequence[Task], manifest, splits, size: int, **kwargs
+) -> dict[str, np.ndarray]:
+    """Decode every photo as the original did (size x size, pixels / 255), then cross-validate."""
+    from cardamage.data.pipeline import iter_image_batches
+
+    images = np.concatenate(list(iter_image_batches(manifest.paths(), size, 64))) / 255.0
+    targets = {t.name: manifest.targets(t) for t in tasks}
+    return original_cross_validation(tasks, images.astype(np.float32), targets, splits, **kwargs)
+
+
 def original_cross_validation(
     tasks: Sequence[Task], images: np.ndarray, targets: dict[str, np.ndarray], splits, **kwargs
 ) -> dict:

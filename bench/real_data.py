@@ -22,13 +22,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from original_recipe import original_cross_validation
+from original_recipe import original_oof
 
 from cardamage.config import load_train_config
 from cardamage.data.folds import make_folds
 from cardamage.data.importers import import_coco
 from cardamage.data.manifest import load_manifest
-from cardamage.data.pipeline import iter_image_batches
 from cardamage.evaluate.metrics import task_metrics, tune_thresholds
 from cardamage.tasks import Task, TaskKind
 from cardamage.train.crossval import cross_validate
@@ -154,17 +153,10 @@ def main() -> None:
     ours = {"severity": ours_oof[:, :4], "damage_type": ours_oof[:, 4:]}
 
     started = time.perf_counter()
-    images = np.concatenate(list(iter_image_batches(manifest.paths(), args.size, 64))) / 255.0
-    base = original_cross_validation(
-        tasks,
-        images.astype(np.float32),
-        targets,
-        splits,
-        backbone="mobilenetv2",
-        weights=str(args.weights),
-        alpha=args.alpha,
-        epochs=args.epochs,
-    )
+    base = original_oof(
+        tasks, manifest, splits, args.size,
+        backbone="mobilenetv2", weights=str(args.weights), alpha=args.alpha, epochs=args.epochs,
+    )  # fmt: skip
     base_s = time.perf_counter() - started
 
     a, b = oof_scores(tasks, targets, base, tuned=False), oof_scores(tasks, targets, ours, True)

@@ -21,12 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from original_recipe import original_cross_validation
+from original_recipe import original_oof
 
 from cardamage.config import load_train_config
 from cardamage.data.folds import make_folds
 from cardamage.data.manifest import load_manifest
-from cardamage.data.pipeline import iter_image_batches
 from cardamage.data.synthetic import generate_dataset
 from cardamage.evaluate.metrics import task_metrics
 from cardamage.train.crossval import cross_validate
@@ -101,17 +100,10 @@ def original(args, data: Path) -> tuple[float, dict]:
     splits = make_folds(manifest, tasks, args.folds, cfg.seed)  # the same folds as ours
     targets = {t.name: manifest.targets(t) for t in tasks}
     started = time.perf_counter()
-    images = np.concatenate(list(iter_image_batches(manifest.paths(), args.size, 64))) / 255.0
-    oof = original_cross_validation(
-        tasks,
-        images.astype(np.float32),
-        targets,
-        splits,
-        backbone=args.backbone,
-        weights=args.weights,
-        alpha=args.alpha,
-        epochs=args.epochs,
-    )
+    oof = original_oof(
+        tasks, manifest, splits, args.size,
+        backbone=args.backbone, weights=args.weights, alpha=args.alpha, epochs=args.epochs,
+    )  # fmt: skip
     return time.perf_counter() - started, fold_means(tasks, targets, oof, splits)
 
 

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, NO_CHROMIUM, launch, screenshot
 
 from cardamage.config import load_train_config
 from cardamage.data.synthetic import generate_dataset
@@ -22,16 +23,6 @@ from cardamage.evaluate.html_report import write_html_report
 from cardamage.model.metadata import ModelMeta
 from cardamage.train.crossval import cross_validate
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 #: Labels a careless page would turn into markup.
 TRICKY = {"minor": "scratch <5 cm", "moderate": "dent & crease", "severe": '"write-off"'}
 ATTRIBUTE = re.compile(r'\b(src|href)\s*=\s*"([^"]*)"')
@@ -164,11 +155,11 @@ def test_report_renders_in_chromium(run_dir, report):
         reason="Playwright for Python is not installed (pip install playwright)",
     )
     if not CHROMIUM.exists():
-        pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)")
+        pytest.skip(NO_CHROMIUM)
     url = (run_dir / "report.html").resolve().as_uri()
     errors, requests, failed = [], [], []
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = launch(playwright)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("console", lambda m: m.type == "error" and errors.append(m.text))
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -177,8 +168,7 @@ def test_report_renders_in_chromium(run_dir, report):
         page.goto(url, wait_until="load")
         widths = page.evaluate("[...document.images].map(i => i.complete ? i.naturalWidth : 0)")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        screenshot(page, "report.png")
         browser.close()
     assert not errors and not failed
     assert [r for r in requests if not r.startswith("data:")] == [url]

@@ -14,21 +14,9 @@ import pytest
 from cardamage.data.synthetic import generate_dataset
 
 ARGS = [
-    "--backbone",
-    "mobilenet",
-    "--alpha",
-    "0.25",
-    "--weights",
-    "none",
-    "--image-size",
-    "32",
-    "--folds",
-    "3",
-    "--epochs",
-    "3",
-    "--views",
-    "1",
-]
+    "--backbone", "mobilenet", "--alpha", "0.25", "--weights", "none", "--image-size", "32",
+    "--folds", "3", "--epochs", "3", "--views", "1",
+]  # fmt: skip
 
 
 def train(*args: str) -> subprocess.Popen:

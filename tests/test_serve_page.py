@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, NO_CHROMIUM, launch, screenshot
 from conftest_serve import car_photo, encoded, live_server
 
 from cardamage.inference.predictor import Predictor
@@ -18,27 +19,15 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 30_000
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium (apt-get install chromium)"
-)
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=NO_CHROMIUM)
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = launch(playwright)
         yield browser
         browser.close()
 
@@ -75,11 +64,6 @@ def _open(browser, url: str, width: int, height: int):
     return page
 
 
-def _screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-
-
 def test_upload_shows_severity_bars_and_rejections(browser, server, photos, predictor):
     page = _open(browser, server.url, 1280, 900)
     page.set_input_files("#picker", [str(p) for p in photos.values()])
@@ -103,7 +87,7 @@ def test_upload_shows_severity_bars_and_rejections(browser, server, photos, pred
     rejected = cards.nth(2)
     assert "notes.txt" in rejected.inner_text() and "not an image" in rejected.inner_text()
     assert page.locator("#model-info").inner_text().startswith("Model mobilenet-32px")
-    _screenshot(page, "serve-page.png")
+    screenshot(page, "serve-page.png")
 
     page.set_input_files("#picker", str(photos["notes.txt"]))  # a request with no usable file
     sync_api.expect(cards).to_have_count(4)
@@ -124,7 +108,7 @@ def test_phone_sized_screen_with_heatmaps(browser, server, photos):
     sync_api.expect(heatmap).to_be_visible()
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, "the page scrolls sideways on a phone"
-    _screenshot(page, "serve-page-phone.png")
+    screenshot(page, "serve-page-phone.png")
     page.close()
 
 

@@ -124,31 +124,11 @@ def test_bad_rows_refused_or_skipped(dataset: Path, tmp_path: Path, capsys) -> N
     lines[3] = lines[3].replace(lines[3].split(",")[1], "catastrophic", 1)
     lines.append("images/missing.jpg,minor,front,dent")
     bad.write_text("\n".join(lines) + "\n")
+    tiny = "--backbone mobilenet --alpha 0.25 --weights none --image-size 32 --folds 2 --epochs 1"
     args = [
-        "train",
-        "--data",
-        str(bad),
-        "--images",
-        str(dataset.parent),
-        "--out",
-        str(tmp_path / "r"),
-        "--backbone",
-        "mobilenet",
-        "--alpha",
-        "0.25",
-        "--weights",
-        "none",
-        "--image-size",
-        "32",
-        "--folds",
-        "2",
-        "--epochs",
-        "1",
-        "--views",
-        "1",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
+        "train", "--data", str(bad), "--images", str(dataset.parent), "--out", str(tmp_path / "r"),
+        *tiny.split(), "--views", "1", "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
     assert cli(args) == 2
     err = capsys.readouterr().err
     assert "catastrophic" in err and "missing.jpg" in err and ":4:" in err

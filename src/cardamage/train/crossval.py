@@ -31,7 +31,7 @@ from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task
 from cardamage.train import rundir, runtime
-from cardamage.train.features import cached_features, default_cache_dir
+from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
 from cardamage.train.trainer import FoldData, fine_tune, fit_heads
 
 METRICS_FILE = "metrics.json"
@@ -76,9 +76,8 @@ class Inputs:
         _, backbones, _ = build_model(model_spec(cfg), self.tasks[:1])
         self._weights = backbones[0].get_weights()
         cache = cfg.cache_dir or default_cache_dir()
-        self._features = cached_features(
-            backbones[0], model_spec(cfg), self.paths, cfg.augment, cfg.views, cfg.seed, cache
-        )
+        request = FeatureRequest(model_spec(cfg), self.paths, cfg.augment, cfg.views, cfg.seed)
+        self._features = cached_features(backbones[0], request, cache)
 
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -35,76 +36,80 @@ def default_cache_dir() -> Path:
     )
 
 
-def cache_key(
-    spec: ModelSpec, augment: AugmentConfig, views: int, seed: int, paths: Sequence[Path]
-) -> str:
-    digest = hashlib.sha256()
-    settings = {
-        "version": CACHE_VERSION,
-        "backbone": spec.backbone,
-        "preprocessing": get_backbone_spec(spec.backbone).preprocessing,
-        "weights": weights_id(spec.weights),
-        "alpha": spec.alpha,
-        "image_size": spec.image_size,
-        "augment": augment.model_dump(),
-        "views": views,
-        # random augmentation, and random initial weights, depend on the seed
-        "seed": seed,
-        "keras": keras.__version__,
-    }
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    for path in paths:
-        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
-    return digest.hexdigest()[:32]
+@dataclass(frozen=True)
+class FeatureRequest:
+    """Which features: everything they depend on, hence also the cache key."""
+
+    spec: ModelSpec
+    paths: Sequence[Path]
+    augment: AugmentConfig
+    views: int
+    seed: int  # random augmentation, and random initial weights, depend on it
+
+    def key(self) -> str:
+        digest = hashlib.sha256()
+        settings = {
+            "version": CACHE_VERSION,
+            "backbone": self.spec.backbone,
+            "preprocessing": get_backbone_spec(self.spec.backbone).preprocessing,
+            "weights": weights_id(self.spec.weights),
+            "alpha": self.spec.alpha,
+            "image_size": self.spec.image_size,
+            "augment": self.augment.model_dump(),
+            "views": self.views,
+            "seed": self.seed,
+            "keras": keras.__version__,
+        }
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        for path in self.paths:
+            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        return digest.hexdigest()[:32]
 
 
 def cached_features(
-    backbone: keras.Model,
-    spec: ModelSpec,
-    paths: Sequence[Path],
-    augment: AugmentConfig,
-    views: int,
-    seed: int,
-    cache_dir: Path,
-    batch_size: int = 64,
+    backbone: keras.Model, request: FeatureRequest, cache_dir: Path, batch_size: int = 64
 ) -> np.ndarray:
     """Features of shape (views, n, dim), view 0 unaugmented; memory-mapped from the cache."""
-    entry = cache_dir / cache_key(spec, augment, views, seed, paths)
+    entry = cache_dir / request.key()
     if not (entry / FEATURES_FILE).exists():
-        _compute(backbone, spec, paths, augment, views, seed, entry, batch_size)
+        _compute(backbone, request, entry, batch_size)
     return np.load(entry / FEATURES_FILE, mmap_mode="r")
 
 
-def _compute(
-    backbone: keras.Model,
-    spec: ModelSpec,
-    paths: Sequence[Path],
-    augment: AugmentConfig,
-    views: int,
-    seed: int,
-    entry: Path,
-    batch_size: int,
-) -> None:
+def _compute(backbone: keras.Model, request: FeatureRequest, entry: Path, batch_size: int) -> None:
     """Fill a temporary directory, then rename it into place: a killed run leaves no half entry."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    n, views = len(request.paths), request.views
     try:
-        dim = backbone.output_shape[-1]
         out = np.lib.format.open_memmap(
-            tmp / FEATURES_FILE, mode="w+", dtype=np.float32, shape=(views, len(paths), dim)
+            tmp / FEATURES_FILE, "w+", np.float32, (views, n, backbone.output_shape[-1])
         )
-        with tqdm(total=views * len(paths), desc="backbone features", unit="img") as bar:
+        with tqdm(total=views * n, desc="backbone features", unit="img") as bar:
             for view in range(views):
-                augmenter = build_augmenter(augment, seed + 1000 * view) if view else None
-                start = 0
-                for batch in iter_image_batches(paths, spec.image_size, batch_size):
-                    if augmenter is not None:
-                        batch = augmenter(batch, training=True)
-                    out[view, start : start + len(batch)] = backbone.predict_on_batch(batch)
-                    start += len(batch)
-                    bar.update(len(batch))
+                _fill_view(backbone, request, view, out[view], batch_size, bar)
         out.flush()
         del out
         os.replace(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fill_view(
+    backbone: keras.Model,
+    request: FeatureRequest,
+    view: int,
+    out: np.ndarray,
+    batch_size: int,
+    bar: tqdm,
+) -> None:
+    """View 0 is the photo as it is; every other view a seeded random augmentation of it."""
+    seed = request.seed + 1000 * view
+    augmenter = build_augmenter(request.augment, seed) if view else None
+    start = 0
+    for batch in iter_image_batches(request.paths, request.spec.image_size, batch_size):
+        if augmenter is not None:
+            batch = augmenter(batch, training=True)
+        out[start : start + len(batch)] = backbone.predict_on_batch(batch)
+        start += len(batch)
+        bar.update(len(batch))
