@@ -28,9 +28,14 @@ def _gradient(width: int, height: int) -> Image.Image:
     """Smooth content: resampling paths may differ only by rounding on it."""
     x = np.linspace(0, 255, width)[None, :, None]
     y = np.linspace(0, 255, height)[:, None, None]
-    rgb = np.concatenate([np.broadcast_to(x, (height, width, 1)),
-                          np.broadcast_to(y, (height, width, 1)),
-                          np.broadcast_to((x + y) / 2, (height, width, 1))], axis=2)
+    rgb = np.concatenate(
+        [
+            np.broadcast_to(x, (height, width, 1)),
+            np.broadcast_to(y, (height, width, 1)),
+            np.broadcast_to((x + y) / 2, (height, width, 1)),
+        ],
+        axis=2,
+    )
     return Image.fromarray(rgb.astype(np.uint8))
 
 
@@ -39,13 +44,16 @@ def _noise_jpeg(tmp_path: Path) -> Path:
     return _saved(tmp_path, Image.fromarray(noise), "noise.jpg", quality=90)
 
 
-@pytest.mark.parametrize(("name", "params", "tolerance"), [
-    ("a.jpg", {"quality": 95}, 4),
-    ("a.png", {}, 0),
-    ("a.webp", {"lossless": True}, 0),
-    ("a.bmp", {}, 0),
-    ("a.gif", {}, 0),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "tolerance"),
+    [
+        ("a.jpg", {"quality": 95}, 4),
+        ("a.png", {}, 0),
+        ("a.webp", {"lossless": True}, 0),
+        ("a.bmp", {}, 0),
+        ("a.gif", {}, 0),
+    ],
+)
 def test_formats_decode_to_rgb_uint8(tmp_path, name, params, tolerance):
     path = _saved(tmp_path, _solid("RGB", RED), name, **params)
     image = load_image(path)
@@ -64,12 +72,15 @@ def test_animated_gif_gives_first_frame(tmp_path):
     assert tuple(load_image(path)[5, 5]) == RED
 
 
-@pytest.mark.parametrize(("im", "expected"), [
-    (_solid("L", 100), (100, 100, 100)),
-    (_solid("RGBA", (255, 0, 0, 0)), (255, 255, 255)),  # fully transparent -> white
-    (_solid("RGBA", (255, 0, 0, 255)), RED),
-    (_solid("LA", (0, 0)), (255, 255, 255)),
-])
+@pytest.mark.parametrize(
+    ("im", "expected"),
+    [
+        (_solid("L", 100), (100, 100, 100)),
+        (_solid("RGBA", (255, 0, 0, 0)), (255, 255, 255)),  # fully transparent -> white
+        (_solid("RGBA", (255, 0, 0, 255)), RED),
+        (_solid("LA", (0, 0)), (255, 255, 255)),
+    ],
+)
 def test_modes_convert_to_rgb(tmp_path, im, expected):
     assert tuple(load_image(_saved(tmp_path, im, "a.png"))[0, 0]) == expected
 
@@ -163,13 +174,16 @@ def _saved_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("make", "reason"), [
-    (_zero_byte, "empty file"),
-    (_truncated, "truncated"),
-    (_text, "not an image"),
-    (lambda tmp: tmp / "missing.jpg", "No such file"),
-    (lambda tmp: tmp, "directory"),
-])
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (_zero_byte, "empty file"),
+        (_truncated, "truncated"),
+        (_text, "not an image"),
+        (lambda tmp: tmp / "missing.jpg", "No such file"),
+        (lambda tmp: tmp, "directory"),
+    ],
+)
 def test_bad_files_raise_image_error_naming_them(tmp_path, make, reason):
     path = make(tmp_path)
     with pytest.raises(ImageError) as info:

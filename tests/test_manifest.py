@@ -48,20 +48,33 @@ def _problems(tmp_path: Path, root: Path, *rows: str) -> list[Problem]:
 
 
 def test_both_formats_read_the_same(tmp_path, root):
-    tidy = _csv(tmp_path, TIDY_HEADER, "a.png,minor,front;side,", "b.png,severe,,dent;paint",
-                name="tidy.csv")
-    original = _csv(tmp_path, " Name , DAMAGE ,location,damagetype",
-                    'a.png,minor,[front; side],NULL', "b.png,[severe],[],[dent;paint]",
-                    name="original.csv")
+    tidy = _csv(
+        tmp_path,
+        TIDY_HEADER,
+        "a.png,minor,front;side,",
+        "b.png,severe,,dent;paint",
+        name="tidy.csv",
+    )
+    original = _csv(
+        tmp_path,
+        " Name , DAMAGE ,location,damagetype",
+        "a.png,minor,[front; side],NULL",
+        "b.png,[severe],[],[dent;paint]",
+        name="original.csv",
+    )
     a, problems_a = read_manifest(tidy, root, TASKS)
     b, problems_b = read_manifest(original, root, TASKS)
     assert problems_a == problems_b == []
     assert a.images == b.images == ("a.png", "b.png")
-    assert a.labels == b.labels == {
-        "severity": (("minor",), ("severe",)),
-        "location": (("front", "side"), ()),
-        "damage_type": ((), ("dent", "paint")),
-    }
+    assert (
+        a.labels
+        == b.labels
+        == {
+            "severity": (("minor",), ("severe",)),
+            "location": (("front", "side"), ()),
+            "damage_type": ((), ("dent", "paint")),
+        }
+    )
     assert a.lines == b.lines == (2, 3)
     assert a.groups is None and a.image_root == root.resolve() and a.source == tidy
 
@@ -93,8 +106,10 @@ def test_paths_are_absolute_and_absolute_inputs_stored_relative(tmp_path, root):
 
 def test_header_is_case_and_space_insensitive_bom_stripped_extra_columns_ignored(tmp_path, root):
     path = tmp_path / "labels.csv"
-    path.write_text("\ufeff Image ,Severity,notes, LOCATION ,damage_type\n"
-                    'a.png,minor,"free, text",front,\n', encoding="utf-8")
+    path.write_text(
+        '\ufeff Image ,Severity,notes, LOCATION ,damage_type\na.png,minor,"free, text",front,\n',
+        encoding="utf-8",
+    )
     manifest, problems = read_manifest(path, root, TASKS)
     assert problems == [] and manifest.labels["location"] == (("front",),)
 
@@ -105,25 +120,35 @@ def _outside(tmp_path: Path) -> Path:
     return outside
 
 
-@pytest.mark.parametrize(("row", "culprits"), [
-    ("b.png,minor,frnt,dent", ["unknown label 'frnt'", "'location'",
-                               "known: front, rear, side", "did you mean 'front'"]),
-    ("b.png,minor,front,zzz", ["unknown label 'zzz'", "'damage_type'"]),
-    ("b.png,,front,dent", ["'severity'", "no label", "minor, moderate"]),
-    ("b.png,NULL,front,dent", ["'severity'", "no label"]),
-    ("b.png,minor;severe,front,dent", ["'severity'", "2 labels", "'minor', 'severe'"]),
-    ("a.png,severe,rear,glass", ["duplicate image 'a.png'", "line 2"]),
-    ("./sub/../a.png,severe,rear,glass", ["duplicate image './sub/../a.png'", "line 2"]),
-    ("../outside.png,minor,,", ["'../outside.png'", "outside the image root"]),
-    ("OUTSIDE,minor,,", ["outside.png", "outside the image root"]),
-    ("escape.png,minor,,", ["'escape.png'", "outside the image root"]),
-    ("nope.png,minor,,", ["'nope.png'", "not found"]),
-    ("sub,minor,,", ["'sub'", "is a directory"]),
-    ("bad.png,minor,,", ["'bad.png'", "not an image"]),
-    ("b.png,minor,front", ["expected 4 fields", "found 3"]),
-    ("b.png,minor,front,dent,extra", ["expected 4 fields", "found 5"]),
-    (",minor,,", ["empty image path"]),
-])
+@pytest.mark.parametrize(
+    ("row", "culprits"),
+    [
+        (
+            "b.png,minor,frnt,dent",
+            [
+                "unknown label 'frnt'",
+                "'location'",
+                "known: front, rear, side",
+                "did you mean 'front'",
+            ],
+        ),
+        ("b.png,minor,front,zzz", ["unknown label 'zzz'", "'damage_type'"]),
+        ("b.png,,front,dent", ["'severity'", "no label", "minor, moderate"]),
+        ("b.png,NULL,front,dent", ["'severity'", "no label"]),
+        ("b.png,minor;severe,front,dent", ["'severity'", "2 labels", "'minor', 'severe'"]),
+        ("a.png,severe,rear,glass", ["duplicate image 'a.png'", "line 2"]),
+        ("./sub/../a.png,severe,rear,glass", ["duplicate image './sub/../a.png'", "line 2"]),
+        ("../outside.png,minor,,", ["'../outside.png'", "outside the image root"]),
+        ("OUTSIDE,minor,,", ["outside.png", "outside the image root"]),
+        ("escape.png,minor,,", ["'escape.png'", "outside the image root"]),
+        ("nope.png,minor,,", ["'nope.png'", "not found"]),
+        ("sub,minor,,", ["'sub'", "is a directory"]),
+        ("bad.png,minor,,", ["'bad.png'", "not an image"]),
+        ("b.png,minor,front", ["expected 4 fields", "found 3"]),
+        ("b.png,minor,front,dent,extra", ["expected 4 fields", "found 5"]),
+        (",minor,,", ["empty image path"]),
+    ],
+)
 def test_each_problem_names_line_and_culprit(tmp_path, root, row, culprits):
     outside = _outside(tmp_path)
     (root / "escape.png").symlink_to(outside)
@@ -141,8 +166,13 @@ def test_problem_str_points_at_file_and_line(tmp_path):
 
 
 def test_all_problems_collected_in_one_pass(tmp_path, root):
-    bad_rows = ["b.png,mnor,,", "nope.png,minor,,", "a.png,minor,,", "c.png,minor",
-                "d.png,minor,front;bak,"]
+    bad_rows = [
+        "b.png,mnor,,",
+        "nope.png,minor,,",
+        "a.png,minor,,",
+        "c.png,minor",
+        "d.png,minor,front;bak,",
+    ]
     problems = _problems(tmp_path, root, GOOD_ROW, "", *bad_rows, "sub/e.png,whole,,")
     assert [p.line for p in problems] == [4, 5, 6, 7, 8]
 
@@ -158,18 +188,34 @@ def test_line_numbers_survive_quoted_newlines(tmp_path, root):
 
 
 def test_group_column_is_read_and_must_be_filled(tmp_path, root):
-    path = _csv(tmp_path, TIDY_HEADER + ",group", "a.png,minor,,,car1", "b.png,minor,,,car1",
-                "c.png,minor,,,")
+    path = _csv(
+        tmp_path,
+        TIDY_HEADER + ",group",
+        "a.png,minor,,,car1",
+        "b.png,minor,,,car1",
+        "c.png,minor,,,",
+    )
     manifest, problems = read_manifest(path, root, TASKS)
     assert manifest.groups == ("car1", "car1")
     assert [(p.line, "'group'" in p.message) for p in problems] == [(4, True)]
 
 
-@pytest.mark.parametrize(("header", "missing", "has"), [
-    ("image,severity", "missing columns 'location', 'damage_type'", "header has: image, severity"),
-    ("name,damage,location", "missing column 'damagetype'", "header has: name, damage, location"),
-    ("file,severity,location,damage_type", "missing column 'image'", "header has: file"),
-])
+@pytest.mark.parametrize(
+    ("header", "missing", "has"),
+    [
+        (
+            "image,severity",
+            "missing columns 'location', 'damage_type'",
+            "header has: image, severity",
+        ),
+        (
+            "name,damage,location",
+            "missing column 'damagetype'",
+            "header has: name, damage, location",
+        ),
+        ("file,severity,location,damage_type", "missing column 'image'", "header has: file"),
+    ],
+)
 def test_missing_columns_are_fatal_and_named(tmp_path, root, header, missing, has):
     manifest, problems = read_manifest(_csv(tmp_path, header, GOOD_ROW), root, TASKS)
     assert len(manifest) == 0 and len(problems) == 1 and problems[0].line == 1
@@ -182,13 +228,16 @@ def test_repeated_column_is_fatal(tmp_path, root):
     assert len(problems) == 1 and "'severity'" in problems[0].message
 
 
-@pytest.mark.parametrize(("content", "line", "message"), [
-    (None, None, "cannot read manifest"),
-    (b"", None, "file is empty"),
-    (b"\n\n", None, "file is empty"),
-    (TIDY_HEADER.encode() + b"\n", None, "no data rows"),
-    (TIDY_HEADER.encode() + b"\na.png,minor,,\nb.png,s\xe9v\xe8re,,\n", 3, "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        (None, None, "cannot read manifest"),
+        (b"", None, "file is empty"),
+        (b"\n\n", None, "file is empty"),
+        (TIDY_HEADER.encode() + b"\n", None, "no data rows"),
+        (TIDY_HEADER.encode() + b"\na.png,minor,,\nb.png,s\xe9v\xe8re,,\n", 3, "not UTF-8"),
+    ],
+)
 def test_unusable_files_give_one_problem(tmp_path, root, content, line, message):
     path = tmp_path / "labels.csv"
     if content is not None:
@@ -238,8 +287,12 @@ def test_malformed_csv_is_a_problem_and_reading_goes_on(tmp_path, root):
 
 
 def _sample(tmp_path: Path, root: Path) -> Manifest:
-    rows = ["a.png,minor,front;side,dent,car1", "b.png,severe,,,car2",
-            "c.png,whole,rear,glass;wheel,car1", "sub/e.png,minor,,,car3"]
+    rows = [
+        "a.png,minor,front;side,dent,car1",
+        "b.png,severe,,,car2",
+        "c.png,whole,rear,glass;wheel,car1",
+        "sub/e.png,minor,,,car3",
+    ]
     path = _csv(tmp_path, TIDY_HEADER + ",group", *rows)
     return load_manifest(path, root, TASKS)[0]
 
@@ -252,8 +305,11 @@ def test_write_manifest_round_trips(tmp_path, root):
     assert lines[:2] == [TIDY_HEADER + ",group", "a.png,minor,front;side,dent,car1"]
     again, problems = read_manifest(out, root, TASKS)
     assert problems == []
-    assert (again.images, again.labels, again.groups) == (manifest.images, manifest.labels,
-                                                          manifest.groups)
+    assert (again.images, again.labels, again.groups) == (
+        manifest.images,
+        manifest.labels,
+        manifest.groups,
+    )
 
 
 def test_write_problems(tmp_path):
@@ -261,7 +317,10 @@ def test_write_problems(tmp_path):
     file = Path("l.csv")
     write_problems([Problem(file, 3, "unknown label 'x, y'"), Problem(file, None, "z")], out)
     assert out.read_text().splitlines() == [
-        "file,line,message", "l.csv,3,\"unknown label 'x, y'\"", "l.csv,,z"]
+        "file,line,message",
+        "l.csv,3,\"unknown label 'x, y'\"",
+        "l.csv,,z",
+    ]
 
 
 def test_subset_keeps_rows_aligned(tmp_path, root):

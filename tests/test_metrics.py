@@ -111,15 +111,36 @@ def test_multilabel_metrics_by_hand():
     assert m["mAP"] == pytest.approx(31 / 36)
     x, y, z = (m["per_label"][k] for k in "xyz")
     assert x == pytest.approx(
-        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3,
-         "roc_auc": 7 / 9, "average_precision": 29 / 36, "threshold": 0.5}
+        {
+            "precision": 2 / 3,
+            "recall": 2 / 3,
+            "f1": 2 / 3,
+            "support": 3,
+            "roc_auc": 7 / 9,
+            "average_precision": 29 / 36,
+            "threshold": 0.5,
+        }
     )
     assert y == pytest.approx(
-        {"precision": 0.75, "recall": 1.0, "f1": 6 / 7, "support": 3,
-         "roc_auc": 8 / 9, "average_precision": 11 / 12, "threshold": 0.5}
+        {
+            "precision": 0.75,
+            "recall": 1.0,
+            "f1": 6 / 7,
+            "support": 3,
+            "roc_auc": 8 / 9,
+            "average_precision": 11 / 12,
+            "threshold": 0.5,
+        }
     )
-    assert z == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0,
-                 "roc_auc": None, "average_precision": None, "threshold": 0.5}
+    assert z == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 0,
+        "roc_auc": None,
+        "average_precision": None,
+        "threshold": 0.5,
+    }
 
 
 def test_ranking_metrics_none_for_label_without_negative():
