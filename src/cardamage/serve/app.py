@@ -74,6 +74,7 @@ MULTIPART_BODY = {
                     "properties": {
                         FILES_FIELD: {
                             "type": "array",
+                            "minItems": 1,
                             "items": {"type": "string", "format": "binary"},
                             "description": "One or more photos (JPEG, PNG, WebP, BMP, GIF).",
                         },
@@ -318,6 +319,23 @@ def _page() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
+def _document_without_api_key(app: FastAPI) -> None:
+    """A server without a key must not document one: clients and generated SDKs believe it."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+                    operation.get("responses", {}).pop("401", None)
+            schema.get("components", {}).pop("securitySchemes", None)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> FastAPI:
     """The app; the model loads and warms up in the background once the server starts.
 
@@ -351,6 +369,8 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
             allow_headers=["X-API-Key"],
         )
     app.include_router(router)
+    if settings.api_key is None:
+        _document_without_api_key(app)
     app.add_api_route("/", _page, include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
