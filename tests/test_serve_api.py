@@ -290,7 +290,8 @@ def test_openapi_and_offline_docs(client):
         "/PredictResponse"
     )
     assert {"413", "415", "422", "503"} <= set(predict["responses"])
-    assert "X-API-Key" in str(spec["components"]["securitySchemes"])
+    assert "securitySchemes" not in spec.get("components", {}), "no key: none documented"
+    assert "401" not in predict["responses"] and "security" not in predict
     docs = client.get("/docs").text
     assert "cdn" not in docs and "/docs-assets/swagger-ui-bundle.js" in docs
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
@@ -315,6 +316,13 @@ def keyed(predictor):
 def test_with_an_api_key_requests_without_it_are_401(keyed, headers):
     _error(keyed.post("/v1/predict", files=[("files", JPEG)], headers=headers), 401, "unauthorized")
     _error(keyed.get("/v1/model", headers=headers), 401, "unauthorized")
+
+
+def test_with_an_api_key_the_document_says_so(keyed):
+    spec = keyed.get("/openapi.json").json()
+    assert "X-API-Key" in str(spec["components"]["securitySchemes"])
+    predict = spec["paths"]["/v1/predict"]["post"]
+    assert predict["security"] and "401" in predict["responses"]
 
 
 def test_with_an_api_key_the_right_key_and_health_checks_pass(keyed):
