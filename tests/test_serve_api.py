@@ -402,7 +402,8 @@ def test_concurrent_requests_share_one_batch(predictor):
         for thread, box in threads:
             thread.join()
             assert box[0].status_code == 200
-    assert len(engine.batch_sizes) == 2 and sum(engine.batch_sizes) == 6
+    # the held first batch took one request or (on a slow machine) all of them; the rest share one
+    assert len(engine.batch_sizes) <= 2 and sum(engine.batch_sizes) == 6
 
 
 def test_not_ready_until_warm_then_ready(predictor):

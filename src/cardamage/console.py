@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -76,11 +77,19 @@ def paths_from(args: argparse.Namespace) -> Iterator[str]:
     while True:
         if interactive:
             print(PROMPT, end="", flush=True)
+            _wait_for_input()
         line = sys.stdin.readline()
         if not line:
             return
         if line.strip():
             yield line.strip()
+
+
+def _wait_for_input() -> None:
+    """Wait in short slices: Ctrl-C may land on one of TensorFlow's threads, and Python raises
+    KeyboardInterrupt only when the main thread wakes up; a blocking read would never wake."""
+    while not select.select([sys.stdin], [], [], 0.2)[0]:
+        pass
 
 
 def classify(predictor, path: str, debug: bool) -> bool:
