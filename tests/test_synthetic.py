@@ -29,10 +29,13 @@ GLASS_PARTS = {"windscreen", "rear_window", "window_front", "window_rear"}
 WHEEL_PARTS = {"wheel_front", "wheel_rear"}
 
 
-def samples(n: int, frequencies: SynthFrequencies | None = None, size: int = SIZE,
-            start: int = 0) -> list[SynthSample]:
-    return [draw_sample(np.random.default_rng([7, i]), size, frequencies)
-            for i in range(start, start + n)]
+def samples(
+    n: int, frequencies: SynthFrequencies | None = None, size: int = SIZE, start: int = 0
+) -> list[SynthSample]:
+    return [
+        draw_sample(np.random.default_rng([7, i]), size, frequencies)
+        for i in range(start, start + n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,7 @@ def test_damage_changes_only_its_region() -> None:
         outside = np.ones_like(diff, dtype=bool)
         for d in damaged.damages:
             x0, y0, x1, y1 = d.bbox
-            outside[max(0, y0 - margin):y1 + margin, max(0, x0 - margin):x1 + margin] = False
+            outside[max(0, y0 - margin) : y1 + margin, max(0, x0 - margin) : x1 + margin] = False
         assert diff[outside].max(initial=0) <= 2
         assert diff[~outside].max() > 20
 
@@ -124,8 +127,11 @@ def test_frequencies_are_near_the_configured_ones(many: list[SynthSample]) -> No
 
 
 def test_damage_type_weights_are_followed_where_all_kinds_show() -> None:
-    freq = SynthFrequencies(p_undamaged=0.0, views={"side": 1.0},
-                            damage_types={"dent": 1, "glass": 1, "paint": 1, "wheel": 2})
+    freq = SynthFrequencies(
+        p_undamaged=0.0,
+        views={"side": 1.0},
+        damage_types={"dent": 1, "glass": 1, "paint": 1, "wheel": 2},
+    )
     kinds = Counter(d.kind for s in samples(150, freq) for d in s.damages)
     total = sum(kinds.values())
     assert kinds["wheel"] / total == pytest.approx(0.4, abs=0.1)
@@ -133,10 +139,16 @@ def test_damage_type_weights_are_followed_where_all_kinds_show() -> None:
         assert kinds[kind] / total == pytest.approx(0.2, abs=0.08)
 
 
-@pytest.mark.parametrize("bad", [
-    {"p_undamaged": 1.5}, {"max_damages": 0}, {"damage_types": {"rust": 1.0}},
-    {"severity": {"minor": 0.0}}, {"views": {"side": -1.0}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"p_undamaged": 1.5},
+        {"max_damages": 0},
+        {"damage_types": {"rust": 1.0}},
+        {"severity": {"minor": 0.0}},
+        {"views": {"side": -1.0}},
+    ],
+)
 def test_invalid_frequencies_are_rejected(bad: dict) -> None:
     with pytest.raises(CardamageError):
         SynthFrequencies(**bad)
@@ -168,8 +180,9 @@ def test_manifest_lists_readable_images(tmp_path: Path) -> None:
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     def files(out: Path, seed: int, n: int = 5) -> dict[str, bytes]:
         generate_dataset(out, n=n, size=SIZE, seed=seed)
-        return {str(p.relative_to(out)): p.read_bytes()
-                for p in sorted(out.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+        }
 
     first = files(tmp_path / "a", seed=2)
     assert first == files(tmp_path / "b", seed=2)

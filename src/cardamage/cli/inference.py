@@ -1,4 +1,4 @@
-"""Commands that use a trained model: `predict`, `serve`."""
+"""Commands that use a trained model: `predict`, `serve`, `export`."""
 
 from __future__ import annotations
 
@@ -83,6 +83,37 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a trained model: ONNX (and int8), SavedModel, TFLite")
+    p.add_argument("model", type=Path, help="run or model directory")
+    p.add_argument("--format", choices=["onnx", "savedmodel", "tflite"], default="onnx")
+    p.add_argument("--int8", action="store_true", help="also quantise to int8 (calibrated)")
+    p.add_argument(
+        "--calibration", type=Path, nargs="+", help="photos or folders that set int8 ranges"
+    )
+    p.add_argument("--out", type=Path, help="default: inside the model directory")
+    p.set_defaults(run=_export)
+
+
+#: Enough photos to set int8 activation ranges; more only costs time.
+CALIBRATION_IMAGES = 64
+
+
+def _export(args: argparse.Namespace) -> int:
+    from itertools import islice
+
+    from cardamage.inference.batch import find_images
+    from cardamage.inference.export import export_model
+
+    calibration = None
+    if args.calibration:
+        calibration = list(islice(find_images(args.calibration, True), CALIBRATION_IMAGES))
+    path = export_model(args.model, args.format, args.out, args.int8, calibration)
+    print(f"wrote {path}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     _predict_parser(sub)
     _serve_parser(sub)
+    _export_parser(sub)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from cardamage.data.images import load_image
 from cardamage.errors import CardamageError
-from cardamage.inference.predictor import Predictor
+from cardamage.inference.predictor import Predictor, iter_decoded
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -42,23 +42,18 @@ def find_images(inputs: Iterable[Path], recursive: bool) -> Iterator[Path]:
 
 
 def predict_rows(predictor: Predictor, paths: Iterable[Path], batch_size: int) -> Iterator[Row]:
-    pending: list[tuple[Path, np.ndarray]] = []
-    for path in paths:
-        try:
-            pending.append((path, predictor.decode(path)))
-        except CardamageError as e:
-            yield Row(str(path), error=str(e))
-        if len(pending) == batch_size:
-            yield from _run(predictor, pending)
-            pending = []
-    if pending:
-        yield from _run(predictor, pending)
-
-
-def _run(predictor: Predictor, pending: list[tuple[Path, np.ndarray]]) -> Iterator[Row]:
-    predictions = predictor.predict_pixels(np.stack([pixels for _, pixels in pending]))
-    for (path, _), prediction in zip(pending, predictions, strict=True):
-        yield Row(str(path), prediction=prediction.to_dict())
+    """Rows in input order; decoding of the next batch overlaps the model on this one."""
+    for batch in iter_decoded(predictor.decode, paths, batch_size):
+        decoded = [future.result() for _, future in batch if future.exception() is None]
+        predictions = iter(predictor.predict_pixels(np.stack(decoded)) if decoded else [])
+        for path, future in batch:
+            error = future.exception()
+            if error is None:
+                yield Row(str(path), prediction=next(predictions).to_dict())
+            elif isinstance(error, CardamageError):
+                yield Row(str(path), error=str(error))
+            else:
+                raise error
 
 
 class Writer:

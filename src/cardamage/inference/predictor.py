@@ -6,8 +6,10 @@ The backbone runs once per image for all tasks; thresholds come from the trained
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -106,14 +108,13 @@ class Predictor:
     def iter_predict(
         self, sources: Iterable[ImageSource], batch_size: int = 32
     ) -> Iterator[Prediction]:
-        batch: list[np.ndarray] = []
-        for source in sources:
-            batch.append(self.decode(source))
-            if len(batch) == batch_size:
-                yield from self.predict_pixels(np.stack(batch))
-                batch = []
-        if batch:
-            yield from self.predict_pixels(np.stack(batch))
+        for pixels in self.iter_batches(sources, batch_size):
+            yield from self.predict_pixels(pixels)
+
+    def iter_batches(self, sources: Iterable[ImageSource], batch_size: int) -> Iterator[np.ndarray]:
+        """Decoded batches in input order; batch k+1 decodes while the caller works on batch k."""
+        for decoded in iter_decoded(self.decode, sources, batch_size):
+            yield np.stack([future.result() for _, future in decoded])
 
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
         scores = self.scores(pixels)
@@ -134,3 +135,22 @@ def _override(task: Task, thresholds: float | Sequence[float] | None) -> Task:
             f"thresholds for '{task.name}': {len(thresholds)} given, {len(task.labels)} labels"
         )
     return task.with_thresholds(thresholds)
+
+
+#: Threads decoding the next batch while the engine runs on this one (Pillow and ONNX Runtime
+#: both release the GIL); memory holds two batches whatever the number of images.
+DECODE_THREADS = 2
+
+
+def iter_decoded(
+    decode: Callable[[ImageSource], np.ndarray], sources: Iterable, batch_size: int
+) -> Iterator[list[tuple[ImageSource, Future]]]:
+    """Batches of (source, decode future) in input order, the next batch already decoding; a
+    future holds its decoding error, so callers choose to raise it or report it per image."""
+    it = iter(sources)
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        ahead = [(s, pool.submit(decode, s)) for s in islice(it, batch_size)]
+        while ahead:
+            current = ahead
+            ahead = [(s, pool.submit(decode, s)) for s in islice(it, batch_size)]
+            yield current

@@ -1,0 +1,448 @@
+"""Inference speed end to end: 640x640 JPEG bytes in, predictions for all three tasks out.
+
+Rows, per backbone, at batch 32:
+  a     the original's design: three separate Keras models (backbone + head each), one
+        ``model.predict`` call per image per task, 160 px, pixels / 255, full-size decode
+  b     our Predictor with the Keras engine
+  c     our Predictor with the ONNX engine
+  c+    the same, decoding the next batch in threads while the engine runs on this one
+        (prototype of the proposed Predictor change: Pillow and ONNX Runtime release the GIL)
+  d, d+ the same two with the int8 ONNX engine
+  bare  the bare backbone forward pass in ONNX Runtime on ready pixels, same size and batch
+
+Photos: the real 640x640 car-damage photos in ../shared/data/lensor-coco when present, else
+the project's procedural ones. Speed rows use random weights (nothing is downloaded), batch
+norms set from a batch of photos so activations have a trained network's scale. int8 accuracy
+is judged where it means something: an ImageNet MobileNetV2 (../shared/weights) with heads
+trained on lensor's train split, scored on its held-out val and test photos.
+
+Machines are shared: rounds are interleaved, each row reports its best round (and median), and
+ratios come from one run. From the repository root: ``.venv/bin/python bench/inference.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from cardamage.data.images import load_image
+from cardamage.data.synthetic import draw_sample
+from cardamage.evaluate.metrics import decide, task_metrics
+from cardamage.inference.engines import onnx_session, physical_cores
+from cardamage.inference.export import export_model
+from cardamage.inference.predictor import Prediction, Predictor
+from cardamage.model.metadata import ModelSpec
+from cardamage.model.multitask import ModelBundle, build_model
+from cardamage.tasks import Task, TaskKind, default_tasks
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+LENSOR = "data/lensor-coco"
+PRETRAINED = "weights/mobilenet_v2_1.0_imagenet_dogs_no_top.weights.h5"
+ALPHAS = {"mobilenet": 1.0}
+APPLICATIONS = {"mobilenet": "MobileNet", "resnet50v2": "ResNet50V2"}
+ORIGINAL_SIZE = 160
+PHOTO_SIZE = 640
+#: (c)/bare targets of the issue; (c)/(a) >= 5x for both, (d)/(c) >= 1.5x for ResNet50V2.
+BARE_TARGETS = {"mobilenet": 0.70, "resnet50v2": 0.85}
+ROWS = {
+    "a": "(a) original: 3 models, predict per image",
+    "b": "(b) Keras predictor",
+    "c": "(c) ONNX predictor",
+    "c+": "(c+) ONNX predictor, overlapped decode",
+    "d": "(d) int8 ONNX predictor",
+    "d+": "(d+) int8 ONNX predictor, overlapped decode",
+    "bare": "bare ONNX backbone forward (no decode)",
+}
+#: lensor's image-level tasks (it has no location labels).
+LENSOR_TASKS = [
+    Task("severity", TaskKind.MULTICLASS, ("minor", "moderate", "severe")),
+    Task("damage_type", TaskKind.MULTILABEL, ("dent", "scratch", "broken")),
+]
+
+
+@dataclass(frozen=True)
+class Labelled:
+    sources: list[Path]
+    labels: dict[str, list[tuple[str, ...]]]  # task name -> each photo's labels
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    print(_environment())
+    started = time.perf_counter()
+    photos = speed_photos(args.shared / LENSOR, args.images)
+    print(
+        f"{len(photos)} photos {PHOTO_SIZE}x{PHOTO_SIZE} JPEG, "
+        f"{np.mean([len(p) for p in photos]) / 1024:.0f} KiB on average\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="cardamage-bench-") as tmp:
+        for backbone in args.backbones:
+            bench_backbone(backbone, photos, Path(tmp) / backbone, args)
+        if args.accuracy:
+            int8_accuracy(args.shared, Path(tmp) / "accuracy", args.size)
+    print(f"load average at the end: {_load()}; total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbones", nargs="*", default=list(APPLICATIONS), choices=APPLICATIONS)
+    p.add_argument("--images", type=int, default=128, help="photos per round for b, c, d")
+    p.add_argument("--original-images", type=int, default=16, help="photos per round for a")
+    p.add_argument("--size", type=int, default=224, help="input size of our model")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    p.add_argument("--workers", type=int, default=2, help="decode threads for c+ and d+")
+    p.add_argument("--latency-images", type=int, default=16)
+    p.add_argument("--shared", type=Path, default=SHARED, help="photos and pretrained weights")
+    p.add_argument(
+        "--no-accuracy",
+        dest="accuracy",
+        action="store_false",
+        help="skip the int8 accuracy check on a pretrained MobileNetV2",
+    )
+    return p
+
+
+def _environment() -> str:
+    return (
+        f"{os.cpu_count()} CPUs ({physical_cores()} physical cores for ONNX Runtime), "
+        f"onnxruntime {ort.__version__}, keras {keras.__version__} on {keras.backend.backend()}, "
+        f"load average {_load()}"
+    )
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# ---- photos ---------------------------------------------------------------------------------
+
+
+def speed_photos(lensor: Path, count: int) -> list[bytes]:
+    """Real 640x640 photos (lensor's val and test splits) or, without them, procedural ones."""
+    paths = sorted((lensor / "images" / "val").glob("*.jpg"))
+    paths += sorted((lensor / "images" / "test").glob("*.jpg"))
+    if paths:
+        return [path.read_bytes() for path in (paths * count)[:count]]
+    print(f"({lensor} not found: procedural photos)")
+    photos = []
+    for i in range(count):
+        buffer = io.BytesIO()
+        draw_sample(np.random.default_rng([1, i]), PHOTO_SIZE).image.save(buffer, "JPEG")
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def lensor_split(lensor: Path, split: str, one_per_source: bool) -> Labelled:
+    """Image-level labels from lensor's boxes: the worst severity, the set of damage types.
+
+    Photos without boxes have no severity and are left out. Its train split holds ~3 augmented
+    copies of each source photo; ``one_per_source`` keeps one.
+    """
+    coco = json.loads((lensor / "annotations" / f"instances_{split}.json").read_text())
+    names = {c["id"]: c["name"].split("-") for c in coco["categories"] if "-" in c["name"]}
+    boxes: dict[int, list[list[str]]] = {}
+    for box in coco["annotations"]:
+        if box["category_id"] in names:
+            boxes.setdefault(box["image_id"], []).append(names[box["category_id"]])
+    severities, kinds = LENSOR_TASKS[0].labels, LENSOR_TASKS[1].labels
+    sources, labels, seen = [], {"severity": [], "damage_type": []}, set()
+    for image in sorted(coco["images"], key=lambda i: i["file_name"]):
+        source = _source(Path(image["file_name"]))
+        found = boxes.get(image["id"])
+        if not found or (one_per_source and source in seen):
+            continue
+        seen.add(source)
+        sources.append(lensor / "images" / split / image["file_name"])
+        labels["severity"].append((max((s for s, _ in found), key=severities.index),))
+        labels["damage_type"].append(tuple(k for k in kinds if any(t == k for _, t in found)))
+    return Labelled(sources, labels)
+
+
+# ---- models ---------------------------------------------------------------------------------
+
+
+def build_ours(backbone: str, size: int, photos: list[bytes], workdir: Path) -> tuple[Path, Path]:
+    """Our shared-backbone model with random weights, saved and exported to fp32 and int8 ONNX;
+    and the bare backbone in ONNX. Returns (model directory, bare backbone ONNX file)."""
+    spec = ModelSpec(backbone, "none", size, alpha=ALPHAS.get(backbone))
+    tasks = default_tasks()
+    model, backbones, _ = build_model(spec, tasks)
+    normalise_batchnorm(model, np.stack([load_image(p, size) for p in photos[:32]]))
+    model_dir = workdir / "model"
+    ModelBundle(model, spec, tasks, {"note": "benchmark: random weights"}).save(model_dir)
+    started = time.perf_counter()
+    export_model(model_dir, "onnx", int8=True, calibration=photos[-32:])
+    print(f"  exported to ONNX fp32 + int8 in {time.perf_counter() - started:.0f} s")
+    bare = workdir / "backbone.onnx"
+    backbones[0].export(str(bare), format="onnx", verbose=False)
+    return model_dir, bare
+
+
+def normalise_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
+    """Set every batch norm's statistics to those of ``pixels`` in one training-mode pass.
+
+    Random-weight networks otherwise let activations fade to ~1e-17 by the last layer, so every
+    image gets the same scores.
+    """
+    for layer in _layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(pixels.astype(np.float32), training=True)
+
+
+def _layers(layer: keras.Layer):
+    for sub in getattr(layer, "layers", []):
+        yield sub
+        yield from _layers(sub)
+
+
+def build_original(backbone: str, tasks: Sequence[Task]) -> dict[str, keras.Model]:
+    """The original's design: one whole model per task, each with its own backbone."""
+    models = {}
+    for task in tasks:
+        app = getattr(keras.applications, APPLICATIONS[backbone])(
+            include_top=False,
+            weights=None,
+            input_shape=(ORIGINAL_SIZE, ORIGINAL_SIZE, 3),
+            pooling="avg",
+            **({"alpha": ALPHAS[backbone]} if backbone in ALPHAS else {}),
+        )
+        activation = "softmax" if task.multiclass else "sigmoid"
+        head = keras.layers.Dense(len(task.labels), activation=activation)(app.output)
+        models[task.name] = keras.Model(app.input, head, name=f"original_{task.name}")
+    return models
+
+
+# ---- the timed paths ------------------------------------------------------------------------
+
+
+def original_predict(models: dict[str, keras.Model], photos: Sequence[bytes]) -> None:
+    """As the original served: full-size decode, resize, / 255, one predict per task."""
+    for photo in photos:
+        image = Image.open(io.BytesIO(photo)).convert("RGB")
+        image = image.resize((ORIGINAL_SIZE, ORIGINAL_SIZE), Image.Resampling.NEAREST)
+        pixels = np.asarray(image, np.float32)[None] / 255.0
+        for model in models.values():
+            model.predict(pixels, verbose=0)
+
+
+def predict_overlapped(
+    predictor: Predictor, photos: Sequence[bytes], batch_size: int, pool: ThreadPoolExecutor
+) -> list[Prediction]:
+    """Prototype of the proposed Predictor.iter_predict: batch k+1 decodes in the pool while the
+    engine runs on batch k."""
+    predictions: list[Prediction] = []
+    ahead: list[Future] = []
+    for start in range(0, len(photos), batch_size):
+        decoding = [pool.submit(predictor.decode, p) for p in photos[start : start + batch_size]]
+        if ahead:
+            predictions.extend(predictor.predict_pixels(np.stack([f.result() for f in ahead])))
+        ahead = decoding
+    if ahead:
+        predictions.extend(predictor.predict_pixels(np.stack([f.result() for f in ahead])))
+    return predictions
+
+
+def bare_forward(session: ort.InferenceSession, count: int, batch: int, size: int) -> None:
+    pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    name = session.get_inputs()[0].name
+    for _ in range(max(1, count // batch)):
+        session.run(None, {name: pixels})
+
+
+def median_ms(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+# ---- one backbone ---------------------------------------------------------------------------
+
+
+def bench_backbone(backbone: str, photos: list[bytes], workdir: Path, args) -> None:
+    print(f"== {backbone} ({args.size} px, original {ORIGINAL_SIZE} px), batch {args.batch}")
+    model_dir, bare_file = build_ours(backbone, args.size, photos, workdir)
+    original = build_original(backbone, default_tasks())
+    engines = {e: Predictor.load(model_dir, engine=e) for e in ("keras", "onnx", "onnx-int8")}
+    bare = onnx_session(bare_file)
+    b = args.batch
+    with ThreadPoolExecutor(args.workers) as pool:
+        rows: dict[str, Callable[[Sequence[bytes]], object]] = {
+            "a": lambda j: original_predict(original, j),
+            "b": lambda j: engines["keras"].predict(j, b),
+            "c": lambda j: engines["onnx"].predict(j, b),
+            "c+": lambda j: predict_overlapped(engines["onnx"], j, b, pool),
+            "d": lambda j: engines["onnx-int8"].predict(j, b),
+            "d+": lambda j: predict_overlapped(engines["onnx-int8"], j, b, pool),
+            "bare": lambda j: bare_forward(bare, len(j), b, args.size),
+        }
+        results = _time_rows(rows, photos, args)
+    _report(backbone, results)
+    _report_latency(engines["onnx"], bare, photos[: args.latency_images], args.size)
+    _report_agreement(engines["onnx"], engines["onnx-int8"], photos)
+    print()
+
+
+def _time_rows(rows, photos: list[bytes], args) -> dict[str, list[float]]:
+    """images/s of every row in every round; rows alternate so load spikes hit all alike."""
+    inputs = {name: photos for name in rows}
+    inputs["a"] = photos[: args.original_images]
+    inputs["bare"] = photos[: len(photos) - len(photos) % args.batch]
+    for name, run in rows.items():  # warm-up: first calls build graphs and thread pools
+        run(inputs[name][: args.batch])
+    results: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(args.rounds):
+        for name, run in rows.items():
+            started = time.perf_counter()
+            run(inputs[name])
+            results[name].append(len(inputs[name]) / (time.perf_counter() - started))
+    return results
+
+
+def _report(backbone: str, results: dict[str, list[float]]) -> None:
+    print(f"  {'images/s':<46} {'best':>8} {'median':>8}")
+    for name, label in ROWS.items():
+        print(f"  {label:<46} {max(results[name]):8.1f} {statistics.median(results[name]):8.1f}")
+    best = {name: max(values) for name, values in results.items()}
+    target = BARE_TARGETS.get(backbone, 0.70)
+    print("  ratios of best rounds           plain decode  overlapped decode  target")
+    _ratio("(c)/(a)", best["c"] / best["a"], best["c+"] / best["a"], ">= 5x", "x")
+    _ratio("(c)/bare", best["c"] / best["bare"], best["c+"] / best["bare"], f">= {target:.0%}")
+    _ratio("(d)/(c)", best["d"] / best["c"], best["d+"] / best["c+"], ">= 1.5x (ResNet50V2)", "x")
+
+
+def _ratio(name: str, plain: float, overlapped: float, target: str, unit: str = "%") -> None:
+    shown = [f"{r:.2f}x" if unit == "x" else f"{r:.0%}" for r in (plain, overlapped)]
+    print(f"    {name:<28} {shown[0]:>12} {shown[1]:>18}  {target}")
+
+
+def _report_latency(predictor: Predictor, bare: ort.InferenceSession, photos, size: int) -> None:
+    """One photo through the whole predictor beside one image through the bare backbone."""
+    queue = iter(photos * 2)
+    predictor_ms = median_ms(lambda: predictor.predict([next(queue)]), len(photos))
+    pixels = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
+    name = bare.get_inputs()[0].name
+    bare_ms = median_ms(lambda: bare.run(None, {name: pixels}), len(photos))
+    print(
+        f"  single image, median: (c) ONNX predictor {predictor_ms:.1f} ms, "
+        f"bare backbone {bare_ms:.1f} ms"
+    )
+
+
+def _report_agreement(fp32: Predictor, int8: Predictor, photos: list[bytes]) -> None:
+    """Random weights: only how often int8 decides as fp32 does (a weak proxy)."""
+    x, y = _scores(fp32, photos), _scores(int8, photos)
+    parts = [f"{task.name} {_same(task, x[task.name], y[task.name]):.0%}" for task in fp32.tasks]
+    diff = np.mean([np.abs(x[name] - y[name]).mean() for name in x])
+    print(
+        f"  int8 = fp32 decisions (random weights): {', '.join(parts)}; "
+        f"mean |score diff| {diff:.4f}"
+    )
+
+
+def _scores(predictor: Predictor, sources: Sequence) -> dict[str, np.ndarray]:
+    predictions = predictor.predict(sources)
+    return {
+        t.name: np.stack([p.tasks[t.name].scores for p in predictions]) for t in predictor.tasks
+    }
+
+
+def _same(task: Task, x: np.ndarray, y: np.ndarray) -> float:
+    """Share of photos on which all of a task's decisions agree."""
+    return float((decide(task, x) == decide(task, y)).all(axis=1).mean())
+
+
+# ---- int8 accuracy on a pretrained backbone -------------------------------------------------
+
+
+def int8_accuracy(shared: Path, workdir: Path, size: int) -> None:
+    """Held-out metrics of fp32 and int8 ONNX for an ImageNet MobileNetV2 with trained heads."""
+    lensor, weights = shared / LENSOR, shared / PRETRAINED
+    if not (lensor.is_dir() and weights.is_file()):
+        print(f"int8 accuracy: skipped ({lensor} or {weights} not found)")
+        return
+    print(f"== int8 accuracy: MobileNetV2 1.0 ImageNet ({size} px), heads trained on lensor")
+    train = lensor_split(lensor, "train", one_per_source=True)
+    held_out = _held_out(lensor, {_source(path) for path in train.sources})
+    spec = ModelSpec("mobilenetv2", str(weights), size, alpha=1.0)
+    model, backbones, heads = build_model(spec, LENSOR_TASKS)
+    fit_heads(backbones[0], heads[0], np.stack([load_image(s, size) for s in train.sources]), train)
+    model_dir = workdir / "model"
+    ModelBundle(model, spec, LENSOR_TASKS, {"note": "benchmark"}).save(model_dir)
+    export_model(model_dir, "onnx", int8=True, calibration=train.sources[:64])
+    fp32 = _scores(Predictor.load(model_dir, engine="onnx"), held_out.sources)
+    int8 = _scores(Predictor.load(model_dir, engine="onnx-int8"), held_out.sources)
+    print(
+        f"  {len(train.sources)} training photos (one per source), "
+        f"{len(held_out.sources)} held-out photos (val + test, sources not in train)"
+    )
+    for task in LENSOR_TASKS:
+        _report_metrics(
+            task, task.encode(held_out.labels[task.name]), fp32[task.name], int8[task.name]
+        )
+    print()
+
+
+def _report_metrics(task: Task, truth: np.ndarray, fp32: np.ndarray, int8: np.ndarray) -> None:
+    fp32_metrics, int8_metrics = task_metrics(task, truth, fp32), task_metrics(task, truth, int8)
+    for key in ("accuracy", "micro_f1", "macro_f1"):
+        if key in fp32_metrics:
+            a, b = fp32_metrics[key], int8_metrics[key]
+            change = f"{100 * (b - a):+.1f} points"
+            print(f"  {task.name:<12} {key:<9} fp32 {a:.3f}  int8 {b:.3f}  ({change})")
+    print(f"  {task.name:<12} same decisions on {_same(task, fp32, int8):.1%} of photos")
+
+
+def _held_out(lensor: Path, train_sources: set[str]) -> Labelled:
+    """val + test photos whose source photo is not in train (a few are)."""
+    sources, labels = [], {t.name: [] for t in LENSOR_TASKS}
+    for split in ("val", "test"):
+        part = lensor_split(lensor, split, one_per_source=False)
+        for i, path in enumerate(part.sources):
+            if _source(path) not in train_sources:
+                sources.append(path)
+                for name, values in part.labels.items():
+                    labels[name].append(values[i])
+    return Labelled(sources, labels)
+
+
+def _source(path: Path) -> str:
+    """The source photo of a lensor file: Roboflow augments copies as <source>.rf.<hash>.jpg."""
+    return path.name.split(".rf.")[0]
+
+
+def fit_heads(backbone, heads, pixels: np.ndarray, train: Labelled) -> None:
+    """Train the heads on the frozen backbone's features, as the frozen training phase does."""
+    features = backbone.predict(pixels.astype(np.float32), batch_size=32, verbose=0)
+    losses = {
+        t.name: "categorical_crossentropy" if t.multiclass else "binary_crossentropy"
+        for t in LENSOR_TASKS
+    }
+    heads.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses)
+    targets = {t.name: t.encode(train.labels[t.name]) for t in LENSOR_TASKS}
+    heads.fit(features, targets, epochs=30, batch_size=32, verbose=0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
