@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +44,7 @@ from cardamage.data.synthetic import draw_sample
 from cardamage.evaluate.metrics import decide, task_metrics
 from cardamage.inference.engines import onnx_session, physical_cores
 from cardamage.inference.export import export_model
-from cardamage.inference.predictor import Prediction, Predictor
+from cardamage.inference.predictor import Predictor
 from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task, TaskKind, default_tasks
@@ -63,9 +62,7 @@ ROWS = {
     "a": "(a) original: 3 models, predict per image",
     "b": "(b) Keras predictor",
     "c": "(c) ONNX predictor",
-    "c+": "(c+) ONNX predictor, overlapped decode",
     "d": "(d) int8 ONNX predictor",
-    "d+": "(d+) int8 ONNX predictor, overlapped decode",
     "bare": "bare ONNX backbone forward (no decode)",
 }
 #: lensor's image-level tasks (it has no location labels).
@@ -107,7 +104,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=224, help="input size of our model")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
-    p.add_argument("--workers", type=int, default=2, help="decode threads for c+ and d+")
     p.add_argument("--latency-images", type=int, default=16)
     p.add_argument("--shared", type=Path, default=SHARED, help="photos and pretrained weights")
     p.add_argument(
@@ -243,23 +239,6 @@ def original_predict(models: dict[str, keras.Model], photos: Sequence[bytes]) ->
             model.predict(pixels, verbose=0)
 
 
-def predict_overlapped(
-    predictor: Predictor, photos: Sequence[bytes], batch_size: int, pool: ThreadPoolExecutor
-) -> list[Prediction]:
-    """Prototype of the proposed Predictor.iter_predict: batch k+1 decodes in the pool while the
-    engine runs on batch k."""
-    predictions: list[Prediction] = []
-    ahead: list[Future] = []
-    for start in range(0, len(photos), batch_size):
-        decoding = [pool.submit(predictor.decode, p) for p in photos[start : start + batch_size]]
-        if ahead:
-            predictions.extend(predictor.predict_pixels(np.stack([f.result() for f in ahead])))
-        ahead = decoding
-    if ahead:
-        predictions.extend(predictor.predict_pixels(np.stack([f.result() for f in ahead])))
-    return predictions
-
-
 def bare_forward(session: ort.InferenceSession, count: int, batch: int, size: int) -> None:
     pixels = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
     name = session.get_inputs()[0].name
@@ -287,17 +266,14 @@ def bench_backbone(backbone: str, photos: list[bytes], workdir: Path, args) -> N
     engines = {e: Predictor.load(model_dir, engine=e) for e in ("keras", "onnx", "onnx-int8")}
     bare = onnx_session(bare_file)
     b = args.batch
-    with ThreadPoolExecutor(args.workers) as pool:
-        rows: dict[str, Callable[[Sequence[bytes]], object]] = {
-            "a": lambda j: original_predict(original, j),
-            "b": lambda j: engines["keras"].predict(j, b),
-            "c": lambda j: engines["onnx"].predict(j, b),
-            "c+": lambda j: predict_overlapped(engines["onnx"], j, b, pool),
-            "d": lambda j: engines["onnx-int8"].predict(j, b),
-            "d+": lambda j: predict_overlapped(engines["onnx-int8"], j, b, pool),
-            "bare": lambda j: bare_forward(bare, len(j), b, args.size),
-        }
-        results = _time_rows(rows, photos, args)
+    rows: dict[str, Callable[[Sequence[bytes]], object]] = {
+        "a": lambda j: original_predict(original, j),
+        "b": lambda j: engines["keras"].predict(j, b),
+        "c": lambda j: engines["onnx"].predict(j, b),
+        "d": lambda j: engines["onnx-int8"].predict(j, b),
+        "bare": lambda j: bare_forward(bare, len(j), b, args.size),
+    }
+    results = _time_rows(rows, photos, args)
     _report(backbone, results)
     _report_latency(engines["onnx"], bare, photos[: args.latency_images], args.size)
     _report_agreement(engines["onnx"], engines["onnx-int8"], photos)
@@ -326,15 +302,15 @@ def _report(backbone: str, results: dict[str, list[float]]) -> None:
         print(f"  {label:<46} {max(results[name]):8.1f} {statistics.median(results[name]):8.1f}")
     best = {name: max(values) for name, values in results.items()}
     target = BARE_TARGETS.get(backbone, 0.70)
-    print("  ratios of best rounds           plain decode  overlapped decode  target")
-    _ratio("(c)/(a)", best["c"] / best["a"], best["c+"] / best["a"], ">= 5x", "x")
-    _ratio("(c)/bare", best["c"] / best["bare"], best["c+"] / best["bare"], f">= {target:.0%}")
-    _ratio("(d)/(c)", best["d"] / best["c"], best["d+"] / best["c+"], ">= 1.5x (ResNet50V2)", "x")
+    print("  ratios of best rounds                    ratio  target")
+    _ratio("(c)/(a)", best["c"] / best["a"], ">= 5x", "x")
+    _ratio("(c)/bare", best["c"] / best["bare"], f">= {target:.0%}")
+    _ratio("(d)/(c)", best["d"] / best["c"], ">= 1.5x (ResNet50V2)", "x")
 
 
-def _ratio(name: str, plain: float, overlapped: float, target: str, unit: str = "%") -> None:
-    shown = [f"{r:.2f}x" if unit == "x" else f"{r:.0%}" for r in (plain, overlapped)]
-    print(f"    {name:<28} {shown[0]:>12} {shown[1]:>18}  {target}")
+def _ratio(name: str, ratio: float, target: str, unit: str = "%") -> None:
+    shown = f"{ratio:.2f}x" if unit == "x" else f"{ratio:.0%}"
+    print(f"    {name:<28} {shown:>12}  {target}")
 
 
 def _report_latency(predictor: Predictor, bare: ort.InferenceSession, photos, size: int) -> None:
