@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEMO_DATA := data/demo
 DEMO_RUN := runs/demo
 
-.PHONY: install demo test test-all lint
+.PHONY: install demo test test-all fuzz lint
 
 $(BIN)/cardamage: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,10 @@ demo: install
 	@echo
 	@echo "Report:  $(DEMO_RUN)/results_*.txt, $(DEMO_RUN)/summary.json, curves in $(DEMO_RUN)/curves/"
 	@echo "Model:   $(DEMO_RUN)/model (model.keras + model.json with labels and thresholds)"
+	@echo "Report:  $(DEMO_RUN)/report.html (one self-contained page)"
 	@echo "Classify: $(BIN)/python main.py --config application_config.json --debug False"
 	@echo "          $(BIN)/cardamage predict $(DEMO_DATA)/heldout/images --model $(DEMO_RUN)"
+	@echo "App:     $(BIN)/cardamage serve --config application_config.json  (http://127.0.0.1:8000/)"
 
 # The suite CI runs: everything but the slow end-to-end trainings.
 test: install
@@ -35,6 +37,10 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -q
+
+# A longer fuzz run: decoders, manifest and config parsers, and the live API (schemathesis).
+fuzz: install
+	CARDAMAGE_FUZZ_EXAMPLES=3000 $(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_schemathesis.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

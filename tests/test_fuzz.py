@@ -7,6 +7,7 @@ exception, a hang or a crash. Bounded in time so it stays part of the normal sui
 from __future__ import annotations
 
 import io
+import os
 import json
 import string
 from pathlib import Path
@@ -23,8 +24,12 @@ from cardamage.data.manifest import read_manifest
 from cardamage.errors import CardamageError
 from cardamage.tasks import default_tasks
 
+#: `make fuzz` raises this for a longer run; the suite keeps it small.
+EXAMPLES = int(os.environ.get("CARDAMAGE_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 

@@ -7,6 +7,7 @@ schemathesis' Python API rather than its pytest plugin, which lags behind pytest
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: 
 from cardamage.serve.app import create_app  # noqa: E402
 from cardamage.serve.settings import ServeSettings  # noqa: E402
 
-EXAMPLES = 40
+EXAMPLES = int(os.environ.get("CARDAMAGE_FUZZ_EXAMPLES", "40"))  # `make fuzz` raises it
 
 
 @pytest.fixture(scope="module")
