@@ -7,8 +7,8 @@ exception, a hang or a crash. Bounded in time so it stays part of the normal sui
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 import string
 from pathlib import Path
 
