@@ -274,11 +274,6 @@ def test_train_skip_bad_trains_on_the_other_rows(dataset: Path, tmp_path: Path) 
     assert (tmp_path / "run" / "model" / "model.keras").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_image only reads a JPEG's header: a scan cut short passes the manifest check, "
-    "then the run fails while caching features (--skip-bad or not), leaving a run directory",
-)
 def test_train_refuses_a_truncated_jpeg_naming_its_row(dataset: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "labels.csv"
     ((line, _),) = _with_rows(dataset, ["cut.jpg"], manifest).items()

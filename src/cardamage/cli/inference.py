@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
             from cardamage.inference.legacy import load_original
 
             predictor = load_original(cfg)
+    # uvicorn re-raises SIGTERM after its graceful shutdown: make it a KeyboardInterrupt (exit 0)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):  # a normal stop: in-flight requests finished
         run(args.model, args.host, args.port, args.engine, args.config, predictor=predictor)
     return 0

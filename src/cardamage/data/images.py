@@ -24,12 +24,24 @@ DEFAULT_MAX_PIXELS = 50_000_000
 #: twice Pillow's own limit; its warning fires only above 89M pixels, where our own pixel check
 #: (default 50M) already refuses. Warnings are not escalated: filters are process-global and
 #: images are decoded from thread pools.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
-                  Image.DecompressionBombError)
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 #: Modes whose samples exceed 8 bits; their full-scale value, so they are scaled, not clipped.
-_FULL_SCALE = {"I": 65535.0, "I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0,
-               "I;16N": 65535.0, "F": 255.0}
+_FULL_SCALE = {
+    "I": 65535.0,
+    "I;16": 65535.0,
+    "I;16L": 65535.0,
+    "I;16B": 65535.0,
+    "I;16N": 65535.0,
+    "F": 255.0,
+}
 
 Source = str | Path | bytes
 
@@ -38,8 +50,13 @@ class ImageError(CardamageError):
     """An image that cannot be used; the message names the file and the reason."""
 
 
-def load_image(source: Source, size: int | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               name: str | None = None) -> np.ndarray:
+def load_image(
+    source: Source,
+    size: int | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> np.ndarray:
     """RGB uint8 array (H, W, 3); resized to (size, size) when size is given.
 
     The whole frame is resized (no crop: damage can sit at the edges). Big JPEGs decode at a
@@ -55,15 +72,21 @@ def load_image(source: Source, size: int | None = None, *, max_pixels: int = DEF
         return np.array(rgb, dtype=np.uint8)
 
 
-def check_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                name: str | None = None) -> None:
-    """Raise ImageError unless ``source`` looks like a usable image, without decoding it.
+def check_image(
+    source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> None:
+    """Raise ImageError unless ``source`` is a usable image, without a full decode.
 
-    Fast enough for thousands of files: reads the header (and PNG chunk checksums). A JPEG
-    truncated mid-scan passes here and fails in ``load_image``.
+    Fast enough for thousands of files: other formats check their header and chunk checksums;
+    a JPEG, whose verify() reads no scan data, decodes at 1/8 scale so a truncated file fails
+    here (naming its manifest row) rather than in the middle of training.
     """
     with _opened(source, name, max_pixels) as im:
-        im.verify()
+        if im.format == "JPEG":
+            im.draft("RGB", (1, 1))
+            im.load()
+        else:
+            im.verify()
 
 
 @contextlib.contextmanager
@@ -89,8 +112,10 @@ def _stream(source: Source, label: str) -> Path | io.BytesIO:
 def _check_pixels(im: Image.Image, max_pixels: int, label: str) -> None:
     width, height = im.size
     if width * height > max_pixels:
-        raise ImageError(f"cannot read image '{label}': {width}x{height} = {width * height} "
-                         f"pixels exceeds the limit of {max_pixels}")
+        raise ImageError(
+            f"cannot read image '{label}': {width}x{height} = {width * height} "
+            f"pixels exceeds the limit of {max_pixels}"
+        )
 
 
 def _reason(e: Exception) -> str:

@@ -89,8 +89,9 @@ def _pick(values: tuple, idx: list[int]) -> tuple:
     return tuple(values[i] for i in idx)
 
 
-def read_manifest(path: Path | str, image_root: Path | str, tasks: Sequence[Task], *,
-                  check_images: bool = True) -> tuple[Manifest, list[Problem]]:
+def read_manifest(
+    path: Path | str, image_root: Path | str, tasks: Sequence[Task], *, check_images: bool = True
+) -> tuple[Manifest, list[Problem]]:
     """Every valid row in the Manifest, every problem in the list: one pass, all problems collected.
 
     A fatal problem (unreadable file, missing column, no usable rows) leaves the Manifest empty.
@@ -108,9 +109,14 @@ def read_manifest(path: Path | str, image_root: Path | str, tasks: Sequence[Task
     return manifest, check.problems
 
 
-def load_manifest(path: Path | str, image_root: Path | str, tasks: Sequence[Task], *,
-                  skip_bad: bool = False, check_images: bool = True,
-                  ) -> tuple[Manifest, list[Problem]]:
+def load_manifest(
+    path: Path | str,
+    image_root: Path | str,
+    tasks: Sequence[Task],
+    *,
+    skip_bad: bool = False,
+    check_images: bool = True,
+) -> tuple[Manifest, list[Problem]]:
     """Raise ManifestError listing all problems unless skip_bad (then return the valid rows and
     the problems). An empty manifest always raises: there is nothing to train on."""
     manifest, problems = read_manifest(path, image_root, tasks, check_images=check_images)
@@ -215,8 +221,12 @@ class _Check:
             if row is not None:
                 rows.append(row)
         if not rows:
-            self.report(None, f"no usable rows: all {n_records} data rows have problems"
-                        if n_records else "no data rows below the header")
+            self.report(
+                None,
+                f"no usable rows: all {n_records} data rows have problems"
+                if n_records
+                else "no data rows below the header",
+            )
         return rows
 
     def _text(self) -> str | None:
@@ -258,12 +268,18 @@ class _Check:
         wanted = {f: aliases.get(f, f).lower() for f in fields}
         missing = [c for c in wanted.values() if c not in names]
         if missing:
-            self.report(line, f"missing column{'s' if len(missing) > 1 else ''} "
-                        f"{_quoted(missing)} (header has: {', '.join(filter(None, names))})")
+            self.report(
+                line,
+                f"missing column{'s' if len(missing) > 1 else ''} "
+                f"{_quoted(missing)} (header has: {', '.join(filter(None, names))})",
+            )
         repeated = [c for c in (*wanted.values(), GROUP_COLUMN) if names.count(c) > 1]
         if repeated:
-            self.report(line, f"column{'s' if len(repeated) > 1 else ''} {_quoted(repeated)} "
-                        "appear more than once in the header")
+            self.report(
+                line,
+                f"column{'s' if len(repeated) > 1 else ''} {_quoted(repeated)} "
+                "appear more than once in the header",
+            )
         if missing or repeated:
             return None
         index = {c: names.index(c) for c in wanted.values()}
@@ -277,8 +293,9 @@ class _Check:
     def _row(self, line: int, cells: list[str], columns: _Columns) -> _Row | None:
         """The row if it has no problem, else None (its problems reported)."""
         if len(cells) != columns.width:
-            self.report(line, f"expected {columns.width} fields (as in the header), "
-                        f"found {len(cells)}")
+            self.report(
+                line, f"expected {columns.width} fields (as in the header), found {len(cells)}"
+            )
             return None
         before = len(self.problems)
         image = self._image(line, cells[columns.image].strip())
@@ -322,21 +339,26 @@ class _Check:
                 return False
         return True
 
-    def _labels(self, line: int, task: Task, index: int, column: str,
-                cells: list[str]) -> tuple[str, ...]:
+    def _labels(
+        self, line: int, task: Task, index: int, column: str, cells: list[str]
+    ) -> tuple[str, ...]:
         values = _parse_labels(cells[index], task)
         for label in task.unknown(values):
             self.report(line, _unknown_label(label, column, task))
         if task.multiclass and len(values) != 1:
             found = f"{len(values)} labels ({_quoted(values)})" if values else "no label"
-            self.report(line, f"column '{column}' needs exactly one label, found {found} "
-                        f"(one of: {', '.join(task.labels)})")
+            self.report(
+                line,
+                f"column '{column}' needs exactly one label, found {found} "
+                f"(one of: {', '.join(task.labels)})",
+            )
         return values
 
     def _group(self, line: int, group: str) -> str:
         if not group:
-            self.report(line, f"empty '{GROUP_COLUMN}' cell (give every row a group, "
-                        "or drop the column)")
+            self.report(
+                line, f"empty '{GROUP_COLUMN}' cell (give every row a group, or drop the column)"
+            )
         return group
 
 

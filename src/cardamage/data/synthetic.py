@@ -38,16 +38,26 @@ _BANDS = {"minor": (0.065, 0.125), "moderate": (0.15, 0.25), "severe": (0.29, 0.
 #: Extent at which severity turns moderate, then severe (midway in the gaps between the bands).
 SEVERITY_THRESHOLDS = (0.1375, 0.27)
 #: Size range of one damage, relative to the car's width; the minimum stays visible at 128 px.
-_SIZE_RANGE = {"dent": (0.065, 0.3), "glass": (0.08, 0.35), "paint": (0.07, 0.4),
-               "wheel": (0.07, 0.22)}
+_SIZE_RANGE = {
+    "dent": (0.065, 0.3),
+    "glass": (0.08, 0.35),
+    "paint": (0.07, 0.4),
+    "wheel": (0.07, 0.22),
+}
 _MAX_DAMAGES = 3
 #: Chances of 1, 2 or 3 damages given the severity: worse cars tend to have more of them.
-_COUNT_WEIGHTS = {"minor": (1.0, 0.0, 0.0), "moderate": (0.5, 0.35, 0.15),
-                  "severe": (0.25, 0.4, 0.35)}
+_COUNT_WEIGHTS = {
+    "minor": (1.0, 0.0, 0.0),
+    "moderate": (0.5, 0.35, 0.15),
+    "severe": (0.25, 0.4, 0.35),
+}
 _SURFACE = {"dent": "body", "paint": "body", "glass": "glass", "wheel": "wheel"}
-_STYLES = {"dent": {"dent": 1.0}, "glass": {"crack": 1.0},
-           "paint": {"scratch": 0.5, "loss": 0.3, "scratch+loss": 0.2},
-           "wheel": {"flat": 0.5, "rim": 0.3, "flat+rim": 0.2}}
+_STYLES = {
+    "dent": {"dent": 1.0},
+    "glass": {"crack": 1.0},
+    "paint": {"scratch": 0.5, "loss": 0.3, "scratch+loss": 0.2},
+    "wheel": {"flat": 0.5, "rim": 0.3, "flat+rim": 0.2},
+}
 _SUPERSAMPLE = 2  # drawn at twice the size and reduced: cheap anti-aliasing
 _PLAN_TRIES = 12
 
@@ -76,12 +86,20 @@ class SynthFrequencies:
 
     p_undamaged: float = 0.15  # share of cars with no damage -> severity 'whole'
     severity: dict[str, float] = field(
-        default_factory=lambda: {"minor": 0.41, "moderate": 0.35, "severe": 0.24})
+        default_factory=lambda: {"minor": 0.41, "moderate": 0.35, "severe": 0.24}
+    )
     damage_types: dict[str, float] = field(
-        default_factory=lambda: {"dent": 0.35, "glass": 0.2, "paint": 0.3, "wheel": 0.15})
+        default_factory=lambda: {"dent": 0.35, "glass": 0.2, "paint": 0.3, "wheel": 0.15}
+    )
     views: dict[str, float] = field(
-        default_factory=lambda: {"side": 0.3, "front": 0.2, "rear": 0.2,
-                                 "three_quarter_front": 0.15, "three_quarter_rear": 0.15})
+        default_factory=lambda: {
+            "side": 0.3,
+            "front": 0.2,
+            "rear": 0.2,
+            "three_quarter_front": 0.15,
+            "three_quarter_rear": 0.15,
+        }
+    )
     max_damages: int = 3  # several damages may sit on one car
 
     def __post_init__(self) -> None:
@@ -99,20 +117,21 @@ def _check_weights(name: str, weights: Mapping[str, float], known: Sequence[str]
     if unknown or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
         raise CardamageError(
             f"{name} weights must be non-negative, not all zero, keys from {list(known)}: "
-            f"{dict(weights)}")
+            f"{dict(weights)}"
+        )
 
 
 @dataclass(frozen=True)
 class Damage:
     """One damage as drawn: what, where on the car, how large, and where in the image."""
 
-    kind: str        # dent | glass | paint | wheel
-    style: str       # how it looks: dent, crack, scratch, loss, flat, rim (or two joined by '+')
-    location: str    # front | rear | side: the car part it was drawn on
-    part: str        # name of that part, e.g. 'side_panel', 'windscreen', 'wheel_front'
-    size: float      # extent relative to the car's width
-    center: Point    # x, y in output pixels: the impact point, or the wheel's centre
-    bbox: Box        # x0, y0, x1, y1 in output pixels; every changed pixel lies inside
+    kind: str  # dent | glass | paint | wheel
+    style: str  # how it looks: dent, crack, scratch, loss, flat, rim (or two joined by '+')
+    location: str  # front | rear | side: the car part it was drawn on
+    part: str  # name of that part, e.g. 'side_panel', 'windscreen', 'wheel_front'
+    size: float  # extent relative to the car's width
+    center: Point  # x, y in output pixels: the impact point, or the wheel's centre
+    bbox: Box  # x0, y0, x1, y1 in output pixels; every changed pixel lies inside
 
 
 @dataclass(frozen=True)
@@ -120,11 +139,11 @@ class SynthSample:
     """A photo, its three labels, and the damages they were derived from."""
 
     image: Image.Image
-    severity: str                 # minor | moderate | severe | whole
-    location: tuple[str, ...]     # subset of LOCATIONS, in label order
+    severity: str  # minor | moderate | severe | whole
+    location: tuple[str, ...]  # subset of LOCATIONS, in label order
     damage_type: tuple[str, ...]  # subset of DAMAGE_TYPES, in label order
     damages: tuple[Damage, ...]
-    view: str                     # one of VIEWS
+    view: str  # one of VIEWS
 
     @property
     def extent(self) -> float:
@@ -152,7 +171,7 @@ class Part:
     """A polygon of the car, drawn in its role's colour; damage looks its location up here."""
 
     name: str
-    role: str      # colour role: body, body_hi, body_lo, seam, glass, wheel, trim, dark, ...
+    role: str  # colour role: body, body_hi, body_lo, seam, glass, wheel, trim, dark, ...
     location: str  # front | rear | side
     poly: Poly
 
@@ -187,12 +206,15 @@ class CarLayout:
     def wheel(self, name: str) -> Wheel:
         return next(w for w in self.wheels if w.name == name)
 
-    def mapped(self, fn: Callable[[Point], Point], sx: float, sy: float,
-               width: float, height: float) -> CarLayout:
+    def mapped(
+        self, fn: Callable[[Point], Point], sx: float, sy: float, width: float, height: float
+    ) -> CarLayout:
         """The layout moved by ``fn``, an affine map scaling x by ``sx`` and y by ``sy``."""
         parts = tuple(replace(p, poly=tuple(fn(q) for q in p.poly)) for p in self.parts)
-        wheels = tuple(replace(w, center=fn(w.center), rx=w.rx * abs(sx), ry=w.ry * abs(sy))
-                       for w in self.wheels)
+        wheels = tuple(
+            replace(w, center=fn(w.center), rx=w.rx * abs(sx), ry=w.ry * abs(sy))
+            for w in self.wheels
+        )
         return replace(self, parts=parts, wheels=wheels, width=width, height=height)
 
     def mirrored(self) -> CarLayout:
@@ -203,27 +225,30 @@ class CarLayout:
 class _Shape:
     """Body-style proportions of one car, shared by all its views."""
 
-    height: float      # side-view height over length
-    belt: float        # belt line (bottom of the windows) as a share of height
+    height: float  # side-view height over length
+    belt: float  # belt line (bottom of the windows) as a share of height
     wheel_r: float
     wheel_x: tuple[float, float]
-    a_top: float       # where the roof starts (top of the windscreen pillar)
-    c_top: float       # where the roof ends
-    c_base: float      # foot of the rear pillar
+    a_top: float  # where the roof starts (top of the windscreen pillar)
+    c_top: float  # where the roof ends
+    c_base: float  # foot of the rear pillar
     end_height: float  # front/rear-view height over width
-    chrome: bool       # chrome strip along the windows: a bright line on undamaged cars
+    chrome: bool  # chrome strip along the windows: a bright line on undamaged cars
 
 
 def _random_shape(rng: np.random.Generator) -> _Shape:
     hatch = rng.random() < 0.4
     return _Shape(
-        height=rng.uniform(0.3, 0.4), belt=rng.uniform(0.4, 0.48),
+        height=rng.uniform(0.3, 0.4),
+        belt=rng.uniform(0.4, 0.48),
         wheel_r=rng.uniform(0.078, 0.095),
         wheel_x=(rng.uniform(0.17, 0.21), rng.uniform(0.79, 0.83)),
         a_top=rng.uniform(0.36, 0.42),
         c_top=rng.uniform(0.74, 0.8) if hatch else rng.uniform(0.64, 0.7),
         c_base=rng.uniform(0.9, 0.95) if hatch else rng.uniform(0.8, 0.85),
-        end_height=rng.uniform(0.72, 0.86), chrome=rng.random() < 0.35)
+        end_height=rng.uniform(0.72, 0.86),
+        chrome=rng.random() < 0.35,
+    )
 
 
 def _rect(x0: float, y0: float, x1: float, y1: float) -> Poly:
@@ -240,8 +265,12 @@ def _bar(p0: Point, p1: Point, w: float) -> Poly:
     dx, dy = p1[0] - p0[0], p1[1] - p0[1]
     n = math.hypot(dx, dy) or 1.0
     ox, oy = -dy / n * w / 2, dx / n * w / 2
-    return ((p0[0] + ox, p0[1] + oy), (p1[0] + ox, p1[1] + oy),
-            (p1[0] - ox, p1[1] - oy), (p0[0] - ox, p0[1] - oy))
+    return (
+        (p0[0] + ox, p0[1] + oy),
+        (p1[0] + ox, p1[1] + oy),
+        (p1[0] - ox, p1[1] - oy),
+        (p0[0] - ox, p0[1] - oy),
+    )
 
 
 def _mirror_x(poly: Poly) -> Poly:
@@ -271,8 +300,9 @@ def _cross(a: Point, b: Point, p: Point) -> float:
 
 
 def _signed_area(poly: Poly) -> float:
-    return 0.5 * sum(p[0] * q[1] - q[0] * p[1]
-                     for p, q in zip(poly, poly[1:] + poly[:1], strict=True))
+    return 0.5 * sum(
+        p[0] * q[1] - q[0] * p[1] for p, q in zip(poly, poly[1:] + poly[:1], strict=True)
+    )
 
 
 def _split_ends(parts: Sequence[Part], front: float = 0.1, rear: float = 0.9) -> list[Part]:
@@ -293,8 +323,18 @@ def _side_layout(sh: _Shape, ends: bool = True) -> CarLayout:
     h, r = sh.height, sh.wheel_r
     yb, ybot = h * sh.belt, h - 0.35 * r
     yn, yt = yb + 0.035, yb - 0.005  # tops of nose and tail
-    lower = ((0.0, yn + 0.02), (0.015, yn), (0.25, yb), (0.86, yb), (0.985, yt), (1.0, yt + 0.03),
-             (1.0, ybot - 0.035), (0.975, ybot), (0.025, ybot), (0.0, ybot - 0.045))
+    lower = (
+        (0.0, yn + 0.02),
+        (0.015, yn),
+        (0.25, yb),
+        (0.86, yb),
+        (0.985, yt),
+        (1.0, yt + 0.03),
+        (1.0, ybot - 0.035),
+        (0.975, ybot),
+        (0.025, ybot),
+        (0.0, ybot - 0.045),
+    )
     xf, xr = sh.wheel_x
     xb = (sh.a_top + sh.c_top) / 2 + 0.02  # centre pillar
     door_rear = min(sh.c_base - 0.04, xr - 1.3 * r)
@@ -303,11 +343,21 @@ def _side_layout(sh: _Shape, ends: bool = True) -> CarLayout:
         Part("shine", "body_hi", "side", _clip(lower, _rect(-1, -1, 2, yb + 0.018))),
         Part("rocker", "body_lo", "side", _clip(lower, _rect(-1, ybot - 0.03, 2, 2))),
         Part("crease", "seam", "side", _bar((0.01, yn + 0.03), (0.99, yt + 0.045), 0.004)),
-        *(Part(f"seam{i}", "seam", "side", _bar((x, yb + 0.008), (x - 0.004, ybot - 0.012), 0.004))
-          for i, x in enumerate((0.27, xb, door_rear))),
+        *(
+            Part(
+                f"seam{i}", "seam", "side", _bar((x, yb + 0.008), (x - 0.004, ybot - 0.012), 0.004)
+            )
+            for i, x in enumerate((0.27, xb, door_rear))
+        ),
     ]
-    cabin = ((0.25, yb), (sh.a_top, 0.012), (sh.a_top + 0.05, 0.0), (sh.c_top - 0.05, 0.0),
-             (sh.c_top, 0.012), (sh.c_base, yb))
+    cabin = (
+        (0.25, yb),
+        (sh.a_top, 0.012),
+        (sh.a_top + 0.05, 0.0),
+        (sh.c_top - 0.05, 0.0),
+        (sh.c_top, 0.012),
+        (sh.c_base, yb),
+    )
     body = _split_ends(panels) if ends else [replace(p, name=f"side_{p.name}") for p in panels]
     parts = [*body, Part("roof", "body", "side", cabin)]
     for name, x in (("front", xf), ("rear", xr)):
@@ -317,17 +367,33 @@ def _side_layout(sh: _Shape, ends: bool = True) -> CarLayout:
         parts.append(Part(f"wheel_{name}", "wheel", "side", _ellipse(x, h - r, r, r)))
     parts += _side_windows(sh, yb, xb)
     parts += [
-        Part("mirror", "body", "side", ((0.265, yb), (0.28, yb - 0.03), (0.31, yb - 0.032),
-                                        (0.315, yb))),
-        Part("headlight", "head", "front", ((0.004, yn + 0.012), (0.055, yn + 0.004),
-                                            (0.06, yn + 0.03), (0.006, yn + 0.035))),
-        Part("taillight", "tail", "rear", ((0.955, yt + 0.008), (0.998, yt + 0.02),
-                                           (0.998, yt + 0.05), (0.95, yt + 0.042))),
+        Part(
+            "mirror",
+            "body",
+            "side",
+            ((0.265, yb), (0.28, yb - 0.03), (0.31, yb - 0.032), (0.315, yb)),
+        ),
+        Part(
+            "headlight",
+            "head",
+            "front",
+            ((0.004, yn + 0.012), (0.055, yn + 0.004), (0.06, yn + 0.03), (0.006, yn + 0.035)),
+        ),
+        Part(
+            "taillight",
+            "tail",
+            "rear",
+            ((0.955, yt + 0.008), (0.998, yt + 0.02), (0.998, yt + 0.05), (0.95, yt + 0.042)),
+        ),
         Part("bumper_front", "trim", "front", _clip(lower, _rect(-1, ybot - 0.045, 0.085, 2))),
         Part("bumper_rear", "trim", "rear", _clip(lower, _rect(0.92, ybot - 0.045, 2, 2))),
         Part("handle_front", "dark", "side", _rect(xb - 0.07, yb + 0.03, xb - 0.035, yb + 0.04)),
-        Part("handle_rear", "dark", "side",
-             _rect(door_rear - 0.06, yb + 0.03, door_rear - 0.025, yb + 0.04)),
+        Part(
+            "handle_rear",
+            "dark",
+            "side",
+            _rect(door_rear - 0.06, yb + 0.03, door_rear - 0.025, yb + 0.04),
+        ),
     ]
     wheels = tuple(Wheel(f"wheel_{n}", (x, h - r), r, r) for n, x in (("front", xf), ("rear", xr)))
     return CarLayout("side", tuple(p for p in parts if p.poly), wheels, 1.0, h)
@@ -340,12 +406,22 @@ def _side_windows(sh: _Shape, yb: float, xb: float) -> list[Part]:
     def pillar_x(base: float, top: float, y: float) -> float:
         return base + (top - base) * (yb - y) / (yb - 0.012)
 
-    front = ((pillar_x(0.25, sh.a_top, yw) + 0.03, yw), (pillar_x(0.25, sh.a_top, yt) + 0.025, yt),
-             (xb - 0.013, yt), (xb - 0.018, yw))
-    rear = ((xb + 0.013, yw), (xb + 0.013, yt), (pillar_x(sh.c_base, sh.c_top, yt) - 0.025, yt),
-            (pillar_x(sh.c_base, sh.c_top, yw) - 0.03, yw))
-    parts = [Part("window_front", "glass", "side", front),
-             Part("window_rear", "glass", "side", rear)]
+    front = (
+        (pillar_x(0.25, sh.a_top, yw) + 0.03, yw),
+        (pillar_x(0.25, sh.a_top, yt) + 0.025, yt),
+        (xb - 0.013, yt),
+        (xb - 0.018, yw),
+    )
+    rear = (
+        (xb + 0.013, yw),
+        (xb + 0.013, yt),
+        (pillar_x(sh.c_base, sh.c_top, yt) - 0.025, yt),
+        (pillar_x(sh.c_base, sh.c_top, yw) - 0.03, yw),
+    )
+    parts = [
+        Part("window_front", "glass", "side", front),
+        Part("window_rear", "glass", "side", rear),
+    ]
     if sh.chrome:
         strip = _bar((0.27, yb - 0.004), (sh.c_base - 0.02, yb - 0.004), 0.006)
         parts.append(Part("chrome", "chrome", "side", strip))
@@ -357,12 +433,22 @@ def _end_layout(sh: _Shape, end: str, belt: float) -> CarLayout:
     that end of the car."""
     h = sh.end_height
     yb, ybot = h * belt, h - 0.065
-    lower = ((0.03, yb), (0.97, yb), (1.0, yb + 0.07), (1.0, ybot - 0.045), (0.97, ybot),
-             (0.03, ybot), (0.0, ybot - 0.045), (0.0, yb + 0.07))
+    lower = (
+        (0.03, yb),
+        (0.97, yb),
+        (1.0, yb + 0.07),
+        (1.0, ybot - 0.045),
+        (0.97, ybot),
+        (0.03, ybot),
+        (0.0, ybot - 0.045),
+        (0.0, yb + 0.07),
+    )
     glass_name = "windscreen" if end == "front" else "rear_window"
-    lamp_role, lamp = ("head", ((0.04, yb + 0.06), (0.27, yb + 0.075), (0.26, yb + 0.13),
-                                (0.05, yb + 0.125))) if end == "front" else (
-        "tail", ((0.02, yb + 0.05), (0.3, yb + 0.06), (0.29, yb + 0.15), (0.03, yb + 0.14)))
+    lamp_role, lamp = (
+        ("head", ((0.04, yb + 0.06), (0.27, yb + 0.075), (0.26, yb + 0.13), (0.05, yb + 0.125)))
+        if end == "front"
+        else ("tail", ((0.02, yb + 0.05), (0.3, yb + 0.06), (0.29, yb + 0.15), (0.03, yb + 0.14)))
+    )
     mirror = ((0.015, yb - 0.075), (0.11, yb - 0.065), (0.115, yb - 0.02), (0.025, yb - 0.025))
     parts = [
         Part("tyre_l", "tyre", end, _rect(0.07, ybot - 0.05, 0.19, h)),
@@ -370,10 +456,18 @@ def _end_layout(sh: _Shape, end: str, belt: float) -> CarLayout:
         Part("face", "body", end, lower),
         Part("face_shine", "body_hi", end, _clip(lower, _rect(-1, -1, 2, yb + 0.025))),
         Part("face_seam", "seam", end, _bar((0.06, yb + 0.045), (0.94, yb + 0.045), 0.004)),
-        Part("cabin", "body", end, ((0.11, yb + 0.005), (0.23, 0.012), (0.77, 0.012),
-                                    (0.89, yb + 0.005))),
-        Part(glass_name, "glass", end, ((0.15, yb - 0.012), (0.255, 0.04), (0.745, 0.04),
-                                        (0.85, yb - 0.012))),
+        Part(
+            "cabin",
+            "body",
+            end,
+            ((0.11, yb + 0.005), (0.23, 0.012), (0.77, 0.012), (0.89, yb + 0.005)),
+        ),
+        Part(
+            glass_name,
+            "glass",
+            end,
+            ((0.15, yb - 0.012), (0.255, 0.04), (0.745, 0.04), (0.85, yb - 0.012)),
+        ),
         Part("mirror_l", "body", end, mirror),
         Part("mirror_r", "body", end, _mirror_x(mirror)),
         Part("lamp_l", lamp_role, end, lamp),
@@ -381,8 +475,14 @@ def _end_layout(sh: _Shape, end: str, belt: float) -> CarLayout:
         Part("bumper", "trim", end, _clip(lower, _rect(-1, ybot - 0.1, 2, 2))),
     ]
     if end == "front":
-        parts.append(Part("grille", "dark", end, ((0.33, yb + 0.085), (0.67, yb + 0.085),
-                                                  (0.65, yb + 0.19), (0.35, yb + 0.19))))
+        parts.append(
+            Part(
+                "grille",
+                "dark",
+                end,
+                ((0.33, yb + 0.085), (0.67, yb + 0.085), (0.65, yb + 0.19), (0.35, yb + 0.19)),
+            )
+        )
         parts.append(Part("plate", "plate", end, _rect(0.39, ybot - 0.09, 0.61, ybot - 0.04)))
     else:
         parts.append(Part("plate", "plate", end, _rect(0.38, yb + 0.11, 0.62, yb + 0.17)))
@@ -390,7 +490,7 @@ def _end_layout(sh: _Shape, end: str, belt: float) -> CarLayout:
 
 
 _FACE_WIDTH = 0.3  # share of a three-quarter view's width taken by the car's front or rear
-_NEAR_CUT = 0.08   # the side view's nose (or tail) hidden behind that face
+_NEAR_CUT = 0.08  # the side view's nose (or tail) hidden behind that face
 
 
 def _three_quarter_layout(sh: _Shape, end: str) -> CarLayout:
@@ -405,8 +505,11 @@ def _three_quarter_layout(sh: _Shape, end: str) -> CarLayout:
     def to_side(p: Point) -> Point:
         return (fw + (p[0] - _NEAR_CUT) * k, p[1])
 
-    side_parts = [Part(p.name, p.role, "side", poly) for p in side.parts
-                  if (poly := _clip(p.poly, _rect(_NEAR_CUT, -1, 2, 2)))]
+    side_parts = [
+        Part(p.name, p.role, "side", poly)
+        for p in side.parts
+        if (poly := _clip(p.poly, _rect(_NEAR_CUT, -1, 2, 2)))
+    ]
     side = replace(side, parts=tuple(side_parts)).mapped(to_side, k, 1.0, 1.0, h)
     sy = h / sh.end_height
     fx = fw + 0.02  # the face overlaps the side a little: no gap at the corner
@@ -421,14 +524,30 @@ def _three_quarter_layout(sh: _Shape, end: str) -> CarLayout:
 
     glass_name = "windscreen" if end == "front" else "rear_window"
     # the bonnet (or boot lid) corner between the face and the side's wing
-    hood = Part("hood", "body", end, ((0.5 * fx, yb), (base, yb), (fx + 0.01, yb + 0.028),
-                                      (0.5 * fx, yb + 0.07)))
+    hood = Part(
+        "hood",
+        "body",
+        end,
+        ((0.5 * fx, yb), (base, yb), (fx + 0.01, yb + 0.028), (0.5 * fx, yb + 0.07)),
+    )
     bridge = [
-        Part("cabin", "body", end, ((0.11 * fx, yb + 0.005), (0.23 * fx, 0.012), (top, 0.012),
-                                    (base, yb))),
-        Part(glass_name, "glass", end, ((0.15 * fx, yb - 0.012), (0.26 * fx, 0.04),
-                                        (pillar_x(0.04) - 0.02, 0.04),
-                                        (pillar_x(yb - 0.012) - 0.02, yb - 0.012))),
+        Part(
+            "cabin",
+            "body",
+            end,
+            ((0.11 * fx, yb + 0.005), (0.23 * fx, 0.012), (top, 0.012), (base, yb)),
+        ),
+        Part(
+            glass_name,
+            "glass",
+            end,
+            (
+                (0.15 * fx, yb - 0.012),
+                (0.26 * fx, 0.04),
+                (pillar_x(0.04) - 0.02, 0.04),
+                (pillar_x(yb - 0.012) - 0.02, yb - 0.012),
+            ),
+        ),
     ]
     view = f"three_quarter_{end}"
     return CarLayout(view, (*side.parts, hood, *face_parts, *bridge), side.wheels, 1.0, h)
@@ -484,8 +603,16 @@ def _luma(c: RGB) -> float:
 def _body_colour(rng: np.random.Generator) -> RGB:
     """Common car colours: many whites, silvers, greys and blacks, the rest any hue."""
     if rng.random() < 0.4:
-        return _grey(rng.choice([rng.uniform(215, 245), rng.uniform(165, 200),
-                                 rng.uniform(90, 130), rng.uniform(18, 45)]))
+        return _grey(
+            rng.choice(
+                [
+                    rng.uniform(215, 245),
+                    rng.uniform(165, 200),
+                    rng.uniform(90, 130),
+                    rng.uniform(18, 45),
+                ]
+            )
+        )
     return _hsv(rng.random(), rng.uniform(0.35, 0.9), rng.uniform(0.3, 0.9))
 
 
@@ -493,12 +620,14 @@ def _palette(rng: np.random.Generator) -> dict[str, RGB]:
     body = _body_colour(rng)
     trims = (_grey(rng.uniform(20, 45)), _grey(rng.uniform(55, 80)), body, *_PRIMERS)
     return {
-        "body": body, "body_hi": _mix(body, _WHITE, rng.uniform(0.12, 0.25)),
+        "body": body,
+        "body_hi": _mix(body, _WHITE, rng.uniform(0.12, 0.25)),
         "body_lo": _mix(body, _BLACK, rng.uniform(0.2, 0.35)),
         "seam": _mix(body, _BLACK, 0.45),
         "glass": _hsv(rng.uniform(0.5, 0.66), rng.uniform(0.05, 0.4), rng.uniform(0.12, 0.5)),
         "trim": trims[rng.integers(len(trims))],
-        "dark": _grey(rng.uniform(15, 40)), "tyre": _grey(rng.uniform(22, 42)),
+        "dark": _grey(rng.uniform(15, 40)),
+        "tyre": _grey(rng.uniform(22, 42)),
         "head": _hsv(rng.uniform(0.1, 0.6), rng.uniform(0.0, 0.15), rng.uniform(0.85, 1.0)),
         "tail": _hsv(rng.uniform(-0.02, 0.02), rng.uniform(0.75, 0.95), rng.uniform(0.6, 0.9)),
         "plate": (235, 235, 230) if rng.random() < 0.7 else (235, 200, 40),
@@ -510,17 +639,22 @@ def _palette(rng: np.random.Generator) -> dict[str, RGB]:
 class _WheelStyle:
     tyre: RGB
     rim: RGB
-    hole: RGB          # openings between the spokes
-    rim_frac: float    # rim radius over tyre radius
-    spokes: int        # 0 = a plain hubcap
+    hole: RGB  # openings between the spokes
+    rim_frac: float  # rim radius over tyre radius
+    spokes: int  # 0 = a plain hubcap
     phase: float
 
 
 def _wheel_style(rng: np.random.Generator, palette: dict[str, RGB]) -> _WheelStyle:
     rims = [_grey(rng.uniform(lo, hi)) for lo, hi in ((170, 215), (120, 150), (215, 235))]
-    return _WheelStyle(tyre=palette["tyre"], rim=rims[rng.integers(len(rims))],
-                       hole=_grey(rng.uniform(15, 50)), rim_frac=rng.uniform(0.56, 0.7),
-                       spokes=int(rng.choice([0, 5, 5, 6, 7, 10])), phase=rng.uniform(0, 2 * np.pi))
+    return _WheelStyle(
+        tyre=palette["tyre"],
+        rim=rims[rng.integers(len(rims))],
+        hole=_grey(rng.uniform(15, 50)),
+        rim_frac=rng.uniform(0.56, 0.7),
+        spokes=int(rng.choice([0, 5, 5, 6, 7, 10])),
+        phase=rng.uniform(0, 2 * np.pi),
+    )
 
 
 # --------------------------------------------------------------------------- scene
@@ -535,7 +669,7 @@ class _Canvas:
     car: CarLayout
     palette: dict[str, RGB]
     wheel_style: _WheelStyle
-    light: Point     # direction towards the light, in the image plane
+    light: Point  # direction towards the light, in the image plane
 
     @property
     def line_width(self) -> int:
@@ -553,8 +687,12 @@ class _Canvas:
     def box(self, center: Point, radius: float) -> Box:
         size = self.image.width
         x, y = center
-        return (max(0, int(x - radius)), max(0, int(y - radius)),
-                min(size, math.ceil(x + radius) + 1), min(size, math.ceil(y + radius) + 1))
+        return (
+            max(0, int(x - radius)),
+            max(0, int(y - radius)),
+            min(size, math.ceil(x + radius) + 1),
+            min(size, math.ceil(y + radius) + 1),
+        )
 
     def pixels(self, box: Box) -> np.ndarray:
         return np.asarray(self.image.crop(box), dtype=np.float32)
@@ -609,14 +747,16 @@ def _background(rng: np.random.Generator, size: int, car: CarLayout) -> Image.Im
         horizon = rng.uniform(0.15, 0.9) * max(0.2 * size, ground - 0.05 * size)
         sky = _hsv(rng.uniform(0.52, 0.64), rng.uniform(0.05, 0.5), rng.uniform(0.65, 1.0))
         ground_c = _hsv(rng.uniform(0.05, 0.35), rng.uniform(0.0, 0.45), rng.uniform(0.25, 0.6))
-        column = _two_tone(size, horizon, (sky, _mix(sky, _WHITE, 0.4)),
-                           (ground_c, _mix(ground_c, _BLACK, 0.3)))
+        column = _two_tone(
+            size, horizon, (sky, _mix(sky, _WHITE, 0.4)), (ground_c, _mix(ground_c, _BLACK, 0.3))
+        )
     elif kind == "wall":
         floor = ground - rng.uniform(0.0, 0.2) * size
         wall = _hsv(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.35, 0.95))
         floor_c = _grey(rng.uniform(60, 170))
-        column = _two_tone(size, floor, (wall, _mix(wall, _BLACK, 0.15)),
-                           (floor_c, _mix(floor_c, _BLACK, 0.25)))
+        column = _two_tone(
+            size, floor, (wall, _mix(wall, _BLACK, 0.15)), (floor_c, _mix(floor_c, _BLACK, 0.25))
+        )
     else:
         top, bottom = _grey(rng.uniform(120, 240)), _grey(rng.uniform(60, 200))
         column = np.linspace(top, bottom, size, dtype=np.float32)
@@ -628,12 +768,17 @@ def _background(rng: np.random.Generator, size: int, car: CarLayout) -> Image.Im
 def _two_tone(size: int, split: float, top: tuple[RGB, RGB], bottom: tuple[RGB, RGB]) -> np.ndarray:
     """A vertical gradient above ``split`` and another below: sky over ground, wall over floor."""
     split = int(np.clip(split, 1, size - 1))
-    return np.concatenate([np.linspace(*top, split, dtype=np.float32),
-                           np.linspace(*bottom, size - split, dtype=np.float32)])
+    return np.concatenate(
+        [
+            np.linspace(*top, split, dtype=np.float32),
+            np.linspace(*bottom, size - split, dtype=np.float32),
+        ]
+    )
 
 
-def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int,
-             wall_lines: bool) -> None:
+def _clutter(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, wall_lines: bool
+) -> None:
     """Random shapes behind the car; their colours (red, white, primer grey) are the car's too."""
     if wall_lines and rng.random() < 0.6:
         step = rng.uniform(0.04, 0.12) * size
@@ -642,8 +787,11 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int,
             draw.line([(0, y), (size, y)], fill=colour, width=max(1, int(size / 200)))
     palette = (*_PRIMERS, (200, 30, 30), (240, 240, 240), (40, 40, 40))
     for _ in range(int(rng.integers(0, 7))):
-        colour = palette[rng.integers(len(palette))] if rng.random() < 0.4 else _hsv(
-            rng.random(), rng.uniform(0, 0.7), rng.uniform(0.2, 0.95))
+        colour = (
+            palette[rng.integers(len(palette))]
+            if rng.random() < 0.4
+            else _hsv(rng.random(), rng.uniform(0, 0.7), rng.uniform(0.2, 0.95))
+        )
         cx, cy = rng.uniform(0, size, 2)
         w, h = rng.uniform(0.03, 0.35, 2) * size
         shape = rng.integers(3)
@@ -652,12 +800,14 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int,
         elif shape == 1:
             draw.ellipse([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], fill=colour)
         else:
-            draw.polygon([tuple(p) for p in rng.uniform(-0.5, 0.5, (3, 2)) * (w, h) + (cx, cy)],
-                         fill=colour)
+            draw.polygon(
+                [tuple(p) for p in rng.uniform(-0.5, 0.5, (3, 2)) * (w, h) + (cx, cy)], fill=colour
+            )
 
 
-def _shadow(image: Image.Image, rng: np.random.Generator, foot: Point,
-            half_width: float) -> Image.Image:
+def _shadow(
+    image: Image.Image, rng: np.random.Generator, foot: Point, half_width: float
+) -> Image.Image:
     """A soft dark ellipse under the car, drawn small and blurred (cheap), then scaled up."""
     small = 4
     size = image.width // small
@@ -691,8 +841,9 @@ def _draw_car(cv: _Canvas, rng: np.random.Generator) -> None:
             _draw_reflections(draw, rng, part, cv.palette["glass"], slant)
 
 
-def _draw_reflections(draw: ImageDraw.ImageDraw, rng: np.random.Generator, part: Part,
-                      glass: RGB, slant: float) -> None:
+def _draw_reflections(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, part: Part, glass: RGB, slant: float
+) -> None:
     """Bright slanted streaks (and rear-window heater lines): light lines on undamaged glass."""
     xs, ys = [p[0] for p in part.poly], [p[1] for p in part.poly]
     x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
@@ -711,8 +862,15 @@ def _draw_reflections(draw: ImageDraw.ImageDraw, rng: np.random.Generator, part:
                 draw.polygon(line, fill=colour)
 
 
-def _draw_wheel(draw: ImageDraw.ImageDraw, wheel: Wheel, style: _WheelStyle, flat: float = 0.0,
-                bend: float = 0.0, missing: int = 0, bend_at: float = 0.0) -> Box:
+def _draw_wheel(
+    draw: ImageDraw.ImageDraw,
+    wheel: Wheel,
+    style: _WheelStyle,
+    flat: float = 0.0,
+    bend: float = 0.0,
+    missing: int = 0,
+    bend_at: float = 0.0,
+) -> Box:
     """Tyre, rim, spokes and hub; a flat tyre bulges and sinks the rim, a bent rim caves in
     near ``bend_at`` and loses its nearest spokes. Returns the tyre's pixel box."""
     cx, cy = wheel.center
@@ -723,6 +881,7 @@ def _draw_wheel(draw: ImageDraw.ImageDraw, wheel: Wheel, style: _WheelStyle, fla
     draw.polygon(list(zip(tx.tolist(), ty.tolist(), strict=True)), fill=style.tyre)
     rx, ry = wheel.rx * style.rim_frac, wheel.ry * style.rim_frac
     cy += flat * 0.9 * (wheel.ry - ry)  # the rim sinks into a flat tyre
+
     def profile(angles: np.ndarray) -> np.ndarray:  # rim radius factor: kinked near bend_at
         def bump(at: float) -> np.ndarray:
             return np.exp(-(np.angle(np.exp(1j * (angles - at))) ** 2) / 0.15)
@@ -735,21 +894,30 @@ def _draw_wheel(draw: ImageDraw.ImageDraw, wheel: Wheel, style: _WheelStyle, fla
     return (int(tx.min()) - 1, int(ty.min()) - 1, math.ceil(tx.max()) + 2, math.ceil(ty.max()) + 2)
 
 
-def _arc(cx: float, cy: float, rx: float | np.ndarray, ry: float | np.ndarray,
-         t: np.ndarray) -> list[Point]:
+def _arc(
+    cx: float, cy: float, rx: float | np.ndarray, ry: float | np.ndarray, t: np.ndarray
+) -> list[Point]:
     return list(zip((cx + rx * np.cos(t)).tolist(), (cy + ry * np.sin(t)).tolist(), strict=True))
 
 
-def _draw_spokes(draw: ImageDraw.ImageDraw, rim: tuple[float, float, float, float],
-                 style: _WheelStyle, missing: int, bend_at: float,
-                 profile: Callable[[np.ndarray], np.ndarray]) -> None:
+def _draw_spokes(
+    draw: ImageDraw.ImageDraw,
+    rim: tuple[float, float, float, float],
+    style: _WheelStyle,
+    missing: int,
+    bend_at: float,
+    profile: Callable[[np.ndarray], np.ndarray],
+) -> None:
     """Dark openings between spokes, inside a rim band that follows a bent rim's outline; a
     missing spoke merges two openings into one wide gap."""
     cx, cy, rx, ry = rim
     if style.spokes == 0:  # hubcap: a ring, and a broken-off piece where it is damaged
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        draw.line(_arc(cx, cy, 0.75 * rx * profile(t), 0.75 * ry * profile(t), t) * 2,
-                  fill=_mix(style.rim, _BLACK, 0.35), width=_SUPERSAMPLE)
+        draw.line(
+            _arc(cx, cy, 0.75 * rx * profile(t), 0.75 * ry * profile(t), t) * 2,
+            fill=_mix(style.rim, _BLACK, 0.35),
+            width=_SUPERSAMPLE,
+        )
         if missing:
             t = bend_at + np.linspace(-1, 1, 9) * (0.35 + 0.3 * missing)
             band = 0.75 * profile(t)
@@ -777,8 +945,8 @@ class _Plan:
 
     kind: str
     style: str
-    part: int        # index into car.parts
-    center: Point    # render pixels
+    part: int  # index into car.parts
+    center: Point  # render pixels
     size: float
 
 
@@ -787,23 +955,28 @@ def _plan_damages(rng: np.random.Generator, cv: _Canvas, freq: SynthFrequencies)
     if rng.random() < freq.p_undamaged:
         return []
     target = _choice(rng, freq.severity, SEVERITIES)
-    weights = np.array(_COUNT_WEIGHTS[target][:freq.max_damages])
+    weights = np.array(_COUNT_WEIGHTS[target][: freq.max_damages])
     count = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
-    kinds = {k: w for k, w in freq.damage_types.items()
-             if len(cv.part_ids(lambda p, k=k: p.surface == _SURFACE[k]))}
+    kinds = {
+        k: w
+        for k, w in freq.damage_types.items()
+        if len(cv.part_ids(lambda p, k=k: p.surface == _SURFACE[k]))
+    }
     if not any(w > 0 for w in kinds.values()):
         return []
     for n in range(count, 0, -1):  # fewer damages if that many do not fit the band
         for _ in range(_PLAN_TRIES):
-            plans = _try_plan(rng, cv, [_choice(rng, kinds, DAMAGE_TYPES) for _ in range(n)],
-                              _BANDS[target])
+            plans = _try_plan(
+                rng, cv, [_choice(rng, kinds, DAMAGE_TYPES) for _ in range(n)], _BANDS[target]
+            )
             if plans:
                 return plans
     return []
 
 
-def _try_plan(rng: np.random.Generator, cv: _Canvas, kinds: list[str],
-              band: tuple[float, float]) -> list[_Plan]:
+def _try_plan(
+    rng: np.random.Generator, cv: _Canvas, kinds: list[str], band: tuple[float, float]
+) -> list[_Plan]:
     sites: list[tuple[int, Point]] = []
     for kind in kinds:
         site = _site(rng, cv, kind, sites)
@@ -814,8 +987,10 @@ def _try_plan(rng: np.random.Generator, cv: _Canvas, kinds: list[str],
     sizes = _split_extent(rng, band, bounds)
     if sizes is None:
         return []
-    return [_Plan(kind, _choice(rng, _STYLES[kind], list(_STYLES[kind])), part, center, size)
-            for kind, (part, center), size in zip(kinds, sites, sizes, strict=True)]
+    return [
+        _Plan(kind, _choice(rng, _STYLES[kind], list(_STYLES[kind])), part, center, size)
+        for kind, (part, center), size in zip(kinds, sites, sizes, strict=True)
+    ]
 
 
 def _size_bounds(cv: _Canvas, kind: str, part: int) -> tuple[float, float]:
@@ -827,8 +1002,9 @@ def _size_bounds(cv: _Canvas, kind: str, part: int) -> tuple[float, float]:
     return lo, hi
 
 
-def _split_extent(rng: np.random.Generator, band: tuple[float, float],
-                  bounds: list[tuple[float, float]]) -> list[float] | None:
+def _split_extent(
+    rng: np.random.Generator, band: tuple[float, float], bounds: list[tuple[float, float]]
+) -> list[float] | None:
     """Sizes within their bounds whose sum is uniform in ``band``; None if none can be."""
     lows, highs = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
     lo, hi = max(band[0], lows.sum()), min(band[1], highs.sum())
@@ -844,13 +1020,17 @@ def _split_extent(rng: np.random.Generator, band: tuple[float, float],
     return sizes.tolist()
 
 
-def _site(rng: np.random.Generator, cv: _Canvas, kind: str,
-          taken: list[tuple[int, Point]]) -> tuple[int, Point] | None:
+def _site(
+    rng: np.random.Generator, cv: _Canvas, kind: str, taken: list[tuple[int, Point]]
+) -> tuple[int, Point] | None:
     """A part and a point on it, inside the part and apart from the damages already placed."""
     surface = _SURFACE[kind]
     if surface == "wheel":
-        free = [i - 1 for i in cv.part_ids(lambda p: p.surface == "wheel")
-                if i - 1 not in {t for t, _ in taken}]
+        free = [
+            i - 1
+            for i in cv.part_ids(lambda p: p.surface == "wheel")
+            if i - 1 not in {t for t, _ in taken}
+        ]
         if not free:
             return None
         part = free[int(rng.integers(len(free)))]
@@ -886,7 +1066,7 @@ def _paint_dent(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
     a = plan.size * cv.car.width / 2
     b, phi = a * rng.uniform(0.55, 0.9), rng.uniform(0, np.pi)
     box = cv.box(plan.center, 1.3 * a)
-    yy, xx = np.mgrid[box[1]:box[3], box[0]:box[2]].astype(np.float32)
+    yy, xx = np.mgrid[box[1] : box[3], box[0] : box[2]].astype(np.float32)
     xx -= plan.center[0]
     yy -= plan.center[1]
     p = (xx * math.cos(phi) + yy * math.sin(phi)) / a
@@ -921,8 +1101,13 @@ def _paint_glass(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
     rays = []
     for angle, length in zip(angles, lengths, strict=True):
         a = angle + np.concatenate([[0.0], rng.normal(0, 0.1, 3)])
-        ray = list(zip((cx + steps * length * np.cos(a)).tolist(),
-                       (cy + steps * length * np.sin(a)).tolist(), strict=True))
+        ray = list(
+            zip(
+                (cx + steps * length * np.cos(a)).tolist(),
+                (cy + steps * length * np.sin(a)).tolist(),
+                strict=True,
+            )
+        )
         draw.line(ray, fill=_grey(rng.uniform(205, 255)), width=cv.line_width)
         rays.append(a)
     for ring in rng.choice([0.3, 0.55, 0.8], int(rng.integers(1, 4)), replace=False):
@@ -930,8 +1115,9 @@ def _paint_glass(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
         for j in range(n):
             k = (j + 1) % n
             if min(lengths[j], lengths[k]) >= r and rng.random() < 0.75:
-                ends = [(cx + r * math.cos(rays[i][2]), cy + r * math.sin(rays[i][2]))
-                        for i in (j, k)]
+                ends = [
+                    (cx + r * math.cos(rays[i][2]), cy + r * math.sin(rays[i][2])) for i in (j, k)
+                ]
                 draw.line(ends, fill=_grey(rng.uniform(190, 245)), width=cv.line_width)
     dot = max(cv.line_width, 0.06 * radius)
     draw.ellipse([cx - dot, cy - dot, cx + dot, cy + dot], fill=_WHITE)
@@ -952,16 +1138,26 @@ def _paint_paint(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
         t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
         wobble = np.convolve(np.tile(rng.uniform(0.5, 1.3, 14), 3), np.ones(3) / 3, "same")[14:28]
         blob = _arc(*center, radius * wobble, radius * wobble * rng.uniform(0.5, 1.0), t)
-        draw.polygon(blob, fill=colours[rng.integers(len(colours))],
-                     outline=_mix(cv.palette["body"], _BLACK, 0.4), width=cv.line_width)
+        draw.polygon(
+            blob,
+            fill=colours[rng.integers(len(colours))],
+            outline=_mix(cv.palette["body"], _BLACK, 0.4),
+            width=cv.line_width,
+        )
     if "scratch" in plan.style:
         _draw_scratches(draw, rng, center, length, colours, cv.line_width)
     cv.put(box, patch, _same_group(cv, plan.part))
     return box
 
 
-def _draw_scratches(draw: ImageDraw.ImageDraw, rng: np.random.Generator, center: Point,
-                    length: float, colours: list[RGB], width: int) -> None:
+def _draw_scratches(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    center: Point,
+    length: float,
+    colours: list[RGB],
+    width: int,
+) -> None:
     angle = rng.normal(0, 0.35)
     along = np.array([math.cos(angle), math.sin(angle)])
     across = np.array([-along[1], along[0]])
@@ -971,8 +1167,11 @@ def _draw_scratches(draw: ImageDraw.ImageDraw, rng: np.random.Generator, center:
         t = np.linspace(-rng.uniform(0.3, 0.5), rng.uniform(0.3, 0.5), 5) * length
         offset = rng.uniform(-spread, spread) + rng.normal(0, 0.015 * length, 5)
         pts = np.asarray(center) + t[:, None] * along + offset[:, None] * across
-        draw.line([tuple(p) for p in pts.tolist()], fill=colour,
-                  width=width if rng.random() < 0.75 else 2 * width)
+        draw.line(
+            [tuple(p) for p in pts.tolist()],
+            fill=colour,
+            width=width if rng.random() < 0.75 else 2 * width,
+        )
 
 
 def _contrasting(body: RGB) -> list[RGB]:
@@ -991,16 +1190,25 @@ def _paint_wheel(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
     box = cv.box(wheel.center, 1.6 * max(wheel.rx, wheel.ry))
     patch = cv.image.crop(box)
     local = replace(wheel, center=(wheel.center[0] - box[0], wheel.center[1] - box[1]))
-    drawn = _draw_wheel(ImageDraw.Draw(patch), local, cv.wheel_style,
-                        flat=0.65 + 0.35 * f if "flat" in plan.style else 0.0,
-                        bend=0.5 + 0.3 * f if rim else 0.0, missing=2 + round(2 * f) if rim else 0,
-                        bend_at=rng.uniform(0, 2 * np.pi))
+    drawn = _draw_wheel(
+        ImageDraw.Draw(patch),
+        local,
+        cv.wheel_style,
+        flat=0.65 + 0.35 * f if "flat" in plan.style else 0.0,
+        bend=0.5 + 0.3 * f if rim else 0.0,
+        missing=2 + round(2 * f) if rim else 0,
+        bend_at=rng.uniform(0, 2 * np.pi),
+    )
     cv.put(box, patch, np.arange(plan.part + 2))  # the wheel and what lies under it
     return (drawn[0] + box[0], drawn[1] + box[1], drawn[2] + box[0], drawn[3] + box[1])
 
 
 _PAINTERS: dict[str, Callable[[_Canvas, _Plan, np.random.Generator], Box]] = {
-    "dent": _paint_dent, "glass": _paint_glass, "paint": _paint_paint, "wheel": _paint_wheel}
+    "dent": _paint_dent,
+    "glass": _paint_glass,
+    "paint": _paint_paint,
+    "wheel": _paint_wheel,
+}
 
 
 # --------------------------------------------------------------------------- photo
@@ -1015,8 +1223,9 @@ def _finish(image: Image.Image, size: int, rng: np.random.Generator) -> Image.Im
     pixels = np.asarray(image, dtype=np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    gradient = 1 + rng.uniform(0, 0.3) * (math.cos(angle) * ramp[None, :]
-                                          + math.sin(angle) * ramp[:, None])
+    gradient = 1 + rng.uniform(0, 0.3) * (
+        math.cos(angle) * ramp[None, :] + math.sin(angle) * ramp[:, None]
+    )
     gain = rng.uniform(0.75, 1.2) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
     pixels = pixels * gradient[..., None] * gain
     pixels += rng.uniform(0, 5) * rng.standard_normal(pixels.shape, dtype=np.float32)
@@ -1029,8 +1238,9 @@ def _output_box(box: Box, size: int) -> Box:
     return (max(0, x0 // s), max(0, y0 // s), min(size, -(-x1 // s)), min(size, -(-y1 // s)))
 
 
-def draw_sample(rng: np.random.Generator, size: int = 224,
-                frequencies: SynthFrequencies | None = None) -> SynthSample:
+def draw_sample(
+    rng: np.random.Generator, size: int = 224, frequencies: SynthFrequencies | None = None
+) -> SynthSample:
     """One photo and its labels. The same generator state gives the same sample."""
     freq = frequencies or SynthFrequencies()
     scene_rng, damage_rng, finish_rng = rng.spawn(3)
@@ -1040,18 +1250,35 @@ def draw_sample(rng: np.random.Generator, size: int = 224,
         box = _PAINTERS[plan.kind](cv, plan, damage_rng)
         part = cv.car.parts[plan.part]
         center = (plan.center[0] / _SUPERSAMPLE, plan.center[1] / _SUPERSAMPLE)
-        damages.append(Damage(plan.kind, plan.style, part.location, part.name, plan.size,
-                              center, _output_box(box, size)))
+        damages.append(
+            Damage(
+                plan.kind,
+                plan.style,
+                part.location,
+                part.name,
+                plan.size,
+                center,
+                _output_box(box, size),
+            )
+        )
     return SynthSample(
         image=_finish(cv.image, size, finish_rng),
         severity=severity_for_extent(damage_extent(damages)),
         location=tuple(loc for loc in LOCATIONS if any(d.location == loc for d in damages)),
         damage_type=tuple(k for k in DAMAGE_TYPES if any(d.kind == k for d in damages)),
-        damages=tuple(damages), view=cv.car.view)
+        damages=tuple(damages),
+        view=cv.car.view,
+    )
 
 
-def generate_dataset(out_dir: Path, n: int = 1825, size: int = 224, seed: int = 0,
-                     frequencies: SynthFrequencies | None = None, progress: bool = False) -> Path:
+def generate_dataset(
+    out_dir: Path,
+    n: int = 1825,
+    size: int = 224,
+    seed: int = 0,
+    frequencies: SynthFrequencies | None = None,
+    progress: bool = False,
+) -> Path:
     """Writes out_dir/images/<id>.jpg and out_dir/labels.csv, returns the manifest path.
 
     Sample i depends only on (seed, i, size, frequencies): a larger n adds images, never
@@ -1066,11 +1293,21 @@ def generate_dataset(out_dir: Path, n: int = 1825, size: int = 224, seed: int = 
         name = f"images/{i + 1:0{digits}d}.jpg"
         with atomic_path(out_dir / name) as tmp:
             sample.image.save(tmp, format="JPEG", quality=int(rng.integers(70, 96)))
-        rows.append((name, sample.severity, LABEL_SEPARATOR.join(sample.location),
-                     LABEL_SEPARATOR.join(sample.damage_type)))
+        rows.append(
+            (
+                name,
+                sample.severity,
+                LABEL_SEPARATOR.join(sample.location),
+                LABEL_SEPARATOR.join(sample.damage_type),
+            )
+        )
         if progress and ((i + 1) % max(1, n // 20) == 0 or i + 1 == n):
-            print(f"\rsynthetic images: {i + 1}/{n}", end="\n" if i + 1 == n else "",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\rsynthetic images: {i + 1}/{n}",
+                end="\n" if i + 1 == n else "",
+                file=sys.stderr,
+                flush=True,
+            )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(MANIFEST_HEADER)

@@ -257,7 +257,7 @@ def _is_image(decoded: np.ndarray | RejectedUpload) -> bool:
 async def _explain(uploads: list[Upload], explainer: Explainer) -> list[dict[str, str]]:
     """Heatmaps of the usable uploads; a model the explainer cannot handle is a 501."""
     try:
-        return [await run_in_threadpool(explainer, u.data, u.filename) for u in uploads]
+        return [await explainer.explain(u.data, u.filename) for u in uploads]
     except CardamageError as e:
         raise ApiError(501, "explain_unavailable", f"no heatmaps for this model: {e}") from None
 

@@ -190,6 +190,7 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     splits = make_folds(manifest, tasks, cfg.folds, cfg.seed)
     if resume:
         rundir.check_same_folds(cfg, manifest, splits)
+        rundir.sweep_temporaries(cfg.out)
     else:
         rundir.prepare(cfg.out, cfg.overwrite)
         rundir.record_inputs(cfg, manifest, problems, splits)

@@ -76,6 +76,13 @@ def record_inputs(cfg: TrainConfig, manifest: Manifest, problems: list, splits: 
     atomic_write_json(cfg.out / CONFIG_FILE, cfg.model_dump(mode="json"))
 
 
+def sweep_temporaries(run: Path) -> None:
+    """A killed process skips its cleanup: remove the temporary files its atomic writes left."""
+    for leftover in run.rglob(".tmp.*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+
+
 def check_same_folds(cfg: TrainConfig, manifest: Manifest, splits: list) -> None:
     recorded = json.loads((cfg.out / FOLDS_FILE).read_text(encoding="utf-8"))
     if recorded != fold_records(manifest, splits):
