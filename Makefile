@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEMO_DATA := data/demo
 DEMO_RUN := runs/demo
 
-.PHONY: install demo test test-all fuzz lint
+.PHONY: install demo test test-quick fuzz lint
 
 $(BIN)/cardamage: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,13 @@ demo: install
 	@echo "          $(BIN)/cardamage predict $(DEMO_DATA)/heldout/images --model $(DEMO_RUN)"
 	@echo "App:     $(BIN)/cardamage serve --config application_config.json  (http://127.0.0.1:8000/)"
 
-# The suite CI runs: everything but the slow end-to-end trainings.
+# The suite CI runs, slow end-to-end tests (kill-and-resume, exports, original models) included.
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
-
-test-all: install
 	$(BIN)/python -m pytest -q
+
+# The quick loop while developing: everything but the tests marked slow.
+test-quick: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # A longer fuzz run: decoders, manifest and config parsers, and the live API (schemathesis).
 fuzz: install
