@@ -286,3 +286,34 @@ def test_run_serves_from_a_config_and_stops_cleanly_on_sigterm(tmp_path, tiny_mo
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells it
     assert proc.returncode in (0, -signal.SIGTERM), stderr.decode()
     assert b"Finished server process" in stderr
+
+
+def test_waiting_explanations_are_bounded_and_hold_no_thread(tiny_model_dir, monkeypatch):
+    """Past its bound the explainer refuses at once (503) instead of queueing on threads."""
+    import anyio
+
+    from cardamage.serve.batcher import Overloaded
+    from cardamage.serve.explain import Explainer
+
+    release = threading.Event()
+    monkeypatch.setattr(Explainer, "_explain", lambda self, data, name: release.wait(10) and {})
+    explainer = Explainer(Predictor.load(tiny_model_dir), max_waiting=2)
+    outcomes: list[str] = []
+
+    async def one() -> None:
+        try:
+            await explainer.explain(b"", "a.jpg")
+            outcomes.append("done")
+        except Overloaded:
+            outcomes.append("refused")
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(4):
+                tasks.start_soon(one)
+            await anyio.sleep(0.2)
+            assert outcomes == ["refused", "refused"]  # two wait, two are turned away at once
+            release.set()
+
+    anyio.run(main)
+    assert sorted(outcomes) == ["done", "done", "refused", "refused"]
