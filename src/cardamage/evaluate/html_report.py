@@ -142,6 +142,13 @@ def _load_run(directory: Path) -> _Run:
         raise CardamageError(f"cannot read run {directory}: {type(e).__name__}: {e}") from None
 
 
+def _shipped(summary: dict) -> str:
+    """Which model the run ships: refitted on all images (the default) or the best fold's."""
+    if summary.get("final_model", "best_fold") == "refit":
+        return "model refitted on all images"
+    return f"model of fold {summary['best_fold']}"
+
+
 def _finished(summary: dict, directory: Path) -> datetime:
     """When the run ended: recorded in the summary, else the summary file's time."""
     if "finished" in summary:
@@ -188,7 +195,7 @@ def _header(run: _Run) -> str:
         "Data": str(run.config.data),
         "Images": str(summary["images"]),
         "Backbone": f"{spec.backbone}{width} at {spec.image_size} px, weights: {spec.weights}",
-        "Folds": f"{summary['folds']} (model saved from fold {summary['best_fold']})",
+        "Folds": f"{summary['folds']} ({_shipped(summary)})",
         "Finished": run.finished.strftime("%Y-%m-%d %H:%M"),
     }
     if not all(task.multiclass for task in run.tasks):  # multiclass decisions take no threshold
@@ -233,7 +240,8 @@ def _summary_section(run: _Run) -> str:
     return _section(
         "summary",
         "Summary",
-        f"<p>Highlighted: fold {best}, whose model is saved in <code>model/</code>. "
+        f"<p>Highlighted: fold {best}, the best fold; <code>model/</code> holds the "
+        f"{_shipped(summary)}. "
         "Out-of-fold numbers pool the validation predictions of all folds: the honest estimate "
         "of how the model does on new photos. Macro-F1 weighs every label equally, so rare "
         "damage counts as much as common damage.</p>" + table,
