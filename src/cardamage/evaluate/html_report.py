@@ -241,7 +241,7 @@ def _summary_section(run: _Run) -> str:
         "summary",
         "Summary",
         f"<p>Highlighted: fold {best}, the best fold; <code>model/</code> holds the "
-        f"{_shipped(summary)}. "
+        f"{_shipped(run.summary)}. "
         "Out-of-fold numbers pool the validation predictions of all folds: the honest estimate "
         "of how the model does on new photos. Macro-F1 weighs every label equally, so rare "
         "damage counts as much as common damage.</p>" + table,
