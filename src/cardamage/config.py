@@ -78,7 +78,9 @@ class TrainConfig(_Strict):
     dropout: float = Field(0.3, ge=0, lt=1)
     loss_weights: dict[str, float] = Field(default_factory=dict)
     class_weights: bool = True
-    views: int = Field(4, ge=1, le=64)  # cached views per image: 1 clean + (views - 1) augmented
+    # cached views per image: 1 clean + (views - 1) augmented. 2 measured as good as 4 on the
+    # generated set (out-of-fold macro-F1 within 0.01 on every task) at half the extraction time
+    views: int = Field(2, ge=1, le=64)
     augment: AugmentConfig = AugmentConfig()
     # fine-tuning phase (end to end through tf.data); 0 layers = off, -1 = the whole backbone
     fine_tune_layers: int = Field(0, ge=-1)
