@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from process_support import interruptible
 
 from cardamage.console import parse_bool
 from cardamage.inference.predictor import Predictor
@@ -85,6 +86,7 @@ def test_interactive_prompt_and_ctrl_c(config: Path, photo: Path) -> None:
         [str(ROOT / "main.py"), "--config", str(config), "--debug", "False"],
         timeout=120,
         encoding="utf-8",
+        preexec_fn=interruptible,
     )
     child.expect_exact("Image filepath: ")
     child.sendline(str(photo))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_support import interruptible
 
 from cardamage.data.synthetic import generate_dataset
 
@@ -25,6 +26,7 @@ def train(*args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
 
 
@@ -49,8 +51,9 @@ def test_killed_run_resumes_from_last_finished_fold(data: Path, tmp_path: Path, 
     first = run / "folds" / "fold_1" / "metrics.json"
     wait_for(first, proc)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
-    assert not (run / "summary.json").exists()
+    _, err = proc.communicate(timeout=60)
+    assert not (run / "summary.json").exists(), err[-2000:]
+    assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL)
     stamp = first.stat().st_mtime_ns
 
     resumed = train("--resume", str(run))

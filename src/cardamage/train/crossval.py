@@ -30,7 +30,7 @@ from cardamage.io import atomic_path, atomic_write_json
 from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task
-from cardamage.train import rundir, runtime
+from cardamage.train import interrupt, rundir, runtime
 from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
 from cardamage.train.trainer import FoldData, fine_tune, fit_heads
 
@@ -200,8 +200,9 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
         f"{cfg.image_size} px on {runtime.device_summary()} ({precision})"
     )
     inputs = Inputs(cfg, tasks, manifest)
-    results = _train_folds(inputs, splits)
-    summary = _finish(inputs, manifest, splits, results)
+    with interrupt.stop_on_ctrl_c():
+        results = _train_folds(inputs, splits)
+        summary = _finish(inputs, manifest, splits, results)
     summary["seconds"] = round(time.time() - started, 1)
     summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_summary_json(cfg.out / "summary.json", summary)
@@ -214,6 +215,7 @@ def _train_folds(inputs: Inputs, splits: list) -> list[FoldResult]:
     cfg, tasks = inputs.cfg, inputs.tasks
     results = []
     for index, (train, val) in enumerate(splits, start=1):
+        interrupt.check()
         result = finished_fold(index, cfg.out)
         if result is not None:
             print(f"fold {index}/{cfg.folds}: finished before, kept")

@@ -25,6 +25,7 @@ from cardamage.config import AugmentConfig
 from cardamage.data.pipeline import build_augmenter, iter_image_batches
 from cardamage.model.backbones import get_backbone_spec, weights_id
 from cardamage.model.metadata import ModelSpec
+from cardamage.train import interrupt
 
 FEATURES_FILE = "features.npy"
 CACHE_VERSION = 1
@@ -108,6 +109,7 @@ def _fill_view(
     augmenter = build_augmenter(request.augment, seed) if view else None
     start = 0
     for batch in iter_image_batches(request.paths, request.spec.image_size, batch_size):
+        interrupt.check()
         if augmenter is not None:
             batch = augmenter(batch, training=True)
         out[start : start + len(batch)] = backbone.predict_on_batch(batch)

@@ -16,6 +16,7 @@ from cardamage.config import TrainConfig
 from cardamage.data.pipeline import build_augmenter, image_dataset
 from cardamage.model.backbones import backbone_core
 from cardamage.tasks import Task
+from cardamage.train.interrupt import CheckInterrupt
 
 Targets = dict[str, np.ndarray]
 
@@ -77,6 +78,7 @@ def _callbacks(
         )
     ]
     return [
+        CheckInterrupt(),
         *(stopping if validate else []),
         keras.callbacks.LearningRateScheduler(schedule),
         keras.callbacks.CSVLogger(str(log_dir / "history.csv"), append=True),
