@@ -18,8 +18,8 @@ $(BIN)/cardamage: pyproject.toml
 install: $(BIN)/cardamage
 
 demo: install
-	$(BIN)/cardamage synth --out $(DEMO_DATA)/train --n 1825 --size 160 --seed 0
-	$(BIN)/cardamage synth --out $(DEMO_DATA)/heldout --n 300 --size 160 --seed 1
+	$(BIN)/cardamage synth --out $(DEMO_DATA)/train --n 1825 --size 224 --seed 0
+	$(BIN)/cardamage synth --out $(DEMO_DATA)/heldout --n 300 --size 224 --seed 1
 	$(BIN)/cardamage train --config configs/demo.json --overwrite
 	$(BIN)/cardamage evaluate --model $(DEMO_RUN) --data $(DEMO_DATA)/heldout/labels.csv \
 		--show 15 --out $(DEMO_RUN)/heldout

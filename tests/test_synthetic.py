@@ -127,16 +127,68 @@ def test_frequencies_are_near_the_configured_ones(many: list[SynthSample]) -> No
 
 
 def test_damage_type_weights_are_followed_where_all_kinds_show() -> None:
+    """Side views are close-ups: count the single-damage cars whose photo shows a wheel and a
+    window, so that every kind could have been drawn."""
     freq = SynthFrequencies(
         p_undamaged=0.0,
         views={"side": 1.0},
+        severity={"minor": 1.0},
         damage_types={"dent": 1, "glass": 1, "paint": 1, "wheel": 2},
     )
-    kinds = Counter(d.kind for s in samples(150, freq) for d in s.damages)
+    size = SIZE * synthetic._SUPERSAMPLE
+    kinds: Counter[str] = Counter()
+    for i in range(150):
+        sample = draw_sample(np.random.default_rng([7, i]), SIZE, freq)
+        canvas = synthetic._draw_scene(np.random.default_rng([7, i]).spawn(3)[0], size, freq.views)
+        wheels = [w for w in canvas.car.wheels if all(0 <= c < size for c in w.center)]
+        if wheels and len(canvas.shown(lambda p: p.surface == "glass")):
+            kinds.update(d.kind for d in sample.damages)
     total = sum(kinds.values())
+    assert total >= 60
     assert kinds["wheel"] / total == pytest.approx(0.4, abs=0.1)
     for kind in ("dent", "glass", "paint"):
         assert kinds[kind] / total == pytest.approx(0.2, abs=0.08)
+
+
+def test_extents_sit_in_their_severity_bands(many: list[SynthSample]) -> None:
+    """Damage is redrawn until its measured extent lands in the chosen severity's band, so the
+    classes stay apart: nearly no car falls in the gaps between the bands."""
+    damaged = [s for s in many if s.damages]
+    inside = [s for s in damaged if _in_band(s)]
+    assert len(inside) >= 0.97 * len(damaged)
+    for s in damaged:
+        assert all(d.area > 0 for d in s.damages)
+        assert s.extent == pytest.approx(sum(d.area for d in s.damages))
+    counts = {
+        sev: np.mean([len(s.damages) for s in damaged if s.severity == sev])
+        for sev in SEVERITIES[:3]
+    }
+    assert counts["minor"] < counts["moderate"] < counts["severe"]  # worse: more damages
+
+
+def _in_band(s: SynthSample) -> bool:
+    low, high = synthetic._BANDS[s.severity]
+    return low <= s.extent <= high
+
+
+def test_extent_is_what_the_photo_shows() -> None:
+    """The extent is measured on the drawing: the pixels the damage changed in the finished
+    photo, over the car's pixels in it, agree with it."""
+    on, off = SynthFrequencies(p_undamaged=0.0), SynthFrequencies(p_undamaged=1.0)
+    size = SIZE * synthetic._SUPERSAMPLE
+    extents, seen = [], []
+    for i in range(40):
+        damaged = draw_sample(np.random.default_rng([5, i]), SIZE, on)
+        clean = draw_sample(np.random.default_rng([5, i]), SIZE, off)
+        canvas = synthetic._draw_scene(np.random.default_rng([5, i]).spawn(3)[0], size, on.views)
+        car = np.count_nonzero(canvas.ids) / synthetic._SUPERSAMPLE**2
+        diff = np.abs(np.asarray(damaged.image, int) - np.asarray(clean.image, int)).max(axis=2)
+        extents.append(damaged.extent)
+        seen.append(np.count_nonzero(diff > synthetic._VISIBLE) / car)
+    ratio = np.array(seen) / np.array(extents)
+    assert 0.4 < np.median(ratio) < 1.2
+    ranks = np.argsort(np.argsort(extents)), np.argsort(np.argsort(seen))
+    assert np.corrcoef(*ranks)[0, 1] > 0.85  # Spearman
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,10 @@
 Each sample is a car drawn from polygons (side, front, rear or three-quarter view) on a random
 background, with up to a few damages painted where they sit on the car. Labels follow from what
 was drawn: location from the car part under each damage, damage type from its kind, severity from
-an extent score (the summed sizes of the damages relative to the car's width).
+an extent score measured on the drawing (the share of the car in the photo that the damages
+visibly changed). Damage is drawn to be seen: a frozen ImageNet backbone with small heads must
+learn the tasks from about 1,800 photos, so each kind has a bold look of its own, larger damage
+looks heavier, and the severities sit in extent bands with wide gaps between them.
 
 Every sample draws from three independent random streams (scene, damage, finish), so switching the
 damage off leaves the rest of the photo unchanged: nothing but the damage separates the classes.
@@ -15,13 +18,17 @@ import colorsys
 import csv
 import io
 import math
-import sys
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from tqdm import tqdm
 
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path, atomic_write_text
@@ -33,33 +40,37 @@ VIEWS = ("side", "front", "rear", "three_quarter_front", "three_quarter_rear")
 MANIFEST_HEADER = ("image", "severity", "location", "damage_type")
 LABEL_SEPARATOR = ";"
 
-#: Extent bands the damaged severities are drawn in; the gaps between them keep classes apart.
-_BANDS = {"minor": (0.065, 0.125), "moderate": (0.15, 0.25), "severe": (0.29, 0.55)}
-#: Extent at which severity turns moderate, then severe (midway in the gaps between the bands).
-SEVERITY_THRESHOLDS = (0.1375, 0.27)
-#: Size range of one damage, relative to the car's width; the minimum stays visible at 128 px.
-_SIZE_RANGE = {
-    "dent": (0.065, 0.3),
-    "glass": (0.08, 0.35),
-    "paint": (0.07, 0.4),
-    "wheel": (0.07, 0.22),
-}
+#: Extent bands (the share of the car in the photo that the damage visibly changed) the damaged
+#: severities are drawn in. The wide gaps between them keep the classes apart: a small damage,
+#: a clearly larger one or two, a car a good part of which is smashed.
+_BANDS = {"minor": (0.06, 0.075), "moderate": (0.18, 0.23), "severe": (0.45, 0.58)}
+#: Extent at which severity turns moderate, then severe (geometric midpoints of the gaps).
+SEVERITY_THRESHOLDS = (0.116, 0.322)
+#: Size range of one damage (its span relative to the car's width), over which it is fitted.
+_SIZE_RANGE = {"dent": (0.08, 0.9), "glass": (0.08, 0.6), "paint": (0.08, 0.9), "wheel": (0.1, 0.4)}
+#: Roughly how much of the car a damage changes per squared size: the first guess to fit from.
+_AREA_PER_SIZE2 = {"dent": 1.5, "glass": 1.0, "paint": 0.75, "wheel": 1.0}
+#: How violent the damage of each severity looks: a crash that smashed much of the car also
+#: crumpled its metal and shattered its glass; a small knock left a soft dent or a chip.
+_HEAVY = {"minor": (0.0, 0.2), "moderate": (0.4, 0.6), "severe": (0.8, 1.0)}
+_VISIBLE = 24  # a pixel counts as damaged where a channel changed by more than this
+_FIT_STEPS = 5
+#: Car width over frame width: end-on cars are framed whole or nearly; side and three-quarter
+#: views, long and low, are close-ups of part of the car (damage photos mostly are).
+_ZOOM = {"end": (1.0, 1.4), "long": (1.7, 2.5)}
 _MAX_DAMAGES = 3
-#: Chances of 1, 2 or 3 damages given the severity: worse cars tend to have more of them.
-_COUNT_WEIGHTS = {
-    "minor": (1.0, 0.0, 0.0),
-    "moderate": (0.5, 0.35, 0.15),
-    "severe": (0.25, 0.4, 0.35),
-}
+#: Chances of 1, 2 or 3 damages given the severity: worse cars have more of them.
+_COUNT_WEIGHTS = {"minor": (1.0, 0.0, 0.0), "moderate": (0.1, 0.9, 0.0), "severe": (0.0, 0.1, 0.9)}
 _SURFACE = {"dent": "body", "paint": "body", "glass": "glass", "wheel": "wheel"}
 _STYLES = {
     "dent": {"dent": 1.0},
     "glass": {"crack": 1.0},
     "paint": {"scratch": 0.5, "loss": 0.3, "scratch+loss": 0.2},
-    "wheel": {"flat": 0.5, "rim": 0.3, "flat+rim": 0.2},
+    "wheel": {"flat": 0.3, "rim": 0.15, "flat+rim": 0.1, "blown": 0.45},
 }
 _SUPERSAMPLE = 2  # drawn at twice the size and reduced: cheap anti-aliasing
 _PLAN_TRIES = 12
+_KIND_TRIES = 4  # tries of the same kinds (other sites, sizes) before drawing other kinds
 
 RGB = tuple[int, int, int]
 Point = tuple[float, float]
@@ -68,7 +79,7 @@ Box = tuple[int, int, int, int]
 
 _WHITE: RGB = (255, 255, 255)
 _BLACK: RGB = (0, 0, 0)
-#: Primer greys and bare metal: paint loss shows them, and undamaged trims use them too.
+#: Primer greys and bare metal: what paint loss shows.
 _PRIMERS: tuple[RGB, ...] = ((168, 168, 162), (98, 100, 104), (202, 205, 209))
 
 
@@ -89,7 +100,7 @@ class SynthFrequencies:
         default_factory=lambda: {"minor": 0.41, "moderate": 0.35, "severe": 0.24}
     )
     damage_types: dict[str, float] = field(
-        default_factory=lambda: {"dent": 0.35, "glass": 0.2, "paint": 0.3, "wheel": 0.15}
+        default_factory=lambda: {"dent": 0.3, "glass": 0.2, "paint": 0.3, "wheel": 0.25}
     )
     views: dict[str, float] = field(
         default_factory=lambda: {
@@ -129,9 +140,10 @@ class Damage:
     style: str  # how it looks: dent, crack, scratch, loss, flat, rim (or two joined by '+')
     location: str  # front | rear | side: the car part it was drawn on
     part: str  # name of that part, e.g. 'side_panel', 'windscreen', 'wheel_front'
-    size: float  # extent relative to the car's width
+    size: float  # how far it spans, relative to the car's width (for a wheel: how bad)
     center: Point  # x, y in output pixels: the impact point, or the wheel's centre
     bbox: Box  # x0, y0, x1, y1 in output pixels; every changed pixel lies inside
+    area: float  # share of the car's pixels in the photo that it visibly changed
 
 
 @dataclass(frozen=True)
@@ -151,8 +163,8 @@ class SynthSample:
 
 
 def damage_extent(damages: Sequence[Damage]) -> float:
-    """The severity score: how much damage, and how large, relative to the car."""
-    return float(sum(d.size for d in damages))
+    """The severity score: how much of the car in the photo the damages visibly changed."""
+    return float(sum(d.area for d in damages))
 
 
 def severity_for_extent(extent: float) -> str:
@@ -233,7 +245,6 @@ class _Shape:
     c_top: float  # where the roof ends
     c_base: float  # foot of the rear pillar
     end_height: float  # front/rear-view height over width
-    chrome: bool  # chrome strip along the windows: a bright line on undamaged cars
 
 
 def _random_shape(rng: np.random.Generator) -> _Shape:
@@ -247,7 +258,6 @@ def _random_shape(rng: np.random.Generator) -> _Shape:
         c_top=rng.uniform(0.74, 0.8) if hatch else rng.uniform(0.64, 0.7),
         c_base=rng.uniform(0.9, 0.95) if hatch else rng.uniform(0.8, 0.85),
         end_height=rng.uniform(0.72, 0.86),
-        chrome=rng.random() < 0.35,
     )
 
 
@@ -418,14 +428,10 @@ def _side_windows(sh: _Shape, yb: float, xb: float) -> list[Part]:
         (pillar_x(sh.c_base, sh.c_top, yt) - 0.025, yt),
         (pillar_x(sh.c_base, sh.c_top, yw) - 0.03, yw),
     )
-    parts = [
+    return [
         Part("window_front", "glass", "side", front),
         Part("window_rear", "glass", "side", rear),
     ]
-    if sh.chrome:
-        strip = _bar((0.27, yb - 0.004), (sh.c_base - 0.02, yb - 0.004), 0.006)
-        parts.append(Part("chrome", "chrome", "side", strip))
-    return parts
 
 
 def _end_layout(sh: _Shape, end: str, belt: float) -> CarLayout:
@@ -562,14 +568,17 @@ def _unit_layout(view: str, sh: _Shape) -> CarLayout:
 
 
 def _place(unit: CarLayout, rng: np.random.Generator, canvas: int) -> CarLayout:
-    """Camera distance (car width 55-95% of the frame), position jitter and a slight tilt."""
-    s = rng.uniform(0.55, 0.95) * canvas
+    """Camera distance (the car 1 to 2.5 frames wide: close-ups crop it), position jitter and a
+    slight tilt."""
+    zoom = _ZOOM["end" if unit.view in ("front", "rear") else "long"]
+    s = math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1]))) * canvas
     angle = math.radians(rng.uniform(-4, 4))
     cos, sin = math.cos(angle), math.sin(angle)
     half_w, half_h = s / 2, s * unit.height / 2
     margin = 0.02 * canvas
-    slack_x = max(0.0, canvas / 2 - half_w - abs(sin) * half_h - margin)
-    slack_y = max(0.0, canvas / 2 - half_h - abs(sin) * half_w - margin)
+    # a car smaller than the frame stays inside it; a larger one still fills it
+    slack_x = abs(canvas / 2 - half_w - abs(sin) * half_h - margin)
+    slack_y = abs(canvas / 2 - half_h - abs(sin) * half_w - margin)
     cx = canvas / 2 + rng.uniform(-slack_x, slack_x)
     cy = canvas / 2 + rng.uniform(-slack_y, slack_y)
 
@@ -618,7 +627,7 @@ def _body_colour(rng: np.random.Generator) -> RGB:
 
 def _palette(rng: np.random.Generator) -> dict[str, RGB]:
     body = _body_colour(rng)
-    trims = (_grey(rng.uniform(20, 45)), _grey(rng.uniform(55, 80)), body, *_PRIMERS)
+    trims = (_grey(rng.uniform(20, 45)), _grey(rng.uniform(55, 80)), body)
     return {
         "body": body,
         "body_hi": _mix(body, _WHITE, rng.uniform(0.12, 0.25)),
@@ -631,7 +640,6 @@ def _palette(rng: np.random.Generator) -> dict[str, RGB]:
         "head": _hsv(rng.uniform(0.1, 0.6), rng.uniform(0.0, 0.15), rng.uniform(0.85, 1.0)),
         "tail": _hsv(rng.uniform(-0.02, 0.02), rng.uniform(0.75, 0.95), rng.uniform(0.6, 0.9)),
         "plate": (235, 235, 230) if rng.random() < 0.7 else (235, 200, 40),
-        "chrome": _grey(rng.uniform(195, 230)),
     }
 
 
@@ -675,6 +683,21 @@ class _Canvas:
     def line_width(self) -> int:
         """Thin lines: one output pixel wide."""
         return _SUPERSAMPLE
+
+    @cached_property
+    def car_pixels(self) -> int:
+        """The car's pixels in the frame: extents are shares of the car the photo shows."""
+        return int(np.count_nonzero(self.ids))
+
+    @cached_property
+    def visible(self) -> np.ndarray:
+        """Ids of the parts in the frame."""
+        return np.unique(self.ids)
+
+    def shown(self, keep: Callable[[Part], bool]) -> np.ndarray:
+        """Like ``part_ids``, only the parts in the frame."""
+        ids = self.part_ids(keep)
+        return ids[np.isin(ids, self.visible)]
 
     def part_ids(self, keep: Callable[[Part], bool]) -> np.ndarray:
         return np.array([i + 1 for i, p in enumerate(self.car.parts) if keep(p)], dtype=np.int64)
@@ -779,19 +802,14 @@ def _two_tone(size: int, split: float, top: tuple[RGB, RGB], bottom: tuple[RGB, 
 def _clutter(
     draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, wall_lines: bool
 ) -> None:
-    """Random shapes behind the car; their colours (red, white, primer grey) are the car's too."""
+    """Wall stripes and a few random shapes behind the car, in any colour."""
     if wall_lines and rng.random() < 0.6:
         step = rng.uniform(0.04, 0.12) * size
         colour = _grey(rng.uniform(40, 200))
         for y in np.arange(rng.uniform(0, step), size, step):
             draw.line([(0, y), (size, y)], fill=colour, width=max(1, int(size / 200)))
-    palette = (*_PRIMERS, (200, 30, 30), (240, 240, 240), (40, 40, 40))
-    for _ in range(int(rng.integers(0, 7))):
-        colour = (
-            palette[rng.integers(len(palette))]
-            if rng.random() < 0.4
-            else _hsv(rng.random(), rng.uniform(0, 0.7), rng.uniform(0.2, 0.95))
-        )
+    for _ in range(int(rng.integers(0, 3))):
+        colour = _hsv(rng.random(), rng.uniform(0, 0.7), rng.uniform(0.2, 0.95))
         cx, cy = rng.uniform(0, size, 2)
         w, h = rng.uniform(0.03, 0.35, 2) * size
         shape = rng.integers(3)
@@ -848,7 +866,7 @@ def _draw_reflections(
     xs, ys = [p[0] for p in part.poly], [p[1] for p in part.poly]
     x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
     w, h = x1 - x0, y1 - y0
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(0, 2))):
         u, width = rng.uniform(0, 1) * w + x0, rng.uniform(0.05, 0.25) * w
         dx = slant * h
         streak = _clip(((u, y0), (u + width, y0), (u + width + dx, y1), (u + dx, y1)), part.poly)
@@ -876,11 +894,11 @@ def _draw_wheel(
     cx, cy = wheel.center
     t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
     down = np.clip(np.sin(t), 0, None)  # image y grows downwards: the tyre's lower half
-    tx = cx + wheel.rx * np.cos(t) * (1 + 0.45 * flat * down)
+    tx = cx + wheel.rx * np.cos(t) * (1 + 0.6 * flat * down)
     ty = np.minimum(cy + wheel.ry * np.sin(t) * (1 + 0.8 * flat * down), cy + 0.97 * wheel.ry)
     draw.polygon(list(zip(tx.tolist(), ty.tolist(), strict=True)), fill=style.tyre)
     rx, ry = wheel.rx * style.rim_frac, wheel.ry * style.rim_frac
-    cy += flat * 0.9 * (wheel.ry - ry)  # the rim sinks into a flat tyre
+    cy += 0.6 * flat * flat * (wheel.ry - ry)  # the rim sinks into a flat tyre
 
     def profile(angles: np.ndarray) -> np.ndarray:  # rim radius factor: kinked near bend_at
         def bump(at: float) -> np.ndarray:
@@ -948,76 +966,157 @@ class _Plan:
     part: int  # index into car.parts
     center: Point  # render pixels
     size: float
+    limit: float  # largest size it may take: a crack is no larger than its window
+    heavy: float  # 0 to 1, how violent it looks: creases, torn metal, shattered glass, ...
+    seed: int  # its look's own random stream: redrawn at another size, it looks alike
+
+    def scaled(self, factor: float) -> _Plan:
+        lo = _SIZE_RANGE[self.kind][0]
+        return replace(self, size=float(np.clip(self.size * factor, lo, self.limit)))
 
 
-def _plan_damages(rng: np.random.Generator, cv: _Canvas, freq: SynthFrequencies) -> list[_Plan]:
-    """Pick a severity, then damages whose summed size falls in that severity's extent band."""
+def _damage_car(rng: np.random.Generator, cv: _Canvas, freq: SynthFrequencies) -> list[Damage]:
+    """Pick a severity, then draw damages whose measured extent falls in its band.
+
+    The sizes are a first guess; the damages are redrawn larger or smaller until the share of
+    the car they visibly changed lands in the band (a dent on a black car must be larger to
+    show as much as one on a white car). Where no plan gets there, the nearest one stays: the
+    label always follows the extent measured on what was drawn.
+    """
     if rng.random() < freq.p_undamaged:
         return []
     target = _choice(rng, freq.severity, SEVERITIES)
-    weights = np.array(_COUNT_WEIGHTS[target][: freq.max_damages])
-    count = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
     kinds = {
         k: w
         for k, w in freq.damage_types.items()
-        if len(cv.part_ids(lambda p, k=k: p.surface == _SURFACE[k]))
+        if len(cv.shown(lambda p, k=k: p.surface == _SURFACE[k]))
     }
     if not any(w > 0 for w in kinds.values()):
         return []
-    for n in range(count, 0, -1):  # fewer damages if that many do not fit the band
-        for _ in range(_PLAN_TRIES):
-            plans = _try_plan(
-                rng, cv, [_choice(rng, kinds, DAMAGE_TYPES) for _ in range(n)], _BANDS[target]
-            )
-            if plans:
-                return plans
-    return []
+    weights = np.array(_COUNT_WEIGHTS[target][: freq.max_damages])
+    count = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
+    band = _BANDS[target]
+    clean = cv.image.copy()
+    best: tuple[float, list[_Plan]] | None = None
+    for n in range(count, 0, -1):  # fewer damages if that many do not fit on the car
+        for attempt in range(_PLAN_TRIES):
+            if attempt % _KIND_TRIES == 0:  # new kinds only when these keep failing: no kind is
+                picked = [_choice(rng, kinds, DAMAGE_TYPES) for _ in range(n)]  # favoured
+            goal = math.exp(rng.uniform(*np.log(band)))
+            plans = _try_plan(rng, cv, picked, goal, _HEAVY[target])
+            if not plans:
+                continue
+            damages, plans = _draw_fitted(cv, clean, plans, goal, band)
+            extent = damage_extent(damages)
+            if band[0] <= extent <= band[1] and all(d.area > 0 for d in damages):
+                return damages
+            miss = abs(math.log(max(extent, 1e-6) / goal))
+            if best is None or miss < best[0]:
+                best = (miss, plans)
+            cv.image.paste(clean)
+    if best is None:
+        return []
+    # the nearest plan; a damage that shows nothing is left out (and its faint trace wiped)
+    visible = [p for p, d in zip(best[1], _draw_all(cv, best[1]), strict=True) if d.area > 0]
+    cv.image.paste(clean)
+    return _draw_all(cv, visible)
+
+
+def _draw_all(cv: _Canvas, plans: list[_Plan]) -> list[Damage]:
+    return [_draw_damage(cv, plan) for plan in plans]
+
+
+def _draw_fitted(
+    cv: _Canvas, clean: Image.Image, plans: list[_Plan], goal: float, band: tuple[float, float]
+) -> tuple[list[Damage], list[_Plan]]:
+    """Draw the plans, rescaled until their measured extent is in ``band`` (or stops moving)."""
+    damages: list[Damage] = []
+    for step in range(_FIT_STEPS):
+        if step:
+            cv.image.paste(clean)
+        damages = _draw_all(cv, plans)
+        extent = damage_extent(damages)
+        if band[0] <= extent <= band[1]:
+            break
+        # resize the damages that can still change: those not at their size limit
+        grow = goal > extent
+        free = [plan.scaled(2.0 if grow else 0.5) != plan for plan in plans]
+        share = sum(d.area for d, ok in zip(damages, free, strict=True) if ok)
+        want = max(share + goal - extent, 0.25 * share)
+        factor = math.sqrt(want / share) if share > 0 else (2.0 if grow else 0.5)
+        rescaled = [
+            plan.scaled(factor) if ok else plan for plan, ok in zip(plans, free, strict=True)
+        ]
+        if rescaled == plans:
+            break
+        plans = rescaled
+    return damages, plans
+
+
+def _draw_damage(cv: _Canvas, plan: _Plan) -> Damage:
+    """Paint one damage and measure it: the share of the car's pixels it visibly changed."""
+    before = np.asarray(cv.image)
+    box = _PAINTERS[plan.kind](cv, plan, np.random.default_rng(plan.seed))
+    w = cv.image.width
+    x0, y0, x1, y1 = box = (max(0, box[0]), max(0, box[1]), min(w, box[2]), min(w, box[3]))
+    after = np.asarray(cv.image.crop(box))
+    diff = np.abs(after.astype(np.int16) - before[y0:y1, x0:x1])
+    changed = (diff[..., 0] > _VISIBLE) | (diff[..., 1] > _VISIBLE) | (diff[..., 2] > _VISIBLE)
+    # a thin line counts with its edges (what the eye, and a network, sees of it)
+    grown = changed.copy()
+    grown[1:] |= changed[:-1]
+    grown[:-1] |= changed[1:]
+    changed = grown.copy()
+    changed[:, 1:] |= grown[:, :-1]
+    changed[:, :-1] |= grown[:, 1:]
+    area = np.count_nonzero(changed) / cv.car_pixels
+    part = cv.car.parts[plan.part]
+    s = _SUPERSAMPLE
+    return Damage(
+        plan.kind,
+        plan.style,
+        part.location,
+        part.name,
+        plan.size,
+        (plan.center[0] / s, plan.center[1] / s),
+        _output_box(box, cv.image.width // s),
+        round(area, 5),
+    )
 
 
 def _try_plan(
-    rng: np.random.Generator, cv: _Canvas, kinds: list[str], band: tuple[float, float]
+    rng: np.random.Generator,
+    cv: _Canvas,
+    kinds: list[str],
+    goal: float,
+    heavy: tuple[float, float],
 ) -> list[_Plan]:
+    """Sites for the damages, first-guess sizes for a summed extent near ``goal``, and looks
+    as violent as ``heavy`` says."""
     sites: list[tuple[int, Point]] = []
     for kind in kinds:
         site = _site(rng, cv, kind, sites)
         if site is None:
             return []
         sites.append(site)
-    bounds = [_size_bounds(cv, kind, part) for kind, (part, _) in zip(kinds, sites, strict=True)]
-    sizes = _split_extent(rng, band, bounds)
-    if sizes is None:
-        return []
-    return [
-        _Plan(kind, _choice(rng, _STYLES[kind], list(_STYLES[kind])), part, center, size)
-        for kind, (part, center), size in zip(kinds, sites, sizes, strict=True)
-    ]
+    plans = []
+    for kind, (part, center) in zip(kinds, sites, strict=True):
+        guess = math.sqrt(goal / len(kinds) / _AREA_PER_SIZE2[kind]) * rng.uniform(0.8, 1.25)
+        style = _choice(rng, _STYLES[kind], list(_STYLES[kind]))
+        limit = _size_limit(cv, kind, part)
+        heaviness = float(rng.uniform(*heavy))
+        plan = _Plan(kind, style, part, center, guess, limit, heaviness, int(rng.integers(2**32)))
+        plans.append(plan.scaled(1.0))
+    return plans
 
 
-def _size_bounds(cv: _Canvas, kind: str, part: int) -> tuple[float, float]:
-    """A crack cannot be larger than its window."""
-    lo, hi = _SIZE_RANGE[kind]
+def _size_limit(cv: _Canvas, kind: str, part: int) -> float:
+    """The largest size a damage may be fitted to; a crack spans at most its window."""
+    hi = _SIZE_RANGE[kind][1]
     if kind == "glass":
         xs, ys = zip(*cv.car.parts[part].poly, strict=True)
         hi = min(hi, 1.2 * max(max(xs) - min(xs), max(ys) - min(ys)) / cv.car.width)
-    return lo, hi
-
-
-def _split_extent(
-    rng: np.random.Generator, band: tuple[float, float], bounds: list[tuple[float, float]]
-) -> list[float] | None:
-    """Sizes within their bounds whose sum is uniform in ``band``; None if none can be."""
-    lows, highs = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
-    lo, hi = max(band[0], lows.sum()), min(band[1], highs.sum())
-    if lo > hi:
-        return None
-    extent = rng.uniform(lo, hi)
-    sizes = lows + (extent - lows.sum()) * rng.dirichlet(np.full(len(bounds), 2.0))
-    excess = np.clip(sizes - highs, 0, None).sum()  # pour any overflow into the room left
-    sizes = np.minimum(sizes, highs)
-    room = highs - sizes
-    if excess > 0:
-        sizes += excess * room / room.sum()
-    return sizes.tolist()
+    return max(hi, _SIZE_RANGE[kind][0])
 
 
 def _site(
@@ -1026,10 +1125,12 @@ def _site(
     """A part and a point on it, inside the part and apart from the damages already placed."""
     surface = _SURFACE[kind]
     if surface == "wheel":
+        size = cv.image.width
         free = [
             i - 1
-            for i in cv.part_ids(lambda p: p.surface == "wheel")
+            for i in cv.shown(lambda p: p.surface == "wheel")
             if i - 1 not in {t for t, _ in taken}
+            and all(0 <= c < size for c in cv.car.wheel(cv.car.parts[i - 1].name).center)
         ]
         if not free:
             return None
@@ -1071,17 +1172,65 @@ def _paint_dent(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
     yy -= plan.center[1]
     p = (xx * math.cos(phi) + yy * math.sin(phi)) / a
     q = (-xx * math.sin(phi) + yy * math.cos(phi)) / b
-    g = np.exp(-2.5 * (p * p + q * q))
+    r2 = p * p + q * q
+    g = np.exp(-2.5 * r2 * r2)
     gy, gx = np.gradient(g)
-    shade = np.clip((gx * cv.light[0] + gy * cv.light[1]) * a * rng.uniform(0.5, 0.8), -0.8, 0.8)
+    h = plan.heavy
+    depth = rng.uniform(0.8, 1.1) + 0.4 * h
+    shade = np.clip((gx * cv.light[0] + gy * cv.light[1]) * a * depth, -0.85, 0.85)
     pixels = cv.pixels(box)
-    pull = 1 - rng.uniform(0.2, 0.35) * g
+    pull = 1 - rng.uniform(0.3, 0.45) * g
     sx = np.clip(np.rint(xx * pull + plan.center[0] - box[0]), 0, pixels.shape[1] - 1).astype(int)
     sy = np.clip(np.rint(yy * pull + plan.center[1] - box[1]), 0, pixels.shape[0] - 1).astype(int)
     warped, s = pixels[sy, sx], shade[..., None]
     out = np.where(s < 0, warped * (1 + s), warped + 0.7 * s * (255 - warped))
-    cv.put(box, out, _same_group(cv, plan.part))
+    patch = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(patch)
+    center = (plan.center[0] - box[0], plan.center[1] - box[1])
+    creases = 1 + round(5 * h + rng.uniform(0, 1))
+    _draw_creases(
+        draw, rng, center, a, b, phi, cv.palette["body"], cv.light, cv.line_width, creases
+    )
+    if h > 0.45:  # torn metal: dark slits where the panel split
+        for _ in range(int(rng.integers(1, 2 + round(2 * h)))):
+            c = np.asarray(center) + rng.normal(0, 0.25, 2) * (a, b)
+            along = rng.uniform(0, np.pi)
+            d = np.array([math.cos(along), math.sin(along)]) * a * rng.uniform(0.15, 0.35)
+            n = np.array([-d[1], d[0]]) * rng.uniform(0.12, 0.25)
+            slit = [c - d, c - 0.3 * d + n, c + 0.2 * d + 0.6 * n, c + d, c + 0.1 * d - 0.5 * n]
+            draw.polygon([tuple(p) for p in slit], fill=_mix(cv.palette["body"], _BLACK, 0.85))
+    cv.put(box, patch, _same_group(cv, plan.part))
     return box
+
+
+def _draw_creases(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    center: Point,
+    a: float,
+    b: float,
+    phi: float,
+    body: RGB,
+    light: Point,
+    width: int,
+    count: int,
+) -> None:
+    """Folds in the crumpled metal: jagged dark lines, each lit along one edge."""
+    dark, bright = _mix(body, _BLACK, 0.65), _mix(body, _WHITE, 0.6)
+    u = np.array([math.cos(phi), math.sin(phi)])
+    v = np.array([-u[1], u[0]])
+    offset = np.array(light) * width
+    for _ in range(count):
+        t = np.linspace(-1, 1, 5) * rng.uniform(0.4, 0.8)
+        s = rng.uniform(-0.5, 0.5) + rng.normal(0, 0.12, 5)
+        turn = rng.uniform(0, np.pi)
+        d1, d2 = math.cos(turn), math.sin(turn)
+        pts = [
+            tuple(center + a * (d1 * x - d2 * y) * u + b * (d2 * x + d1 * y) * v)
+            for x, y in zip(t, s, strict=True)
+        ]
+        draw.line([(x - offset[0], y - offset[1]) for x, y in pts], fill=bright, width=width)
+        draw.line(pts, fill=dark, width=width)
 
 
 def _paint_glass(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
@@ -1092,11 +1241,12 @@ def _paint_glass(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
     draw = ImageDraw.Draw(patch)
     cx, cy = plan.center[0] - box[0], plan.center[1] - box[1]
     glass = cv.palette["glass"]
-    halo = 0.15 * radius
-    draw.ellipse([cx - halo, cy - halo, cx + halo, cy + halo], fill=_mix(glass, _WHITE, 0.45))
-    n = int(rng.integers(7, 13))
+    halo = 0.22 * radius
+    draw.ellipse([cx - halo, cy - halo, cx + halo, cy + halo], fill=_mix(glass, _WHITE, 0.6))
+    h = plan.heavy
+    n = 5 + round(10 * h) + int(rng.integers(0, 3))
     angles = (np.arange(n) + rng.uniform(-0.3, 0.3, n)) * 2 * np.pi / n + rng.uniform(0, 2 * np.pi)
-    lengths = radius * rng.uniform(0.55, 1.0, n)
+    lengths = radius * rng.uniform(0.7, 1.0, n)
     steps = np.array([0.0, 0.35, 0.7, 1.0])
     rays = []
     for angle, length in zip(angles, lengths, strict=True):
@@ -1108,9 +1258,21 @@ def _paint_glass(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
                 strict=True,
             )
         )
-        draw.line(ray, fill=_grey(rng.uniform(205, 255)), width=cv.line_width)
+        draw.line(ray, fill=_grey(rng.uniform(220, 255)), width=2 * cv.line_width)
         rays.append(a)
-    for ring in rng.choice([0.3, 0.55, 0.8], int(rng.integers(1, 4)), replace=False):
+    if h > 0.5:  # shattered: milky chunks between the inner cracks
+        for j in range(n):
+            if rng.random() < h - 0.3:
+                k = (j + 1) % n
+                r0, r1 = 0.25 * radius, rng.uniform(0.45, 0.75) * radius
+                chunk = [
+                    (cx + r * math.cos(rays[i][1]), cy + r * math.sin(rays[i][1]))
+                    for i, r in ((j, r0), (j, r1), (k, r1), (k, r0))
+                ]
+                draw.polygon(chunk, fill=_mix(glass, _WHITE, rng.uniform(0.25, 0.45)))
+    for ring in rng.choice(
+        [0.3, 0.55, 0.8], 1 + min(2, round(2 * h + rng.uniform(0, 0.6))), replace=False
+    ):
         r = ring * radius
         for j in range(n):
             k = (j + 1) % n
@@ -1118,7 +1280,7 @@ def _paint_glass(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
                 ends = [
                     (cx + r * math.cos(rays[i][2]), cy + r * math.sin(rays[i][2])) for i in (j, k)
                 ]
-                draw.line(ends, fill=_grey(rng.uniform(190, 245)), width=cv.line_width)
+                draw.line(ends, fill=_grey(rng.uniform(210, 250)), width=cv.line_width)
     dot = max(cv.line_width, 0.06 * radius)
     draw.ellipse([cx - dot, cy - dot, cx + dot, cy + dot], fill=_WHITE)
     cv.put(box, patch, _same_group(cv, plan.part))
@@ -1134,18 +1296,35 @@ def _paint_paint(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
     center = (plan.center[0] - box[0], plan.center[1] - box[1])
     colours = _contrasting(cv.palette["body"])
     if "loss" in plan.style:
-        radius = length * (0.3 if plan.style == "loss" else 0.2)
-        t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
-        wobble = np.convolve(np.tile(rng.uniform(0.5, 1.3, 14), 3), np.ones(3) / 3, "same")[14:28]
-        blob = _arc(*center, radius * wobble, radius * wobble * rng.uniform(0.5, 1.0), t)
+        radius = length * (0.35 if plan.style == "loss" else 0.25)
+        t = np.linspace(0, 2 * np.pi, 28, endpoint=False)
+        wobble = np.convolve(np.tile(rng.uniform(0.5, 1.3, 28), 3), np.ones(3) / 3, "same")[28:56]
+        wobble *= rng.uniform(0.75, 1.15, 28)  # flaking: a ragged edge
+        squash = rng.uniform(0.5, 1.0)
+        blob = _arc(*center, radius * wobble, radius * wobble * squash, t)
+        fill = colours[rng.integers(len(colours))]
         draw.polygon(
-            blob,
-            fill=colours[rng.integers(len(colours))],
-            outline=_mix(cv.palette["body"], _BLACK, 0.4),
-            width=cv.line_width,
+            blob, fill=fill, outline=_mix(cv.palette["body"], _BLACK, 0.5), width=cv.line_width
         )
+        # flakes: primer specks around the patch, paint left inside it
+        for _ in range(4 + round(12 * plan.heavy)):
+            r, t0 = radius * rng.uniform(0.3, 1.4), rng.uniform(0, 2 * np.pi)
+            x, y = center[0] + r * math.cos(t0), center[1] + r * squash * math.sin(t0)
+            dot = cv.line_width * rng.uniform(0.7, 1.5)
+            draw.ellipse(
+                [x - dot, y - dot, x + dot, y + dot],
+                fill=fill if r > radius else cv.palette["body"],
+            )
     if "scratch" in plan.style:
-        _draw_scratches(draw, rng, center, length, colours, cv.line_width)
+        _draw_scratches(
+            draw,
+            rng,
+            center,
+            length,
+            colours,
+            cv.line_width,
+            3 + round(8 * plan.heavy) + int(rng.integers(0, 3)),
+        )
     cv.put(box, patch, _same_group(cv, plan.part))
     return box
 
@@ -1157,20 +1336,21 @@ def _draw_scratches(
     length: float,
     colours: list[RGB],
     width: int,
+    count: int,
 ) -> None:
     angle = rng.normal(0, 0.35)
     along = np.array([math.cos(angle), math.sin(angle)])
     across = np.array([-along[1], along[0]])
     spread = length * rng.uniform(0.08, 0.22)
     colour = colours[rng.integers(len(colours))]
-    for _ in range(int(rng.integers(3, 8))):
-        t = np.linspace(-rng.uniform(0.3, 0.5), rng.uniform(0.3, 0.5), 5) * length
-        offset = rng.uniform(-spread, spread) + rng.normal(0, 0.015 * length, 5)
+    for _ in range(count):
+        t = np.linspace(-rng.uniform(0.35, 0.5), rng.uniform(0.35, 0.5), 7) * length
+        offset = rng.uniform(-spread, spread) + rng.normal(0, 0.02 * length, 7)
         pts = np.asarray(center) + t[:, None] * along + offset[:, None] * across
         draw.line(
             [tuple(p) for p in pts.tolist()],
             fill=colour,
-            width=width if rng.random() < 0.75 else 2 * width,
+            width=width if rng.random() < 0.3 else 2 * width,
         )
 
 
@@ -1182,25 +1362,81 @@ def _contrasting(body: RGB) -> list[RGB]:
 
 
 def _paint_wheel(cv: _Canvas, plan: _Plan, rng: np.random.Generator) -> Box:
-    """The wheel redrawn flat (squashed at the bottom) and/or with a bent rim missing spokes."""
+    """A flat tyre (squashed, its sidewall folded), a blown one (the bare rim on the road in
+    shreds of rubber, strips of it beside) and/or a bent rim missing spokes, scraped bright."""
     lo, hi = _SIZE_RANGE["wheel"]
     f = float(np.clip((plan.size - lo) / (hi - lo), 0, 1))
     wheel = cv.car.wheel(cv.car.parts[plan.part].name)
-    rim = "rim" in plan.style
-    box = cv.box(wheel.center, 1.6 * max(wheel.rx, wheel.ry))
+    rim, blown = "rim" in plan.style, "blown" in plan.style
+    reach = max(wheel.rx, wheel.ry)
+    box = cv.box(wheel.center, 2.4 * reach if blown else 1.6 * reach)
     patch = cv.image.crop(box)
     local = replace(wheel, center=(wheel.center[0] - box[0], wheel.center[1] - box[1]))
+    style = cv.wheel_style
+    if blown:  # the tyre torn away: a wider, brighter rim
+        style = replace(style, rim_frac=0.7 + 0.15 * f, rim=_mix(style.rim, _WHITE, 0.3))
+    draw = ImageDraw.Draw(patch)
     drawn = _draw_wheel(
-        ImageDraw.Draw(patch),
+        draw,
         local,
-        cv.wheel_style,
-        flat=0.65 + 0.35 * f if "flat" in plan.style else 0.0,
-        bend=0.5 + 0.3 * f if rim else 0.0,
-        missing=2 + round(2 * f) if rim else 0,
+        style,
+        flat=0.15 + 0.85 * f if "flat" in plan.style or blown else 0.0,
+        bend=0.15 + 0.85 * f if rim else 0.0,
+        missing=round(0.5 + 3 * f) if rim else 0,
         bend_at=rng.uniform(0, 2 * np.pi),
     )
+    cx, cy = local.center
+    width = cv.line_width
+    if "flat" in plan.style:  # folds in the squashed sidewall
+        fold = _mix(style.tyre, _WHITE, 0.5)
+        for k in range(2):
+            r = (0.8 + 0.12 * k) * local.rx
+            t = np.linspace(0.25 * np.pi, 0.75 * np.pi, 8)
+            draw.line(_arc(cx, cy + 0.15 * local.ry, 1.25 * r, 0.7 * r, t), fill=fold, width=width)
+    if rim or blown:  # bare metal where the rim scraped the road
+        t = rng.uniform(0, 2 * np.pi) + np.linspace(0, rng.uniform(1.5, 3.0) + 3 * blown, 16)
+        r = style.rim_frac
+        draw.line(_arc(cx, cy, r * local.rx, r * local.ry, t), fill=_grey(240), width=2 * width)
+    if blown:
+        _draw_shreds(draw, rng, local, style, f, width)
+        drawn = (0, 0, patch.width, patch.height)
     cv.put(box, patch, np.arange(plan.part + 2))  # the wheel and what lies under it
     return (drawn[0] + box[0], drawn[1] + box[1], drawn[2] + box[0], drawn[3] + box[1])
+
+
+def _draw_shreds(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    wheel: Wheel,
+    style: _WheelStyle,
+    f: float,
+    width: int,
+) -> None:
+    """Rubber torn into the rim's edge, and strips of it lying on the road beside the wheel."""
+    cx, cy = wheel.center
+    rx, ry = wheel.rx, wheel.ry
+    for a in rng.uniform(0, 2 * np.pi, int(rng.integers(4, 8))):
+        spread = rng.uniform(0.15, 0.35)
+        inner = style.rim_frac * rng.uniform(0.75, 0.9)
+        tip = (cx + inner * rx * math.cos(a), cy + inner * ry * math.sin(a))
+        base = [
+            (cx + 1.02 * rx * math.cos(a + d), cy + 1.02 * ry * math.sin(a + d))
+            for d in (-spread, spread)
+        ]
+        draw.polygon([base[0], tip, base[1]], fill=style.tyre)
+    ground = cy + 0.97 * ry
+    for _ in range(int(rng.integers(2, 4 + round(2 * f)))):
+        x = cx + rng.choice([-1, 1]) * rx * rng.uniform(1.0, 2.2)
+        length, lift = rx * rng.uniform(0.5, 1.1), ry * rng.uniform(-0.15, 0.05)
+        tilt = rng.normal(0, 0.25)
+        pts = [
+            (
+                x + s * length / 2 * math.cos(tilt),
+                ground + lift + s * length / 2 * math.sin(tilt) + rng.normal(0, 0.05 * ry),
+            )
+            for s in np.linspace(-1, 1, 4)
+        ]
+        draw.line(pts, fill=style.tyre, width=int(rng.integers(2, 4)) * width)
 
 
 _PAINTERS: dict[str, Callable[[_Canvas, _Plan, np.random.Generator], Box]] = {
@@ -1245,22 +1481,7 @@ def draw_sample(
     freq = frequencies or SynthFrequencies()
     scene_rng, damage_rng, finish_rng = rng.spawn(3)
     cv = _draw_scene(scene_rng, size * _SUPERSAMPLE, freq.views)
-    damages = []
-    for plan in _plan_damages(damage_rng, cv, freq):
-        box = _PAINTERS[plan.kind](cv, plan, damage_rng)
-        part = cv.car.parts[plan.part]
-        center = (plan.center[0] / _SUPERSAMPLE, plan.center[1] / _SUPERSAMPLE)
-        damages.append(
-            Damage(
-                plan.kind,
-                plan.style,
-                part.location,
-                part.name,
-                plan.size,
-                center,
-                _output_box(box, size),
-            )
-        )
+    damages = _damage_car(damage_rng, cv, freq)
     return SynthSample(
         image=_finish(cv.image, size, finish_rng),
         severity=severity_for_extent(damage_extent(damages)),
@@ -1271,6 +1492,22 @@ def draw_sample(
     )
 
 
+def _write_sample(
+    out_dir: Path, name: str, i: int, seed: int, size: int, frequencies: SynthFrequencies | None
+) -> tuple[str, str, str, str]:
+    """Draw sample i, write its JPEG, return its manifest row."""
+    rng = np.random.default_rng([seed, i])
+    sample = draw_sample(rng, size, frequencies)
+    with atomic_path(out_dir / name) as tmp:
+        sample.image.save(tmp, format="JPEG", quality=int(rng.integers(70, 96)))
+    return (
+        name,
+        sample.severity,
+        LABEL_SEPARATOR.join(sample.location),
+        LABEL_SEPARATOR.join(sample.damage_type),
+    )
+
+
 def generate_dataset(
     out_dir: Path,
     n: int = 1825,
@@ -1278,36 +1515,26 @@ def generate_dataset(
     seed: int = 0,
     frequencies: SynthFrequencies | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> Path:
     """Writes out_dir/images/<id>.jpg and out_dir/labels.csv, returns the manifest path.
 
     Sample i depends only on (seed, i, size, frequencies): a larger n adds images, never
-    changes the others.
+    changes the others, and the number of worker processes (default: one per core) changes
+    nothing but the speed.
     """
     out_dir = Path(out_dir)
     digits = max(5, len(str(n)))
-    rows = []
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        sample = draw_sample(rng, size, frequencies)
-        name = f"images/{i + 1:0{digits}d}.jpg"
-        with atomic_path(out_dir / name) as tmp:
-            sample.image.save(tmp, format="JPEG", quality=int(rng.integers(70, 96)))
-        rows.append(
-            (
-                name,
-                sample.severity,
-                LABEL_SEPARATOR.join(sample.location),
-                LABEL_SEPARATOR.join(sample.damage_type),
-            )
-        )
-        if progress and ((i + 1) % max(1, n // 20) == 0 or i + 1 == n):
-            print(
-                f"\rsynthetic images: {i + 1}/{n}",
-                end="\n" if i + 1 == n else "",
-                file=sys.stderr,
-                flush=True,
-            )
+    names = [f"images/{i + 1:0{digits}d}.jpg" for i in range(n)]
+    draw = partial(_write_sample, out_dir, seed=seed, size=size, frequencies=frequencies)
+    workers = min(workers or os.cpu_count() or 1, max(1, n // 64))
+    with tqdm(total=n, desc="synthetic images", unit="img", disable=not progress) as bar:
+        if workers == 1:
+            rows = [_tick(bar, draw(name, i)) for i, name in enumerate(names)]
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                done = pool.map(draw, names, range(n), chunksize=max(1, n // (8 * workers)))
+                rows = [_tick(bar, row) for row in done]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(MANIFEST_HEADER)
@@ -1315,3 +1542,8 @@ def generate_dataset(
     manifest = out_dir / "labels.csv"
     atomic_write_text(manifest, buffer.getvalue())
     return manifest
+
+
+def _tick(bar: tqdm, row: tuple[str, ...]) -> tuple[str, ...]:
+    bar.update()
+    return row
