@@ -75,6 +75,8 @@ class TrainConfig(_Strict):
     lr_decay: float = Field(0.1, ge=0)
     patience: int = Field(8, ge=1)
     head_units: int = Field(256, ge=0)
+    # pool a mid-level block beside the top one (see cardamage.model.backbones)
+    mid_level: bool = True
     dropout: float = Field(0.3, ge=0, lt=1)
     loss_weights: dict[str, float] = Field(default_factory=dict)
     class_weights: bool = True

@@ -25,7 +25,7 @@ from PIL import Image
 
 from cardamage.errors import CardamageError
 from cardamage.inference.predictor import Predictor
-from cardamage.model.backbones import backbone_core
+from cardamage.model.backbones import backbone_core, top_pooling
 from cardamage.model.multitask import ModelBundle
 from cardamage.tasks import Task
 
@@ -92,18 +92,22 @@ def _branches(model: keras.Model) -> list[_Branch]:
     return branches
 
 
-def _feature_map(backbone: keras.Model, image: keras.KerasTensor) -> list[keras.KerasTensor]:
-    """[last conv feature map, pooled features] of a backbone applied to ``image``: the map is
-    the input of the global average pooling that ends the keras.applications model."""
+def _feature_map(
+    backbone: keras.Model, image: keras.KerasTensor
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """(last conv feature map, pooled features) of a backbone applied to ``image``: the map is
+    the input of the global average pooling that ends the keras.applications model; the
+    features also hold the pooled mid-level map where the backbone has one."""
     core = backbone_core(backbone)
-    pool = core.layers[-1]
-    if not isinstance(pool, keras.layers.GlobalAveragePooling2D):
-        raise CardamageError(f"backbone '{backbone.name}' does not end with average pooling")
-    x = image
-    for layer in backbone.layers[1:]:  # the preprocessing between the input and the core
-        if layer is not core:
+    pool = top_pooling(core)
+    x, feature_map = image, None
+    for layer in backbone.layers[1:]:  # preprocessing, the core, the join of its outputs
+        if layer is core:
+            feature_map, *outputs = keras.Model(core.input, [pool.input, *core.outputs])(x)
+            x = outputs if len(outputs) > 1 else outputs[0]
+        else:
             x = layer(x)
-    return keras.Model(core.input, [pool.input, core.output])(x)
+    return feature_map, x
 
 
 def _branch_heatmaps(branch: _Branch, x: tf.Tensor, tasks: Sequence[Task]) -> dict[str, np.ndarray]:

@@ -27,6 +27,8 @@ class ModelSpec:
     dropout: float = 0.3
     #: "shared": one backbone for all tasks; "per_task": one backbone copy per task (the original).
     layout: str = "shared"
+    #: features also pool a mid-level block (textures, parts); off for models saved before it
+    mid_level: bool = False
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,9 @@ def build_model(
         raise CardamageError(f"unknown model layout '{spec.layout}' (use 'shared' or 'per_task')")
     backbones, heads, outputs = [], [], {}
     for i, group in enumerate(groups):
-        backbone = build_backbone(spec.backbone, spec.weights, spec.image_size, spec.alpha)
+        backbone = build_backbone(
+            spec.backbone, spec.weights, spec.image_size, spec.alpha, spec.mid_level
+        )
         backbone.name = "backbone" if len(groups) == 1 else f"backbone_{group[0].name}"
         head = build_heads(
             backbone.output_shape[-1],

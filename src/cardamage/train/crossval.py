@@ -89,6 +89,7 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
         head_units=cfg.head_units,
         dropout=cfg.dropout,
         layout=cfg.layout,
+        mid_level=cfg.mid_level,
     )
 
 

@@ -55,6 +55,7 @@ class FeatureRequest:
             "preprocessing": get_backbone_spec(self.spec.backbone).preprocessing,
             "weights": weights_id(self.spec.weights),
             "alpha": self.spec.alpha,
+            "mid_level": self.spec.mid_level,
             "image_size": self.spec.image_size,
             "augment": self.augment.model_dump(),
             "views": self.views,
