@@ -230,8 +230,8 @@ def test_manifest_lists_readable_images(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
-    def files(out: Path, seed: int, n: int = 5) -> dict[str, bytes]:
-        generate_dataset(out, n=n, size=SIZE, seed=seed)
+    def files(out: Path, seed: int, n: int = 5, workers: int = 1) -> dict[str, bytes]:
+        generate_dataset(out, n=n, size=SIZE, seed=seed, workers=workers)
         return {
             str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
         }
@@ -243,3 +243,11 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     assert all(other[name] != first[name] for name in first if name.endswith(".jpg"))
     longer = files(tmp_path / "d", seed=2, n=7)  # a sample does not depend on n
     assert all(longer[name] == data for name, data in first.items() if name.endswith(".jpg"))
+
+
+def test_worker_processes_change_nothing_but_speed(tmp_path: Path) -> None:
+    def files(out: Path, workers: int) -> dict[str, bytes]:
+        generate_dataset(out, n=130, size=48, seed=4, workers=workers)
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    assert files(tmp_path / "one", 1) == files(tmp_path / "two", 2)

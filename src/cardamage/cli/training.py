@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from cardamage.errors import CardamageError
@@ -16,15 +17,20 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=1825)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one a core)"
+    )
     p.set_defaults(run=_synth)
 
 
 def _synth(args: argparse.Namespace) -> int:
     from cardamage.data.synthetic import generate_dataset
 
-    if args.n < 1 or args.size < 32:
-        raise CardamageError("--n must be at least 1 and --size at least 32")
-    manifest = generate_dataset(args.out, n=args.n, size=args.size, seed=args.seed, progress=True)
+    if args.n < 1 or args.size < 32 or args.workers < 1:
+        raise CardamageError("--n and --workers must be at least 1 and --size at least 32")
+    manifest = generate_dataset(
+        args.out, n=args.n, size=args.size, seed=args.seed, progress=True, workers=args.workers
+    )
     print(f"wrote {args.n} images and {manifest}")
     return 0
 

@@ -18,7 +18,6 @@ import colorsys
 import csv
 import io
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -1515,19 +1514,20 @@ def generate_dataset(
     seed: int = 0,
     frequencies: SynthFrequencies | None = None,
     progress: bool = False,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> Path:
     """Writes out_dir/images/<id>.jpg and out_dir/labels.csv, returns the manifest path.
 
     Sample i depends only on (seed, i, size, frequencies): a larger n adds images, never
     changes the others, and the number of worker processes (default: one per core) changes
-    nothing but the speed.
+    nothing but the speed. Workers are spawned processes: a script that asks for more than
+    one must guard its top level with ``if __name__ == "__main__":``.
     """
     out_dir = Path(out_dir)
     digits = max(5, len(str(n)))
     names = [f"images/{i + 1:0{digits}d}.jpg" for i in range(n)]
     draw = partial(_write_sample, out_dir, seed=seed, size=size, frequencies=frequencies)
-    workers = min(workers or os.cpu_count() or 1, max(1, n // 64))
+    workers = min(workers, max(1, n // 64))
     with tqdm(total=n, desc="synthetic images", unit="img", disable=not progress) as bar:
         if workers == 1:
             rows = [_tick(bar, draw(name, i)) for i, name in enumerate(names)]
