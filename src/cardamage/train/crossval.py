@@ -32,7 +32,7 @@ from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task
 from cardamage.train import interrupt, rundir, runtime
 from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
-from cardamage.train.trainer import FoldData, fine_tune, fit_heads
+from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune
 
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
@@ -49,10 +49,12 @@ class FoldResult:
 
 
 class Inputs:
-    """What every fold trains from: targets, image paths and (computed once) cached features."""
+    """What every fold trains from: targets, image paths, (computed once) cached features and
+    the heads trainer, which compiles once for all folds."""
 
     def __init__(self, cfg: TrainConfig, tasks: list[Task], manifest: Manifest) -> None:
         self.cfg, self.tasks = cfg, tasks
+        self.heads = HeadTrainer(tasks, cfg)
         self.paths = manifest.paths()
         self.targets = {t.name: manifest.targets(t) for t in tasks}
         self._features: np.ndarray | None = None
@@ -93,13 +95,6 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
     )
 
 
-def predict_heads(heads: list[keras.Model], x: np.ndarray) -> dict[str, np.ndarray]:
-    scores: dict[str, np.ndarray] = {}
-    for head in heads:
-        scores.update({k: np.asarray(v) for k, v in head.predict(x, verbose=0).items()})
-    return scores
-
-
 def predict_images(model: keras.Model, paths: list[Path], batch_size: int) -> dict[str, np.ndarray]:
     from cardamage.data.pipeline import iter_image_batches
 
@@ -121,8 +116,8 @@ def train_model(
         model, backbones, heads = build_model(model_spec(cfg), tasks)
         for backbone in backbones:
             backbone.set_weights(inputs.backbone_weights)
-        history, head_epochs = fit_heads(
-            heads, tasks, data, cfg, log_dir, schedule["heads"] if schedule else None
+        history, head_epochs = inputs.heads.fit(
+            heads, data, log_dir, schedule["heads"] if schedule else None
         )
         done = {"heads": head_epochs, "fine_tune": None}
         if cfg.fine_tune_layers:
@@ -136,7 +131,7 @@ def train_model(
         if cfg.fine_tune_layers:
             scores = predict_images(model, [data.paths[i] for i in data.val], cfg.batch_size)
         else:
-            scores = predict_heads(heads, np.asarray(data.features[0, data.val]))
+            scores = inputs.heads.predict(np.asarray(data.features[0, data.val]))
     return model, history, done, scores
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,8 +26,15 @@ def configure_precision(mode: str) -> str:
 def distribution_scope() -> contextlib.AbstractContextManager:
     """Build and compile inside this: MirroredStrategy across several GPUs, else a no-op."""
     if len(gpus()) > 1:
-        return tf.distribute.MirroredStrategy().scope()
+        return _mirrored_strategy().scope()
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _mirrored_strategy() -> tf.distribute.Strategy:
+    """One strategy per process: the heads compiled in one fold train again in the next, and a
+    variable may only be used under the strategy that created it."""
+    return tf.distribute.MirroredStrategy()
 
 
 def set_seed(seed: int) -> None:

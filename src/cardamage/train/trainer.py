@@ -124,47 +124,99 @@ def best_epoch(history: dict[str, list[float]]) -> int:
     return len(history["loss"])
 
 
-def fit_heads(
-    heads: Sequence[keras.Model],
-    tasks: Sequence[Task],
-    data: FoldData,
-    cfg: TrainConfig,
-    log_dir: Path,
-    epochs: Sequence[int] | None = None,
-) -> tuple[dict[str, list[float]], list[int]]:
-    """Train each heads model on cached features: all views of the training images, the clean
-    view of the validation images. Without validation images (the final refit on all data),
-    each heads model trains for its given number of epochs. Returns (history, best epochs)."""
-    views, _, dim = data.features.shape
-    x_train = np.asarray(data.features[:, data.train]).reshape(views * len(data.train), dim)
-    validate = len(data.val) > 0
-    x_val = np.asarray(data.features[0, data.val])
-    history: dict[str, list[float]] = {}
-    best: list[int] = []
-    for i, head in enumerate(heads):
-        names = list(head.output.keys())
-        y_train = _select(data.targets, data.train, names, views)
-        y_val = _select(data.targets, data.val, names)
-        n_epochs = epochs[i] if epochs is not None else cfg.epochs
-        compile_model(head, tasks, cfg.learning_rate, cfg.loss_weights, HEAD_STEPS_PER_CALL)
-        result = head.fit(
-            x_train,
-            y_train,
-            validation_data=(x_val, y_val) if validate else None,
-            sample_weight=sample_weights(
-                [t for t in tasks if t.name in names], y_train, cfg.class_weights
-            ),
-            epochs=n_epochs,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            verbose=0,
-            callbacks=_callbacks(cfg, cfg.learning_rate, log_dir, n_epochs, "heads", validate),
-        )
-        best.append(best_epoch(result.history))
-        # with one heads model per task, the totals ('loss') would mix several models
-        skip = {"loss", "val_loss", "learning_rate"} if len(heads) > 1 else set()
-        _merge(history, {k: v for k, v in result.history.items() if k not in skip})
-    return history, best
+class HeadTrainer:
+    """Trains heads models on cached features, compiling and tracing each one once per run.
+
+    Tracing a heads model's train, test and predict functions takes longer on a CPU than
+    training it on cached features, and a fresh model traces anew in every fold and the final
+    refit. So the first heads models trained are compiled and kept: later ones, built afresh as
+    before (the same seed gives the same initial weights and dropout seeds), lend their state to
+    the kept model, which trains from a fresh optimizer state and hands the trained state back.
+    The same updates, traced once. The kept models are the first fold's own heads.
+    """
+
+    def __init__(self, tasks: Sequence[Task], cfg: TrainConfig) -> None:
+        self.tasks, self.cfg = tasks, cfg
+        self._kept: list[keras.Model] = []
+
+    def fit(
+        self,
+        heads: Sequence[keras.Model],
+        data: FoldData,
+        log_dir: Path,
+        epochs: Sequence[int] | None = None,
+    ) -> tuple[dict[str, list[float]], list[int]]:
+        """Train each heads model: all views of the training images, the clean view of the
+        validation images. Without validation images (the final refit on all data), each
+        heads model trains for its given number of epochs. Returns (history, best epochs)."""
+        cfg = self.cfg
+        views, _, dim = data.features.shape
+        x_train = np.asarray(data.features[:, data.train]).reshape(views * len(data.train), dim)
+        validate = len(data.val) > 0
+        x_val = np.asarray(data.features[0, data.val])
+        history: dict[str, list[float]] = {}
+        best: list[int] = []
+        for i, head in enumerate(heads):
+            names = list(head.output.keys())
+            y_train = _select(data.targets, data.train, names, views)
+            y_val = _select(data.targets, data.val, names)
+            n_epochs = epochs[i] if epochs is not None else cfg.epochs
+            model = self._take(i, head)
+            result = model.fit(
+                x_train,
+                y_train,
+                validation_data=(x_val, y_val) if validate else None,
+                sample_weight=sample_weights(
+                    [t for t in self.tasks if t.name in names], y_train, cfg.class_weights
+                ),
+                epochs=n_epochs,
+                batch_size=cfg.batch_size,
+                shuffle=True,
+                verbose=0,
+                callbacks=_callbacks(cfg, cfg.learning_rate, log_dir, n_epochs, "heads", validate),
+            )
+            copy_state(model, head)
+            best.append(best_epoch(result.history))
+            # with one heads model per task, the totals ('loss') would mix several models
+            skip = {"loss", "val_loss", "learning_rate"} if len(heads) > 1 else set()
+            _merge(history, {k: v for k, v in result.history.items() if k not in skip})
+        return history, best
+
+    def predict(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every task's scores from the heads models trained last (their predict functions are
+        traced once, not once per fold)."""
+        scores: dict[str, np.ndarray] = {}
+        for model in self._kept:
+            scores.update({k: np.asarray(v) for k, v in model.predict(x, verbose=0).items()})
+        return scores
+
+    def _take(self, index: int, head: keras.Model) -> keras.Model:
+        """The compiled model that trains ``head``, holding ``head``'s state."""
+        if index == len(self._kept):
+            compile_model(
+                head, self.tasks, self.cfg.learning_rate, self.cfg.loss_weights, HEAD_STEPS_PER_CALL
+            )
+            self._kept.append(head)
+        kept = self._kept[index]
+        copy_state(head, kept)
+        reset_optimizer(kept.optimizer, self.cfg.learning_rate)
+        return kept
+
+
+def copy_state(source: keras.Model, target: keras.Model) -> None:
+    """Weights and dropout seed states of one model into another of the same architecture."""
+    if source is target:
+        return
+    for from_, to in zip(source.variables, target.variables, strict=True):
+        to.assign(from_)
+
+
+def reset_optimizer(optimizer: keras.optimizers.Optimizer, learning_rate: float) -> None:
+    """Back to the state a new optimizer starts in: no steps taken, no moments, the initial
+    learning rate (variables assigned in place, so the traced train function stays valid)."""
+    for variable in optimizer.variables:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    optimizer.learning_rate = learning_rate
 
 
 def unfreeze_top(backbone: keras.Model, n_layers: int, pretrained: bool) -> None:

@@ -1,0 +1,62 @@
+"""The heads trainer compiles once per run: a reused model must train exactly like a fresh one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from cardamage.config import load_train_config
+from cardamage.model.multitask import build_heads
+from cardamage.train.trainer import FoldData, HeadTrainer
+
+DIM, N = 16, 60
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    tmp = tmp_path_factory.mktemp("heads")
+    cfg = load_train_config(
+        None, {"data": tmp / "labels.csv", "out": tmp / "run", "epochs": 4, "patience": 2}
+    )
+    tasks = cfg.build_tasks()
+    rng = np.random.default_rng(0)
+    targets = {
+        t.name: (
+            np.eye(len(t.labels), dtype=np.float32)[rng.integers(0, len(t.labels), N)]
+            if t.multiclass
+            else rng.integers(0, 2, (N, len(t.labels))).astype(np.float32)
+        )
+        for t in tasks
+    }
+    features = rng.normal(size=(2, N, DIM)).astype(np.float32)
+    return cfg, tasks, FoldData(features, targets, [], np.arange(N), np.arange(0))
+
+
+def _fold(setting: tuple, trainer: HeadTrainer, seed: int, log_dir: Path) -> tuple:
+    """One fold the way crossval runs it: fresh heads from the fold's seed (two heads models,
+    as the per-task layout has), trained, then the validation images scored."""
+    _, tasks, data = setting
+    val = np.arange(seed * 10, seed * 10 + 15)
+    fold = FoldData(data.features, data.targets, [], np.setdiff1d(np.arange(N), val), val)
+    keras.utils.set_random_seed(seed)
+    heads = [build_heads(DIM, group, 8, 0.3) for group in (tasks[:1], tasks[1:])]
+    history, best = trainer.fit(heads, fold, log_dir)
+    weights = [w for head in heads for w in head.get_weights()]
+    return history, best, weights, trainer.predict(fold.features[0, val]), heads
+
+
+def test_reused_heads_train_like_fresh_ones(setting: tuple, tmp_path: Path) -> None:
+    cfg, tasks, _ = setting
+    shared = HeadTrainer(tasks, cfg)
+    for seed in (1, 2):
+        reused = _fold(setting, shared, seed, tmp_path / f"reused{seed}")
+        fresh = _fold(setting, HeadTrainer(tasks, cfg), seed, tmp_path / f"fresh{seed}")
+        assert reused[:2] == fresh[:2]  # histories and best epochs
+        for a, b in zip(reused[2], fresh[2], strict=True):
+            np.testing.assert_array_equal(a, b)  # the fold's own heads got the trained weights
+        assert reused[3].keys() == {t.name for t in tasks}
+        for name, scores in reused[3].items():
+            np.testing.assert_array_equal(scores, fresh[3][name])
