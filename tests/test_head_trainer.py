@@ -60,3 +60,15 @@ def test_reused_heads_train_like_fresh_ones(setting: tuple, tmp_path: Path) -> N
         assert reused[3].keys() == {t.name for t in tasks}
         for name, scores in reused[3].items():
             np.testing.assert_array_equal(scores, fresh[3][name])
+
+
+def test_scores_are_those_of_the_folds_heads(setting: tuple, tmp_path: Path) -> None:
+    """Scored by a direct call on the kept models, as Keras' predict on the fold's heads would."""
+    cfg, tasks, data = setting
+    trainer = HeadTrainer(tasks, cfg)
+    _fold(setting, trainer, 1, tmp_path / "first")
+    *_, scores, heads = _fold(setting, trainer, 2, tmp_path / "second")
+    x = data.features[0, 20:35]  # the second fold's validation images
+    expected = {k: v for head in heads for k, v in head.predict(x, verbose=0).items()}
+    for name, value in scores.items():
+        np.testing.assert_allclose(value, expected[name], rtol=0, atol=1e-6)
