@@ -216,7 +216,7 @@ def _train_folds(inputs: Inputs, splits: list) -> list[FoldResult]:
         if result is not None:
             print(f"fold {index}/{cfg.folds}: finished before, kept")
         else:
-            keras.backend.clear_session()
+            _fresh_session(cfg)
             result = train_fold(index, inputs, train, val)
             scores = ", ".join(f"{t.name} {headline(t, result.metrics[t.name]):.3f}" for t in tasks)
             print(f"fold {index}/{cfg.folds}: {scores}")
@@ -224,10 +224,18 @@ def _train_folds(inputs: Inputs, splits: list) -> list[FoldResult]:
     return results
 
 
+def _fresh_session(cfg: TrainConfig) -> None:
+    """Keras' global state reset (layer names start over) before a model is built. Garbage is
+    collected at once only after fine-tuning, whose models hold a trained backbone and its
+    optimizer state on the device: a collection takes half a second, and after the head phase
+    Python's collector frees the previous fold's frozen model soon enough on its own."""
+    keras.backend.clear_session(free_memory=bool(cfg.fine_tune_layers))
+
+
 def _final_model(inputs: Inputs, results: list[FoldResult], best: FoldResult) -> keras.Model:
     if inputs.cfg.final_model == "best_fold":
         return ModelBundle.load(best.model_dir).model
-    keras.backend.clear_session()
+    _fresh_session(inputs.cfg)
     everything = np.arange(len(inputs.paths))
     data = inputs.fold(everything, everything[:0])
     print("final model: refit on all images")
