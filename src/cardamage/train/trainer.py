@@ -173,6 +173,9 @@ class HeadTrainer:
                 ),
                 epochs=n_epochs,
                 batch_size=cfg.batch_size,
+                # given, Keras makes one data iterator per epoch instead of two (one costs about
+                # a tenth of an epoch on cached features); the batches are the same
+                steps_per_epoch=math.ceil(len(x_train) / cfg.batch_size),
                 shuffle=True,
                 verbose=0,
                 callbacks=_callbacks(cfg, cfg.learning_rate, log_dir, n_epochs, "heads", validate),
