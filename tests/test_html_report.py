@@ -110,8 +110,13 @@ def test_gallery_shows_the_worst_photos(report):
     assert "photo not available" not in gallery
 
 
+def _without_images(page: str) -> str:
+    """The page less its embedded images' data, where base64 may spell any short word (mAP)."""
+    return re.sub(r'"data:[^"]*"', '"data:"', page)
+
+
 def test_run_without_multilabel_tasks_and_with_markup_in_labels(tricky_run):
-    page = write_html_report(tricky_run).read_text(encoding="utf-8")
+    page = _without_images(write_html_report(tricky_run).read_text(encoding="utf-8"))
     assert 'id="task-damage"' in page and "confusion matrix" in page
     assert "precision-recall" not in page and "threshold" not in page.lower()
     assert "mAP" not in page and "exact match" not in page  # no task has them: no column
