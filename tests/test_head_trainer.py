@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cardamage.config import load_train_config
+from cardamage.data.pipeline import feature_batches
 from cardamage.model.multitask import build_heads
 from cardamage.train.trainer import FoldData, HeadTrainer
 
@@ -72,3 +73,19 @@ def test_scores_are_those_of_the_folds_heads(setting: tuple, tmp_path: Path) -> 
     expected = {k: v for head in heads for k, v in head.predict(x, verbose=0).items()}
     for name, value in scores.items():
         np.testing.assert_allclose(value, expected[name], rtol=0, atol=1e-6)
+
+
+def test_every_epoch_sees_the_rows_in_a_new_order() -> None:
+    """Within one iterator and across new ones (Keras may start one per epoch)."""
+    x = np.arange(40, dtype=np.float32)[:, None]
+    ds = feature_batches(x, {"t": x}, {"t": np.ones(40, np.float32)}, 8, seed=3)
+
+    def rows(batches) -> np.ndarray:
+        return np.concatenate([features.numpy().ravel() for features, _, _ in batches])
+
+    first_two = rows(ds.take(10))
+    again = rows(ds.take(5))
+    for epoch in (first_two[:40], first_two[40:], again):
+        assert sorted(epoch) == list(range(40))  # every row once an epoch
+    assert not np.array_equal(first_two[:40], first_two[40:])
+    assert not np.array_equal(first_two[:40], again)

@@ -53,6 +53,23 @@ def iter_image_batches(
             yield np.stack(list(pool.map(lambda p: load_image(p, size), chunk))).astype(np.float32)
 
 
+def feature_batches(
+    features: np.ndarray,
+    targets: dict[str, np.ndarray],
+    sample_weights: dict[str, np.ndarray],
+    batch_size: int,
+    seed: int,
+):
+    """Endless batches of cached features in a new order every epoch. Keras' own shuffle of
+    numpy arrays replays one permutation in every epoch once a seed is set, so the heads would
+    see the same batches again and again."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((features, targets, sample_weights))
+    ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE)
+
+
 def image_dataset(
     paths: Sequence[Path],
     targets: dict[str, np.ndarray],

@@ -225,11 +225,13 @@ def _train_folds(inputs: Inputs, splits: list) -> list[FoldResult]:
 
 
 def _fresh_session(cfg: TrainConfig) -> None:
-    """Keras' global state reset (layer names start over) before a model is built. Garbage is
-    collected at once only after fine-tuning, whose models hold a trained backbone and its
-    optimizer state on the device: a collection takes half a second, and after the head phase
-    Python's collector frees the previous fold's frozen model soon enough on its own."""
+    """Keras' global state reset (layer names start over, the precision policy kept) before a
+    model is built. Garbage is collected at once only after fine-tuning, whose models hold a
+    trained backbone and its optimizer state on the device: a collection takes half a second,
+    and after the head phase Python's collector frees the previous fold's frozen model soon
+    enough on its own."""
     keras.backend.clear_session(free_memory=bool(cfg.fine_tune_layers))
+    runtime.configure_precision(cfg.mixed_precision)  # the reset dropped the dtype policy
 
 
 def _final_model(inputs: Inputs, results: list[FoldResult], best: FoldResult) -> keras.Model:

@@ -56,6 +56,7 @@ class FeatureRequest:
             "weights": weights_id(self.spec.weights),
             "alpha": self.spec.alpha,
             "mid_level": self.spec.mid_level,
+            "precision": keras.mixed_precision.global_policy().name,
             "image_size": self.spec.image_size,
             "augment": self.augment.model_dump(),
             "views": self.views,

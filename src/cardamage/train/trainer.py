@@ -13,7 +13,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from tqdm import tqdm
 
 from cardamage.config import TrainConfig
-from cardamage.data.pipeline import build_augmenter, image_dataset
+from cardamage.data.pipeline import build_augmenter, feature_batches, image_dataset
 from cardamage.model.backbones import backbone_core
 from cardamage.tasks import Task
 from cardamage.train.interrupt import CheckInterrupt
@@ -164,19 +164,15 @@ class HeadTrainer:
             y_val = _select(data.targets, data.val, names)
             n_epochs = epochs[i] if epochs is not None else cfg.epochs
             model = self._take(i, head)
+            weights = sample_weights(
+                [t for t in self.tasks if t.name in names], y_train, cfg.class_weights
+            )
             result = model.fit(
-                x_train,
-                y_train,
+                feature_batches(x_train, y_train, weights, cfg.batch_size, cfg.seed),
                 validation_data=(x_val, y_val) if validate else None,
-                sample_weight=sample_weights(
-                    [t for t in self.tasks if t.name in names], y_train, cfg.class_weights
-                ),
                 epochs=n_epochs,
-                batch_size=cfg.batch_size,
-                # given, Keras makes one data iterator per epoch instead of two (one costs about
-                # a tenth of an epoch on cached features); the batches are the same
                 steps_per_epoch=math.ceil(len(x_train) / cfg.batch_size),
-                shuffle=True,
+                shuffle=False,  # the batches come shuffled
                 verbose=0,
                 callbacks=_callbacks(cfg, cfg.learning_rate, log_dir, n_epochs, "heads", validate),
             )
