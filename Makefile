@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/cardamage evaluate --model $(DEMO_RUN) --data $(DEMO_DATA)/heldout/labels.csv \
 		--show 15 --out $(DEMO_RUN)/heldout
 	@echo
-	@echo "Report:  $(DEMO_RUN)/results_*.txt, $(DEMO_RUN)/summary.json, curves in $(DEMO_RUN)/curves/"
+	@echo "Results: $(DEMO_RUN)/results_*.txt, $(DEMO_RUN)/summary.json, curves in $(DEMO_RUN)/curves/"
 	@echo "Model:   $(DEMO_RUN)/model (model.keras + model.json with labels and thresholds)"
 	@echo "Report:  $(DEMO_RUN)/report.html (one self-contained page)"
 	@echo "Classify: $(BIN)/python main.py --config application_config.json --debug False"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cardamage.errors import CardamageError
-from cardamage.model.backbones import BACKBONES, build_backbone
+from cardamage.model.backbones import BACKBONES, backbone_core, build_backbone
 from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import build_model
 from cardamage.tasks import default_tasks
@@ -26,6 +26,20 @@ def test_every_backbone_builds_and_predicts(name: str) -> None:
     assert out["location"].shape == (2, 3) and out["damage_type"].shape == (2, 4)
     assert ((out["location"] > 0) & (out["location"] < 1)).all()  # sigmoid
     assert len(backbones) == 1 and len(heads) == 1  # one shared backbone for all tasks
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_mid_level_features_add_a_pooled_middle_block_to_the_top(name: str) -> None:
+    """The same layers and weights: the top features are unchanged, the middle block's pooled
+    channels follow them."""
+    plain = build_backbone(name, "none", 32, SMALL.get(name))
+    both = build_backbone(name, "none", 32, SMALL.get(name), mid_level=True)
+    both.set_weights(plain.get_weights())
+    mid_channels = backbone_core(both).get_layer(BACKBONES[name].mid_layer).output.shape[-1]
+    assert both.output_shape[-1] == plain.output_shape[-1] + mid_channels
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    top = plain.predict(x, verbose=0)
+    np.testing.assert_allclose(both.predict(x, verbose=0)[:, : top.shape[1]], top, atol=1e-5)
 
 
 def test_tf_mode_backbones_scale_pixels_to_unit_range() -> None:

@@ -150,16 +150,18 @@ def test_mixed_precision_model_is_explained_too(mixed_precision):
 
 
 @pytest.mark.parametrize(
-    ("backbone", "alpha"),
+    ("backbone", "alpha", "mid_level"),
     [
-        ("mobilenetv2", 0.35),
-        ("resnet50v2", None),
-        ("efficientnetv2b0", None),
+        ("mobilenetv2", 0.35, False),
+        ("mobilenetv2", 0.35, True),
+        ("resnet50v2", None, False),
+        ("efficientnetv2b0", None, True),
     ],
 )
-def test_every_backbone_gives_unit_maps(backbone, alpha):
-    """A 1x1 feature map at 32 px: the map is flat, but the gradient model must still build."""
-    spec = ModelSpec(backbone, "none", 32, alpha=alpha, head_units=8)
+def test_every_backbone_gives_unit_maps(backbone, alpha, mid_level):
+    """A 1x1 feature map at 32 px: the map is flat, but the gradient model must still build,
+    with mid-level features too."""
+    spec = ModelSpec(backbone, "none", 32, alpha=alpha, head_units=8, mid_level=mid_level)
     maps = Explainer(build_model(spec, TASKS)[0]).heatmaps(_pixels(2, 32), TASKS)
     for heatmap in maps.values():
         assert heatmap.shape == (2, 32, 32)
