@@ -100,7 +100,8 @@ def test_onnx_and_keras_predict_the_same_for_bytes_and_paths(
     for sources in (images, paths):
         onnx_scores = _scores(onnx_predictor, sources)
         for name, expected in keras_scores.items():
-            np.testing.assert_allclose(onnx_scores[name], expected, atol=1e-5)
+            # float32 noise of two engines summing ~1,500 features; a preprocessing slip is ~0.1
+            np.testing.assert_allclose(onnx_scores[name], expected, atol=1e-4)
     assert keras_scores["severity"].std(axis=0).max() > 1e-3  # the images are told apart
 
 
