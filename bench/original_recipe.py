@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from cardamage.model.backbones import get_backbone_spec
 from cardamage.model.pypi_weights import resolve_pypi_weights
-from cardamage.tasks import Task, TaskKind
+from cardamage.tasks import Task
 
 
 def augmented_copy(images: np.ndarray, seed: int) -> np.ndarray:
@@ -37,9 +37,10 @@ def augmented_copy(images: np.ndarray, seed: int) -> np.ndarray:
     return tf.clip_by_value(x, 0.0, 1.0).numpy()
 
 
-def build_original_model(
-    task: Task, backbone: str, weights: str, size: int, alpha: float | None
+def build_original_backbone(
+    backbone: str, weights: str, size: int, alpha: float | None
 ) -> keras.Model:
+    """The frozen keras.applications model, fed pixels / 255 as the original did."""
     kwargs = {"alpha": alpha} if alpha is not None else {}
     weights = resolve_pypi_weights(weights, backbone, alpha)
     app = get_backbone_spec(backbone).constructor(
@@ -50,6 +51,13 @@ def build_original_model(
         **kwargs,
     )
     app.trainable = False
+    return app
+
+
+def build_original_model(
+    task: Task, backbone: str, weights: str, size: int, alpha: float | None
+) -> keras.Model:
+    app = build_original_backbone(backbone, weights, size, alpha)
     activation = "softmax" if task.multiclass else "sigmoid"
     model = keras.Sequential(
         [app, keras.layers.Flatten(), keras.layers.Dense(len(task.labels), activation=activation)]
@@ -121,12 +129,19 @@ def fit_original(
 
 
 def fold_features(
-    images: np.ndarray, train: np.ndarray, val: np.ndarray, *, seed: int, **kwargs
+    images: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    *,
+    seed: int,
+    backbone: str,
+    weights: str,
+    alpha: float | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The frozen backbone's features of one fold's inputs: training images and their one
     augmented copy, then the validation images."""
-    keras.utils.set_random_seed(seed)
-    app = build_original_model(Task("any", TaskKind.MULTICLASS, ("a", "b")), **kwargs).layers[0]
+    keras.utils.set_random_seed(seed)  # random weights ('none') are the ones fit_original draws
+    app = build_original_backbone(backbone, weights, images.shape[1], alpha)
     x_train = np.concatenate([images[train], augmented_copy(images[train], seed)])
     return app.predict(x_train, batch_size=64, verbose=0), app.predict(
         images[val], batch_size=64, verbose=0
@@ -160,7 +175,7 @@ def original_cross_validation(
         features = None
         if not recompute:
             features = fold_features(
-                images, train, val, seed=42 + k, size=images.shape[1],
+                images, train, val, seed=42 + k,
                 backbone=kwargs["backbone"], weights=kwargs["weights"], alpha=kwargs["alpha"],
             )  # fmt: skip
         for task in tasks:

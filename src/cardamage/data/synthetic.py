@@ -18,7 +18,7 @@ import colorsys
 import csv
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
@@ -1519,22 +1519,23 @@ def generate_dataset(
     """Writes out_dir/images/<id>.jpg and out_dir/labels.csv, returns the manifest path.
 
     Sample i depends only on (seed, i, size, frequencies): a larger n adds images, never
-    changes the others, and the number of worker processes (default: one per core) changes
-    nothing but the speed. Workers are spawned processes: a script that asks for more than
-    one must guard its top level with ``if __name__ == "__main__":``.
+    changes the others, and the number of worker processes changes nothing but the speed.
+    Workers are spawned processes: a script that asks for more than one must guard its top
+    level with ``if __name__ == "__main__":``.
     """
     out_dir = Path(out_dir)
     digits = max(5, len(str(n)))
     names = [f"images/{i + 1:0{digits}d}.jpg" for i in range(n)]
     draw = partial(_write_sample, out_dir, seed=seed, size=size, frequencies=frequencies)
-    workers = min(workers, max(1, n // 64))
-    with tqdm(total=n, desc="synthetic images", unit="img", disable=not progress) as bar:
-        if workers == 1:
-            rows = [_tick(bar, draw(name, i)) for i, name in enumerate(names)]
-        else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                done = pool.map(draw, names, range(n), chunksize=max(1, n // (8 * workers)))
-                rows = [_tick(bar, row) for row in done]
+    rows = list(
+        tqdm(
+            _drawn_rows(draw, names, min(workers, max(1, n // 64))),
+            total=n,
+            desc="synthetic images",
+            unit="img",
+            disable=not progress,
+        )
+    )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(MANIFEST_HEADER)
@@ -1544,6 +1545,13 @@ def generate_dataset(
     return manifest
 
 
-def _tick(bar: tqdm, row: tuple[str, ...]) -> tuple[str, ...]:
-    bar.update()
-    return row
+def _drawn_rows(
+    draw: Callable[[str, int], tuple[str, ...]], names: list[str], workers: int
+) -> Iterator[tuple[str, ...]]:
+    """Manifest rows in order, drawn here or by ``workers`` processes."""
+    if workers == 1:
+        yield from map(draw, names, range(len(names)))
+        return
+    chunk = max(1, len(names) // (8 * workers))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        yield from pool.map(draw, names, range(len(names)), chunksize=chunk)
