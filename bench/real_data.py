@@ -4,7 +4,8 @@ Imports ../shared/data/lensor-coco (COCO boxes -> image-level severity and damag
 by source photo so Roboflow's augmented copies never straddle a split), then runs (a) the
 original recipe (bench/original_recipe.py) and (b) ours (cached features, tuned thresholds)
 on the same grouped folds with the same offline MobileNetV2 weights, and prints out-of-fold
-severity macro-F1 and damage-type mAP for both. Skips when ../shared is absent.
+severity macro-F1 and damage-type mAP for both. Skips when ../shared is absent. Ours trains the
+backbone's top stage with the heads (``tune_top``) unless ``--no-tune-top``.
 
 (a) trains on its frozen backbone's features computed once per fold (``recompute=False``):
 the same training and numbers as recomputing them every epoch, in minutes instead of hours.
@@ -51,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--weights", type=Path, default=WEIGHTS)
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--views", type=int, default=4)
+    p.add_argument("--tune-top", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--patience", type=int, default=3, help="ours: early-stopping patience")
     p.add_argument("--work", type=Path)
     return p.parse_args()
 
@@ -135,6 +138,8 @@ def main() -> None:
             "folds": args.folds,
             "epochs": args.epochs,
             "views": args.views,
+            "tune_top": args.tune_top,
+            "patience": args.patience,
             "cache_dir": work / "cache",
             "overwrite": True,
         },

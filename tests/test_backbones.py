@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cardamage.errors import CardamageError
-from cardamage.model.backbones import BACKBONES, backbone_core, build_backbone
+from cardamage.model.backbones import BACKBONES, backbone_core, build_backbone, split_backbone
 from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import build_model
 from cardamage.tasks import default_tasks
@@ -40,6 +40,20 @@ def test_mid_level_features_add_a_pooled_middle_block_to_the_top(name: str) -> N
     x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     top = plain.predict(x, verbose=0)
     np.testing.assert_allclose(both.predict(x, verbose=0)[:, : top.shape[1]], top, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_split_backbone_computes_the_backbone_in_two_parts(name: str) -> None:
+    """What tune_top caches (the bottom) and trains (the top) make up the backbone exactly,
+    with its own layers: training the top trains the backbone."""
+    backbone = build_backbone(name, "none", 32, SMALL.get(name), mid_level=True)
+    bottom, top = split_backbone(backbone, name)
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(top(bottom(x))), np.asarray(backbone(x)))
+    core_layers = {id(layer) for layer in backbone_core(backbone).layers}
+    top_layers = backbone_core(top).layers[1:]
+    assert top_layers and all(id(layer) in core_layers for layer in top_layers)
+    assert top_layers[0].name == BACKBONES[name].top_starts
 
 
 def test_tf_mode_backbones_scale_pixels_to_unit_range() -> None:

@@ -37,6 +37,8 @@ class BackboneSpec:
     description: str = ""
     #: the layer whose pooled output ``mid_level`` adds: the end of the 1/16-resolution stage
     mid_layer: str | None = None
+    #: the first layer ``tune_top`` trains: the top stage, from just below ``mid_layer``
+    top_starts: str | None = None
 
 
 def _app(attr: str) -> Callable[..., keras.Model]:
@@ -54,6 +56,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             takes_alpha=True,
             description="MobileNet v1 (the original's small model); alpha 0.25-1.0",
             mid_layer="conv_pw_11_relu",
+            top_starts="conv_dw_11",
         ),
         BackboneSpec(
             "mobilenetv2",
@@ -62,6 +65,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             takes_alpha=True,
             description="MobileNetV2; alpha 0.35-1.4",
             mid_layer="block_13_expand_relu",
+            top_starts="block_13_expand",
         ),
         BackboneSpec(
             "resnet50v2",
@@ -69,6 +73,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "tf",
             description="ResNet50V2 (the original's large model)",
             mid_layer="conv4_block5_out",
+            top_starts="conv4_block5_preact_bn",
         ),
         BackboneSpec(
             "efficientnetv2b0",
@@ -76,6 +81,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "builtin",
             description="EfficientNetV2-B0: modern, accurate for its cost",
             mid_layer="block6a_expand_activation",
+            top_starts="block6a_expand_conv",
         ),
         BackboneSpec(
             "efficientnetv2s",
@@ -83,6 +89,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "builtin",
             description="EfficientNetV2-S: best accuracy here, needs a GPU to train",
             mid_layer="block6a_expand_activation",
+            top_starts="block6a_expand_conv",
         ),
         BackboneSpec(
             "convnext_tiny",
@@ -90,6 +97,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "builtin",
             description="ConvNeXt-Tiny",
             mid_layer="convnext_tiny_stage_2_block_8_identity",
+            top_starts="convnext_tiny_stage_2_block_7_depthwise_conv",
         ),
     )
 }
@@ -195,3 +203,29 @@ def top_pooling(core: keras.Model) -> keras.layers.Layer:
     if not pools:
         raise CardamageError(f"backbone '{core.name}' does not end with average pooling")
     return pools[-1]
+
+
+def split_backbone(backbone: keras.Model, name: str) -> tuple[keras.Model, keras.Model]:
+    """(bottom, top) with top(bottom(pixels)) == backbone(pixels), both made of the backbone's
+    own layers: ``tune_top`` caches the bottom's activations once per image and view, then
+    trains the top on them, which is fine-tuning the top stage at a fraction of the cost."""
+    spec = get_backbone_spec(name)
+    if spec.top_starts is None:
+        raise CardamageError(f"backbone '{name}' has no top stage to tune: set tune_top false")
+    core = backbone_core(backbone)
+    index = backbone.layers.index(core)
+    cut = core.get_layer(spec.top_starts).input
+
+    pixels = keras.Input(backbone.input_shape[1:], name="pixels")
+    x = pixels
+    for layer in backbone.layers[1:index]:  # preprocessing
+        x = layer(x)
+    bottom = keras.Model(core.input, cut, name=f"{core.name}_bottom")
+    activations = keras.Input(cut.shape[1:], name="activations")
+    features = keras.Model(cut, core.outputs, name=f"{core.name}_top")(activations)
+    for layer in backbone.layers[index + 1 :]:  # the concatenation of top and mid-level
+        features = layer(features)
+    return (
+        keras.Model(pixels, bottom(x), name="backbone_bottom"),
+        keras.Model(activations, features, name="backbone_top"),
+    )

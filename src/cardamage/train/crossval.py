@@ -27,8 +27,9 @@ from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
 from cardamage.evaluate.report import plot_history, write_results_txt, write_summary_json
 from cardamage.io import atomic_path, atomic_write_json
+from cardamage.model.backbones import get_backbone_spec, split_backbone
 from cardamage.model.metadata import ModelSpec
-from cardamage.model.multitask import ModelBundle, build_model
+from cardamage.model.multitask import ModelBundle, build_model, build_tuned_top
 from cardamage.tasks import Task
 from cardamage.train import interrupt, rundir, runtime
 from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
@@ -77,9 +78,15 @@ class Inputs:
         runtime.set_seed(cfg.seed)
         _, backbones, _ = build_model(model_spec(cfg), self.tasks[:1])
         self._weights = backbones[0].get_weights()
+        extractor, layer = backbones[0], None
+        if cfg.tune_top:
+            extractor, _ = split_backbone(backbones[0], cfg.backbone)
+            layer = get_backbone_spec(cfg.backbone).top_starts
         cache = cfg.cache_dir or default_cache_dir()
-        request = FeatureRequest(model_spec(cfg), self.paths, cfg.augment, cfg.views, cfg.seed)
-        self._features = cached_features(backbones[0], request, cache)
+        request = FeatureRequest(
+            model_spec(cfg), self.paths, cfg.augment, cfg.views, cfg.seed, layer
+        )
+        self._features = cached_features(extractor, request, cache)
 
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:
@@ -116,6 +123,12 @@ def train_model(
         model, backbones, heads = build_model(model_spec(cfg), tasks)
         for backbone in backbones:
             backbone.set_weights(inputs.backbone_weights)
+        if cfg.tune_top:
+            pretrained = cfg.weights != "none"
+            heads = [
+                build_tuned_top(b, h, cfg.backbone, pretrained)[1]
+                for b, h in zip(backbones, heads, strict=True)
+            ]
         history, head_epochs = inputs.heads.fit(
             heads, data, log_dir, schedule["heads"] if schedule else None
         )

@@ -46,6 +46,8 @@ class FeatureRequest:
     augment: AugmentConfig
     views: int
     seed: int  # random augmentation, and random initial weights, depend on it
+    #: None: the backbone's pooled features; a layer name: the activations entering it
+    layer: str | None = None
 
     def key(self) -> str:
         digest = hashlib.sha256()
@@ -56,6 +58,7 @@ class FeatureRequest:
             "weights": weights_id(self.spec.weights),
             "alpha": self.spec.alpha,
             "mid_level": self.spec.mid_level,
+            "layer": self.layer,
             "precision": keras.mixed_precision.global_policy().name,
             "image_size": self.spec.image_size,
             "augment": self.augment.model_dump(),
@@ -72,7 +75,8 @@ class FeatureRequest:
 def cached_features(
     backbone: keras.Model, request: FeatureRequest, cache_dir: Path, batch_size: int = 64
 ) -> np.ndarray:
-    """Features of shape (views, n, dim), view 0 unaugmented; memory-mapped from the cache."""
+    """Features of shape (views, n, *feature shape), view 0 unaugmented; memory-mapped from
+    the cache. ``backbone`` is whatever computes them: the backbone, or its bottom part."""
     entry = cache_dir / request.key()
     if not (entry / FEATURES_FILE).exists():
         _compute(backbone, request, entry, batch_size)
@@ -86,7 +90,7 @@ def _compute(backbone: keras.Model, request: FeatureRequest, entry: Path, batch_
     n, views = len(request.paths), request.views
     try:
         out = np.lib.format.open_memmap(
-            tmp / FEATURES_FILE, "w+", np.float32, (views, n, backbone.output_shape[-1])
+            tmp / FEATURES_FILE, "w+", np.float32, (views, n, *backbone.output_shape[1:])
         )
         with tqdm(total=views * n, desc="backbone features", unit="img") as bar:
             for view in range(views):

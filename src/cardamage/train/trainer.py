@@ -53,6 +53,9 @@ class EpochBar(keras.callbacks.Callback):
 HEAD_STEPS_PER_CALL = 32
 #: Rows of cached features scored per call: memory stays bounded on large data sets.
 PREDICT_ROWS = 4096
+#: Weight averaging when the backbone's top trains: ~100 steps, half an epoch on 1,500 photos.
+#: Without it, out-of-fold scores on real photos swung by 3 points from one epoch to the next.
+EMA_MOMENTUM = 0.99
 
 
 def compile_model(
@@ -61,11 +64,16 @@ def compile_model(
     learning_rate: float,
     loss_weights: dict[str, float],
     steps_per_execution: int = 1,
+    average_weights: bool = False,
 ) -> None:
+    """``average_weights``: Adam keeps an exponential moving average of the weights, which
+    validation and the trained model use (see SwapEMAWeights)."""
     names = set(model.output.keys()) if isinstance(model.output, dict) else set()
     tasks = [t for t in tasks if t.name in names]
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(
+            learning_rate, use_ema=average_weights, ema_momentum=EMA_MOMENTUM
+        ),
         loss={
             t.name: "categorical_crossentropy" if t.multiclass else "binary_crossentropy"
             for t in tasks
@@ -77,7 +85,13 @@ def compile_model(
 
 
 def _callbacks(
-    cfg: TrainConfig, learning_rate: float, log_dir: Path, epochs: int, desc: str, validate: bool
+    cfg: TrainConfig,
+    learning_rate: float,
+    log_dir: Path,
+    epochs: int,
+    desc: str,
+    validate: bool,
+    average_weights: bool = False,
 ) -> list[keras.callbacks.Callback]:
     def schedule(epoch: int, lr: float) -> float:
         # the original's schedule: constant, then lr * exp(-decay) per epoch
@@ -89,7 +103,10 @@ def _callbacks(
             monitor="val_loss", patience=cfg.patience, restore_best_weights=True
         )
     ]
+    # first, so that early stopping sees, keeps and restores the averaged weights
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if average_weights else []
     return [
+        *swap,
         CheckInterrupt(),
         *(stopping if validate else []),
         keras.callbacks.LearningRateScheduler(schedule),
@@ -135,10 +152,15 @@ class HeadTrainer:
     before (the same seed gives the same initial weights and dropout seeds), lend their state to
     the kept model, which trains from a fresh optimizer state and hands the trained state back.
     The same updates, traced once. The kept models are the first fold's own heads.
+
+    With ``tune_top`` a "heads model" is the backbone's top stage with the heads on it, fed
+    the cached activations below the top: it trains at ``tune_top_learning_rate`` with its
+    weights averaged.
     """
 
     def __init__(self, tasks: Sequence[Task], cfg: TrainConfig) -> None:
         self.tasks, self.cfg = tasks, cfg
+        self.learning_rate = cfg.tune_top_learning_rate if cfg.tune_top else cfg.learning_rate
         self._kept: list[keras.Model] = []
 
     def fit(
@@ -152,8 +174,8 @@ class HeadTrainer:
         validation images. Without validation images (the final refit on all data), each
         heads model trains for its given number of epochs. Returns (history, best epochs)."""
         cfg = self.cfg
-        views, _, dim = data.features.shape
-        x_train = np.asarray(data.features[:, data.train]).reshape(views * len(data.train), dim)
+        views, _, *shape = data.features.shape
+        x_train = np.asarray(data.features[:, data.train]).reshape(-1, *shape)
         validate = len(data.val) > 0
         x_val = np.asarray(data.features[0, data.val])
         history: dict[str, list[float]] = {}
@@ -174,7 +196,9 @@ class HeadTrainer:
                 steps_per_epoch=math.ceil(len(x_train) / cfg.batch_size),
                 shuffle=False,  # the batches come shuffled
                 verbose=0,
-                callbacks=_callbacks(cfg, cfg.learning_rate, log_dir, n_epochs, "heads", validate),
+                callbacks=_callbacks(
+                    cfg, self.learning_rate, log_dir, n_epochs, "heads", validate, cfg.tune_top
+                ),
             )
             copy_state(model, head)
             best.append(best_epoch(result.history))
@@ -199,12 +223,17 @@ class HeadTrainer:
         """The compiled model that trains ``head``, holding ``head``'s state."""
         if index == len(self._kept):
             compile_model(
-                head, self.tasks, self.cfg.learning_rate, self.cfg.loss_weights, HEAD_STEPS_PER_CALL
+                head,
+                self.tasks,
+                self.learning_rate,
+                self.cfg.loss_weights,
+                HEAD_STEPS_PER_CALL,
+                average_weights=self.cfg.tune_top,
             )
             self._kept.append(head)
         kept = self._kept[index]
         copy_state(head, kept)
-        reset_optimizer(kept.optimizer, self.cfg.learning_rate)
+        reset_optimizer(kept.optimizer, self.learning_rate)
         return kept
 
 
