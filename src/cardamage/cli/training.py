@@ -56,6 +56,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--views", type=int, help="cached views per image (1 clean + augmented)")
     p.add_argument(
+        "--tune-top",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the backbone's top stage with the heads, on cached activations",
+    )
+    p.add_argument(
         "--fine-tune-layers", type=int, help="top backbone layers to fine-tune (-1: all)"
     )
     p.add_argument("--fine-tune-epochs", type=int)
