@@ -14,7 +14,7 @@ import keras
 
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
-from cardamage.model.backbones import backbone_core, build_backbone, split_backbone
+from cardamage.model.backbones import build_backbone
 from cardamage.model.metadata import MODEL_FILE, ModelMeta, ModelSpec
 from cardamage.tasks import Task
 
@@ -36,19 +36,6 @@ def build_heads(
             len(task.labels), activation=activation, dtype="float32", name=task.name
         )(x)
     return keras.Model(features, outputs, name=name)
-
-
-def build_tuned_top(
-    backbone: keras.Model, heads: keras.Model, name: str, pretrained: bool
-) -> tuple[keras.Model, keras.Model]:
-    """(bottom, tuned): ``tuned`` maps the bottom's activations through the backbone's top stage
-    and the heads, training the very layers of ``backbone`` and ``heads``. A pretrained top keeps
-    its BatchNorm statistics (small batches of one data set would wreck its ImageNet ones)."""
-    bottom, top = split_backbone(backbone, name)
-    for layer in backbone_core(top).layers:
-        layer.trainable = not (pretrained and isinstance(layer, keras.layers.BatchNormalization))
-    activations = keras.Input(top.input_shape[1:], name="activations")
-    return bottom, keras.Model(activations, heads(top(activations)), name=f"tuned_{heads.name}")
 
 
 def build_model(

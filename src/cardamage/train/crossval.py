@@ -29,11 +29,11 @@ from cardamage.evaluate.report import plot_history, write_results_txt, write_sum
 from cardamage.io import atomic_path, atomic_write_json
 from cardamage.model.backbones import get_backbone_spec, split_backbone
 from cardamage.model.metadata import ModelSpec
-from cardamage.model.multitask import ModelBundle, build_model, build_tuned_top
+from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task
 from cardamage.train import interrupt, rundir, runtime
 from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
-from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune
+from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
 
 METRICS_FILE = "metrics.json"
 SCORES_FILE = "scores.npz"
@@ -126,7 +126,7 @@ def train_model(
         if cfg.tune_top:
             pretrained = cfg.weights != "none"
             heads = [
-                build_tuned_top(b, h, cfg.backbone, pretrained)[1]
+                tuned_top(b, h, cfg.backbone, pretrained)
                 for b, h in zip(backbones, heads, strict=True)
             ]
         history, head_epochs = inputs.heads.fit(

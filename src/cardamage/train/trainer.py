@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from cardamage.config import TrainConfig
 from cardamage.data.pipeline import build_augmenter, feature_batches, image_dataset
-from cardamage.model.backbones import backbone_core
+from cardamage.model.backbones import backbone_core, split_backbone
 from cardamage.tasks import Task
 from cardamage.train.interrupt import CheckInterrupt
 
@@ -264,6 +264,17 @@ def unfreeze_top(backbone: keras.Model, n_layers: int, pretrained: bool) -> None
     for layer in core.layers:
         frozen_bn = pretrained and isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = id(layer) in chosen and not frozen_bn
+
+
+def tuned_top(
+    backbone: keras.Model, heads: keras.Model, name: str, pretrained: bool
+) -> keras.Model:
+    """The backbone's top stage with the heads on it, fed the activations below the top: made of
+    the very layers of ``backbone`` and ``heads``, so training it trains them."""
+    _, top = split_backbone(backbone, name)
+    unfreeze_top(top, -1, pretrained)
+    activations = keras.Input(top.input_shape[1:], name="activations")
+    return keras.Model(activations, heads(top(activations)), name=f"tuned_{heads.name}")
 
 
 def fine_tune(
