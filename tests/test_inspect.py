@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cardamage.data.inspect import imbalance_ratio, inspect_manifest, label_counts
+from cardamage.data.inspect import (
+    imbalance_ratio,
+    inspect_manifest,
+    label_counts,
+    label_groups,
+)
 from cardamage.data.manifest import Manifest, Problem
 from cardamage.tasks import Task, TaskKind
 
@@ -32,6 +37,23 @@ def test_counts_and_imbalance():
     assert label_counts(manifest, DAMAGE) == {"dent": 3, "paint": 3, "glass": 0}
     assert imbalance_ratio({"a": 4, "b": 1, "c": 0}) == 4.0
     assert imbalance_ratio({"a": 0}) is None
+    assert label_groups(manifest, DAMAGE) == {"dent": 1, "paint": 2, "glass": 0}
+    assert label_groups(_manifest(groups=None), DAMAGE) is None
+
+
+def test_no_few_groups_warning_when_labels_span_many_photos():
+    n = 20
+    manifest = Manifest(
+        source=Path("labels.csv"),
+        image_root=Path("/data"),
+        images=tuple(f"{i}.jpg" for i in range(n)),
+        labels={"severity": tuple(("minor",) if i % 2 else ("moderate",) for i in range(n))},
+        groups=tuple(f"g{i}" for i in range(n)),
+        lines=tuple(range(2, n + 2)),
+    )
+    text = inspect_manifest(manifest, [SEVERITY])
+    assert "  minor         10  50.0%      10" in text.splitlines()
+    assert "few source photos" not in text
 
 
 def test_report_sections():
@@ -39,10 +61,14 @@ def test_report_sections():
     text = inspect_manifest(_manifest(), [SEVERITY, DAMAGE], problems)
     lines = text.splitlines()
     assert lines[0] == "5 images in labels.csv (under /data); 0 with no label in any task"
-    assert "  minor          4  80.0%" in lines
+    assert "  label     images  share  groups" in lines
+    assert "  minor          4  80.0%       2" in lines
+    assert "  moderate       1  20.0%       1" in lines
     absent = "no image at all (cannot be learned): severe"
     assert f"imbalance: 4.0 (minor 4 / moderate 1); {absent}" in lines
-    assert "  (none)       1  20.0%" in lines
+    assert "  (none)       1  20.0%       1" in lines
+    few = "few source photos (groups, under 10): minor 2, moderate 1: per-fold scores"
+    assert any(line.startswith(few) for line in lines)
     assert "labels per image (labels: images): 0: 1, 1: 2, 2: 2" in lines
     matrix = lines[lines.index("co-occurrence (images with both labels):") + 1 :][:4]
     assert matrix == [

@@ -16,6 +16,9 @@ from cardamage.data.manifest import Manifest, Problem
 from cardamage.tasks import Task
 
 _NO_LABEL = "(none)"
+#: A label held by fewer source photos (groups) than this is flagged: five folds validate on
+#: about one photo each, so its per-fold F1 is noise, and copies of a few photos teach little.
+FEW_GROUPS = 10
 
 
 def inspect_manifest(
@@ -35,6 +38,18 @@ def label_counts(manifest: Manifest, task: Task) -> dict[str, int]:
     """Images per label, in the task's label order (zero counts included)."""
     counts = manifest.targets(task).sum(axis=0).astype(int)
     return dict(zip(task.labels, counts.tolist(), strict=True))
+
+
+def label_groups(manifest: Manifest, task: Task) -> dict[str, int] | None:
+    """Distinct groups (source photos) per label; None without a group column."""
+    if manifest.groups is None:
+        return None
+    y = manifest.targets(task).astype(bool)
+    return {label: _groups_among(manifest, y[:, j]) for j, label in enumerate(task.labels)}
+
+
+def _groups_among(manifest: Manifest, chosen: np.ndarray) -> int:
+    return len(set(np.asarray(manifest.groups, dtype=object)[chosen]))
 
 
 def imbalance_ratio(counts: dict[str, int]) -> float | None:
@@ -60,17 +75,15 @@ def _unlabelled(manifest: Manifest, tasks: Sequence[Task]) -> int:
 
 def _task_section(manifest: Manifest, task: Task) -> str:
     counts = label_counts(manifest, task)
-    n = max(len(manifest), 1)
-    rows = [[label, count, f"{100 * count / n:.1f}%"] for label, count in counts.items()]
+    groups = label_groups(manifest, task)
     y = manifest.targets(task)
-    if not task.multiclass:
-        none = int((~y.any(axis=1)).sum())
-        rows.append([_NO_LABEL, none, f"{100 * none / n:.1f}%"])
     lines = [
         f"{task.name} ({task.kind}, {len(task.labels)} labels)",
-        _table(["label", "images", "share"], rows),
+        _counts_table(manifest, task, counts, groups),
         _imbalance_line(counts),
     ]
+    if groups is not None:
+        lines.extend(_few_groups_line(groups))
     if not task.multiclass:
         lines.append(_labels_per_image(y))
         lines.append("co-occurrence (images with both labels):")
@@ -84,6 +97,26 @@ def _task_section(manifest: Manifest, task: Task) -> str:
     return "\n".join(lines)
 
 
+def _counts_table(
+    manifest: Manifest, task: Task, counts: dict[str, int], groups: dict[str, int] | None
+) -> str:
+    """Images, share and (with a group column) source photos per label; for a multilabel task
+    also the images with none of its labels."""
+    n = max(len(manifest), 1)
+    rows = [[label, count, f"{100 * count / n:.1f}%"] for label, count in counts.items()]
+    if groups is not None:
+        for row, label in zip(rows, task.labels, strict=True):
+            row.append(groups[label])
+    if not task.multiclass:
+        unlabelled = ~manifest.targets(task).any(axis=1)
+        none = int(unlabelled.sum())
+        rows.append([_NO_LABEL, none, f"{100 * none / n:.1f}%"])
+        if groups is not None:
+            rows[-1].append(_groups_among(manifest, unlabelled))
+    header = ["label", "images", "share", *(["groups"] if groups is not None else [])]
+    return _table(header, rows)
+
+
 def _imbalance_line(counts: dict[str, int]) -> str:
     ratio = imbalance_ratio(counts)
     absent = [label for label, count in counts.items() if count == 0]
@@ -95,6 +128,16 @@ def _imbalance_line(counts: dict[str, int]) -> str:
     if absent:
         line += f"; no image at all (cannot be learned): {', '.join(absent)}"
     return line
+
+
+def _few_groups_line(groups: dict[str, int]) -> list[str]:
+    few = [f"{label} {n}" for label, n in groups.items() if 0 < n < FEW_GROUPS]
+    if not few:
+        return []
+    return [
+        f"few source photos (groups, under {FEW_GROUPS}): {', '.join(few)}: per-fold scores "
+        "of these labels are noise and a model sees too few photos to learn them"
+    ]
 
 
 def _labels_per_image(y: np.ndarray) -> str:
