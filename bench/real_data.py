@@ -105,16 +105,19 @@ def import_lensor(work: Path) -> tuple[Path, Path]:
 
 
 def oof_scores(tasks, targets, oof, tuned: bool) -> dict[str, float]:
+    """The headline scores, then severity F1 per class and damage-type AP per label."""
     sev, types = tasks
     if tuned:
         types = types.with_thresholds(tune_thresholds(targets[types.name], oof[types.name]))
+    s = task_metrics(sev, targets[sev.name], oof[sev.name])
+    t = task_metrics(types, targets[types.name], oof[types.name])
     return {
-        "severity macro-F1": task_metrics(sev, targets[sev.name], oof[sev.name])["macro_f1"],
-        "severity accuracy": task_metrics(sev, targets[sev.name], oof[sev.name])["accuracy"],
-        "damage-type mAP": task_metrics(types, targets[types.name], oof[types.name])["mAP"],
-        "damage-type macro-F1": task_metrics(types, targets[types.name], oof[types.name])[
-            "macro_f1"
-        ],
+        "severity macro-F1": s["macro_f1"],
+        "severity accuracy": s["accuracy"],
+        "damage-type mAP": t["mAP"],
+        "damage-type macro-F1": t["macro_f1"],
+        **{f"  F1 {label}": v["f1"] for label, v in s["per_label"].items()},
+        **{f"  AP {label}": v["average_precision"] for label, v in t["per_label"].items()},
     }
 
 
@@ -168,6 +171,7 @@ def main() -> None:
         recompute=False,
     )  # fmt: skip
     base_s = time.perf_counter() - started
+    np.savez(work / "original_oof.npz", **base)  # beside ours/oof_predictions.csv
 
     a, b = oof_scores(tasks, targets, base, tuned=False), oof_scores(tasks, targets, ours, True)
     print(f"\n{'out of fold':<24}{'(a) original':>14}{'(b) ours':>10}{'gain':>8}")
