@@ -80,11 +80,6 @@ class TrainConfig(_Strict):
     dropout: float = Field(0.3, ge=0, lt=1)
     loss_weights: dict[str, float] = Field(default_factory=dict)
     class_weights: bool = True
-    # targets softened to 1 - s (+ s / labels for multiclass): damage labels are judgement
-    # calls, and confident fits of them overfit. On real photos (bench/real_data.py, tune_top,
-    # 5 grouped folds) 0.1 lifted out-of-fold damage-type mAP by ~2.5 points at every epoch
-    # from the 4th, and made val_loss stop rising, so early stopping picks a good epoch
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
     # cached views per image: 1 clean + (views - 1) augmented. 2 measured as good as 4 on the
     # generated set (out-of-fold macro-F1 within 0.01 on every task) at half the extraction time
     views: int = Field(2, ge=1, le=64)

@@ -65,11 +65,9 @@ def compile_model(
     loss_weights: dict[str, float],
     steps_per_execution: int = 1,
     average_weights: bool = False,
-    label_smoothing: float = 0.0,
 ) -> None:
     """``average_weights``: Adam keeps an exponential moving average of the weights, which
-    validation and the trained model use (see SwapEMAWeights). ``label_smoothing`` softens the
-    targets (see TrainConfig)."""
+    validation and the trained model use (see SwapEMAWeights)."""
     names = set(model.output.keys()) if isinstance(model.output, dict) else set()
     tasks = [t for t in tasks if t.name in names]
     model.compile(
@@ -77,9 +75,7 @@ def compile_model(
             learning_rate, use_ema=average_weights, ema_momentum=EMA_MOMENTUM
         ),
         loss={
-            t.name: keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-            if t.multiclass
-            else keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+            t.name: "categorical_crossentropy" if t.multiclass else "binary_crossentropy"
             for t in tasks
         },
         loss_weights={t.name: loss_weights.get(t.name, 1.0) for t in tasks},
@@ -233,7 +229,6 @@ class HeadTrainer:
                 self.cfg.loss_weights,
                 HEAD_STEPS_PER_CALL,
                 average_weights=self.cfg.tune_top,
-                label_smoothing=self.cfg.label_smoothing,
             )
             self._kept.append(head)
         kept = self._kept[index]
@@ -295,13 +290,7 @@ def fine_tune(
     images, for the given number of epochs. Returns (history, best epoch)."""
     for backbone in backbones:
         unfreeze_top(backbone, cfg.fine_tune_layers, pretrained=cfg.weights != "none")
-    compile_model(
-        model,
-        tasks,
-        cfg.fine_tune_learning_rate,
-        cfg.loss_weights,
-        label_smoothing=cfg.label_smoothing,
-    )
+    compile_model(model, tasks, cfg.fine_tune_learning_rate, cfg.loss_weights)
     names = [t.name for t in tasks]
     size = model.input_shape[1]
     y_train = _select(data.targets, data.train, names)
