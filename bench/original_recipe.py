@@ -165,22 +165,23 @@ def original_cross_validation(
     targets: dict[str, np.ndarray],
     splits,
     recompute: bool = True,
+    seed: int = 42,
     **kwargs,
 ) -> dict:
     """Out-of-fold scores per task: three models per fold, as the original trained them
     (``recompute=False``: the same training on the frozen backbone's features, computed once
-    per fold)."""
+    per fold). Fold k trains from ``seed + k``."""
     oof = {t.name: np.zeros_like(targets[t.name]) for t in tasks}
     for k, (train, val) in enumerate(splits):
         features = None
         if not recompute:
             features = fold_features(
-                images, train, val, seed=42 + k,
+                images, train, val, seed=seed + k,
                 backbone=kwargs["backbone"], weights=kwargs["weights"], alpha=kwargs["alpha"],
             )  # fmt: skip
         for task in tasks:
             oof[task.name][val] = fit_original(
-                task, images, targets[task.name], train, val, seed=42 + k, features=features,
+                task, images, targets[task.name], train, val, seed=seed + k, features=features,
                 **kwargs,
             )  # fmt: skip
     return oof

@@ -54,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--tune-top", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--patience", type=int, default=3, help="ours: early-stopping patience")
+    p.add_argument("--seed", type=int, default=42, help="folds and both recipes' initial weights")
     p.add_argument("--work", type=Path)
     return p.parse_args()
 
@@ -143,6 +144,7 @@ def main() -> None:
             "views": args.views,
             "tune_top": args.tune_top,
             "patience": args.patience,
+            "seed": args.seed,
             "cache_dir": work / "cache",
             "overwrite": True,
         },
@@ -168,7 +170,7 @@ def main() -> None:
     base = original_oof(
         tasks, manifest, splits, args.size,
         backbone="mobilenetv2", weights=str(args.weights), alpha=args.alpha, epochs=args.epochs,
-        recompute=False,
+        recompute=False, seed=args.seed,
     )  # fmt: skip
     base_s = time.perf_counter() - started
     np.savez(work / "original_oof.npz", **base)  # beside ours/oof_predictions.csv
