@@ -17,7 +17,7 @@ from cardamage.tasks import Task
 
 _NO_LABEL = "(none)"
 #: A label held by fewer source photos (groups) than this is flagged: five folds validate on
-#: about one photo each, so its per-fold F1 is noise, and copies of a few photos teach little.
+#: fewer than two each, so its per-fold F1 is noise, and copies of a few photos teach little.
 FEW_GROUPS = 10
 
 
@@ -44,12 +44,14 @@ def label_groups(manifest: Manifest, task: Task) -> dict[str, int] | None:
     """Distinct groups (source photos) per label; None without a group column."""
     if manifest.groups is None:
         return None
-    y = manifest.targets(task).astype(bool)
-    return {label: _groups_among(manifest, y[:, j]) for j, label in enumerate(task.labels)}
+    counts = _groups_per_column(manifest, manifest.targets(task))
+    return dict(zip(task.labels, counts, strict=True))
 
 
-def _groups_among(manifest: Manifest, chosen: np.ndarray) -> int:
-    return len(set(np.asarray(manifest.groups, dtype=object)[chosen]))
+def _groups_per_column(manifest: Manifest, y: np.ndarray) -> list[int]:
+    """Distinct groups among the images each column of ``y`` marks."""
+    groups = np.asarray(manifest.groups, dtype=object)
+    return [len(set(groups[column])) for column in y.T.astype(bool)]
 
 
 def imbalance_ratio(counts: dict[str, int]) -> float | None:
@@ -79,7 +81,7 @@ def _task_section(manifest: Manifest, task: Task) -> str:
     y = manifest.targets(task)
     lines = [
         f"{task.name} ({task.kind}, {len(task.labels)} labels)",
-        _counts_table(manifest, task, counts, groups),
+        _counts_table(manifest, task, y, counts, groups),
         _imbalance_line(counts),
     ]
     if groups is not None:
@@ -98,7 +100,11 @@ def _task_section(manifest: Manifest, task: Task) -> str:
 
 
 def _counts_table(
-    manifest: Manifest, task: Task, counts: dict[str, int], groups: dict[str, int] | None
+    manifest: Manifest,
+    task: Task,
+    y: np.ndarray,
+    counts: dict[str, int],
+    groups: dict[str, int] | None,
 ) -> str:
     """Images, share and (with a group column) source photos per label; for a multilabel task
     also the images with none of its labels."""
@@ -108,11 +114,11 @@ def _counts_table(
         for row, label in zip(rows, task.labels, strict=True):
             row.append(groups[label])
     if not task.multiclass:
-        unlabelled = ~manifest.targets(task).any(axis=1)
+        unlabelled = ~y.any(axis=1)
         none = int(unlabelled.sum())
         rows.append([_NO_LABEL, none, f"{100 * none / n:.1f}%"])
         if groups is not None:
-            rows[-1].append(_groups_among(manifest, unlabelled))
+            rows[-1].extend(_groups_per_column(manifest, unlabelled[:, None]))
     header = ["label", "images", "share", *(["groups"] if groups is not None else [])]
     return _table(header, rows)
 
