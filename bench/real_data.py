@@ -46,7 +46,11 @@ TYPES = ("dent", "scratch", "broken")
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--size", type=int, default=160, help="ours: input size")
+    p.add_argument(
+        "--scales", type=int, nargs="+", default=[1], help="ours: e.g. --size 480 --scales 1 3"
+    )
+    p.add_argument("--original-size", type=int, default=160, help="the original's input size")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=20, help="epoch cap for both recipes")
     p.add_argument("--weights", type=Path, default=WEIGHTS)
@@ -139,6 +143,7 @@ def main() -> None:
             "alpha": args.alpha,
             "weights": str(args.weights),
             "image_size": args.size,
+            "scales": args.scales,
             "folds": args.folds,
             "epochs": args.epochs,
             "views": args.views,
@@ -155,7 +160,8 @@ def main() -> None:
     targets = {t.name: manifest.targets(t) for t in tasks}
     print(
         f"{len(manifest)} photos in {len(set(manifest.groups))} groups, {cfg.folds} grouped "
-        f"folds, {args.size} px, MobileNetV2 {args.alpha} ({args.weights.name})"
+        f"folds, MobileNetV2 {args.alpha} ({args.weights.name}); ours {args.size} px, scales "
+        f"{args.scales}; the original {args.original_size} px"
     )
 
     started = time.perf_counter()
@@ -168,7 +174,7 @@ def main() -> None:
 
     started = time.perf_counter()
     base = original_oof(
-        tasks, manifest, splits, args.size,
+        tasks, manifest, splits, args.original_size,
         backbone="mobilenetv2", weights=str(args.weights), alpha=args.alpha, epochs=args.epochs,
         recompute=False, seed=args.seed,
     )  # fmt: skip

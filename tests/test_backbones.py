@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_support import normalise_batchnorm
 
 from cardamage.errors import CardamageError
 from cardamage.model.backbones import BACKBONES, backbone_core, build_backbone, split_backbone
-from cardamage.model.metadata import ModelSpec
+from cardamage.model.metadata import ModelMeta, ModelSpec
 from cardamage.model.multitask import build_model
 from cardamage.tasks import default_tasks
 
@@ -54,6 +55,51 @@ def test_split_backbone_computes_the_backbone_in_two_parts(name: str) -> None:
     top_layers = backbone_core(top).layers[1:]
     assert top_layers and all(id(layer) in core_layers for layer in top_layers)
     assert top_layers[0].name == BACKBONES[name].top_starts
+
+
+def test_scales_join_the_features_of_the_photo_shrunk_by_each_factor() -> None:
+    """Each scale's part is the one-scale backbone, same weights, on the photo box-averaged by
+    its factor; the parts follow one another in ascending factors."""
+    multi = build_backbone("mobilenetv2", "none", 192, 0.35, mid_level=True, scales=(1, 2, 3))
+    x = np.random.default_rng(4).uniform(0, 255, (3, 192, 192, 3)).astype(np.float32)
+    normalise_batchnorm(multi, x)
+    parts = np.split(multi.predict(x, verbose=0), 3, axis=1)
+    for factor, part in zip((1, 2, 3), parts, strict=True):
+        size = 192 // factor
+        single = build_backbone("mobilenetv2", "none", size, 0.35, mid_level=True)
+        backbone_core(single).set_weights(backbone_core(multi).get_weights())
+        shrunk = x.reshape(3, size, factor, size, factor, 3).mean(axis=(2, 4))
+        np.testing.assert_allclose(part, single.predict(shrunk, verbose=0), atol=1e-3)  # float32
+    assert not np.allclose(parts[0], parts[1], atol=1e-3)  # the scales see different things
+
+
+@pytest.mark.parametrize(
+    ("scales", "message"),
+    [
+        ((), "ascending whole factors of image_size 96"),
+        ((1, 5), "ascending whole factors of image_size 96"),
+        ((2, 1), "ascending whole factors of image_size 96"),
+        ((1, 1), "ascending whole factors of image_size 96"),
+        ((0, 1), "ascending whole factors of image_size 96"),
+        ((1, 2), "image_size 96 / 2 is not a multiple of 32 px"),
+        ((1, 6), "image_size 96 / 6 is not a multiple of 32 px"),
+    ],
+)
+def test_scales_the_backbone_cannot_run_are_refused(scales, message) -> None:
+    with pytest.raises(CardamageError, match=message):
+        build_backbone("mobilenet", "none", 96, 0.25, scales=scales)
+
+
+def test_tune_top_refuses_a_multiscale_backbone() -> None:
+    backbone = build_backbone("mobilenet", "none", 64, 0.25, scales=(1, 2))
+    with pytest.raises(CardamageError, match="tune_top trains one scale"):
+        split_backbone(backbone, "mobilenet")
+
+
+def test_scales_survive_the_model_file_round_trip(tmp_path: Path) -> None:
+    spec = ModelSpec("mobilenet", "none", 64, alpha=0.25, scales=(1, 2))
+    ModelMeta(spec, default_tasks(), {}).write(tmp_path)
+    assert ModelMeta.read(tmp_path).spec == spec
 
 
 def test_tf_mode_backbones_scale_pixels_to_unit_range() -> None:

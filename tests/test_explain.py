@@ -15,6 +15,7 @@ import keras
 import matplotlib
 import numpy as np
 import pytest
+from model_support import normalise_batchnorm
 from PIL import Image
 
 from cardamage.errors import CardamageError
@@ -166,6 +167,31 @@ def test_every_backbone_gives_unit_maps(backbone, alpha, mid_level):
     for heatmap in maps.values():
         assert heatmap.shape == (2, 32, 32)
         assert np.isfinite(heatmap).all() and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+
+
+def test_a_multiscale_map_adds_each_scales_cam():
+    """Scales 1 and 2 of a linear-headed model: the logit is the sum of each scale's part, so
+    the map is the sum of each scale's CAM, each upsampled to the photo (here 2x2 and 1x1)."""
+    spec = replace(SPEC, scales=(1, 2), mid_level=False)
+    keras.utils.set_random_seed(0)
+    model = build_model(spec, TASKS)[0]
+    pixels, severity = _pixels(2, seed=3), TASKS[0]
+    normalise_batchnorm(model, _pixels(8, seed=4))
+    core = backbone_core(model.get_layer("backbone"))
+    features = keras.Model(core.input, core.get_layer(LAST_CONV).output)
+    kernel = model.get_layer("heads").get_layer("severity").kernel.numpy()
+    predicted = np.argmax(model.predict_on_batch(pixels)["severity"], axis=-1)
+    unit = pixels / 127.5 - 1
+    half = unit.reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4))
+    fine, coarse = features(unit).numpy(), features(half).numpy()  # (2, 2, 2, k), (2, 1, 1, k)
+    channels = fine.shape[-1]
+    w = kernel.T[predicted]
+    cam = np.maximum(np.einsum("nhwk,nk->nhw", fine, w[:, :channels]), 0)
+    cam = cam + np.maximum(np.einsum("nhwk,nk->nhw", coarse, w[:, channels:]), 0)
+    expected = cam / cam.max(axis=(1, 2), keepdims=True)
+    heatmap = Explainer(model).heatmaps(pixels, [severity])["severity"]
+    corners = heatmap[:, [0, -1]][:, :, [0, -1]]
+    np.testing.assert_allclose(corners, expected, atol=1e-4)
 
 
 def test_unknown_task_is_a_clear_error(mobilenet):

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,19 @@ def test_onnx_and_keras_predict_the_same_for_bytes_and_paths(
         for name, expected in keras_scores.items():
             # float32 noise of two engines summing ~1,500 features; a preprocessing slip is ~0.1
             np.testing.assert_allclose(onnx_scores[name], expected, atol=1e-4)
+    assert keras_scores["severity"].std(axis=0).max() > 1e-3  # the images are told apart
+
+
+def test_a_multiscale_model_exports_and_predicts_the_same(
+    tmp_path: Path, images: list[bytes]
+) -> None:
+    """One network run at two sizes inside the graph: ONNX must keep both and join them alike."""
+    run = _save_model(tmp_path / "run", replace(SPEC, image_size=64, scales=(1, 2)))
+    export_model(run, "onnx")
+    keras_scores = _scores(Predictor.load(run, engine="keras"), images)
+    onnx_scores = _scores(Predictor.load(run, engine="onnx"), images)
+    for name, expected in keras_scores.items():
+        np.testing.assert_allclose(onnx_scores[name], expected, atol=1e-4)
     assert keras_scores["severity"].std(axis=0).max() > 1e-3  # the images are told apart
 
 

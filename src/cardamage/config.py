@@ -12,10 +12,13 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from cardamage.errors import CardamageError
+from cardamage.model.metadata import check_scales
 from cardamage.tasks import Task, TaskKind, default_label_file, read_label_file
 
 
@@ -77,6 +80,9 @@ class TrainConfig(_Strict):
     head_units: int = Field(256, ge=0)
     # pool a mid-level block beside the top one (see cardamage.model.backbones)
     mid_level: bool = True
+    # the photo also shrunk by each factor, features of all scales joined (see
+    # cardamage.model.backbones): [1, 3] at image_size 480 runs 480 and 160 px
+    scales: list[int] = Field(default_factory=lambda: [1], min_length=1)
     dropout: float = Field(0.3, ge=0, lt=1)
     loss_weights: dict[str, float] = Field(default_factory=dict)
     class_weights: bool = True
@@ -104,6 +110,16 @@ class TrainConfig(_Strict):
     overwrite: bool = False
     skip_bad: bool = False
 
+    @field_validator("scales")
+    @classmethod
+    def _scales_fit_the_image(cls, scales: list[int], info: ValidationInfo) -> list[int]:
+        if "image_size" in info.data:  # else image_size's own error is reported
+            try:
+                check_scales(scales, info.data["image_size"])
+            except CardamageError as e:
+                raise ValueError(str(e)) from None
+        return scales
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         names = [t.name for t in self.tasks]
@@ -112,6 +128,8 @@ class TrainConfig(_Strict):
         unknown = sorted(set(self.loss_weights) - set(names))
         if unknown:
             raise ValueError(f"loss_weights name unknown task(s) {unknown} (tasks: {names})")
+        if self.tune_top and self.scales != [1]:
+            raise ValueError("tune_top trains one scale: set scales [1] or tune_top false")
         return self
 
     @property

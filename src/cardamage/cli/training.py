@@ -46,6 +46,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, help="width multiplier of MobileNet backbones")
     p.add_argument("--image-size", type=int)
     p.add_argument(
+        "--scales",
+        type=int,
+        nargs="+",
+        help="also run on the photo shrunk by these factors, e.g. --image-size 480 --scales 1 3",
+    )
+    p.add_argument(
         "--layout",
         choices=["shared", "per_task"],
         help="one backbone for all tasks (default) or one per task, as the original",

@@ -25,20 +25,22 @@ from PIL import Image
 
 from cardamage.errors import CardamageError
 from cardamage.inference.predictor import Predictor
-from cardamage.model.backbones import backbone_core, top_pooling
+from cardamage.model.backbones import backbone_core, scale_layers, top_pooling
 from cardamage.model.multitask import ModelBundle
 from cardamage.tasks import Task
 
 
 @dataclass(frozen=True)
 class _Branch:
-    """One backbone and the tasks on it, as a model: image -> [feature map, pre-logit inputs].
+    """One backbone and the tasks on it, as a model: image -> [feature maps, pre-logit inputs],
+    one last conv feature map per scale the backbone sees.
 
     The final Dense layer is applied by hand, so its logits are available before the activation.
     """
 
     model: keras.Model
     logit_layers: dict[str, keras.layers.Dense]
+    n_maps: int
 
 
 class Explainer:
@@ -85,35 +87,40 @@ def _branches(model: keras.Model) -> list[_Branch]:
         backbone = layers.get(f"backbone_{tasks[0]}", layers.get("backbone"))
         if backbone is None:
             raise CardamageError(f"no backbone for the heads '{heads.name}' in the model")
-        feature_map, pooled = _feature_map(backbone, image)
+        maps, pooled = _feature_maps(backbone, image)
         dense = {task: heads.get_layer(task) for task in tasks}
         pre_logits = keras.Model(heads.input, [d.input for d in dense.values()])(pooled)
-        branches.append(_Branch(keras.Model(image, [feature_map, *pre_logits]), dense))
+        branches.append(_Branch(keras.Model(image, [*maps, *pre_logits]), dense, len(maps)))
     return branches
 
 
-def _feature_map(
+def _feature_maps(
     backbone: keras.Model, image: keras.KerasTensor
-) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """(last conv feature map, pooled features) of a backbone applied to ``image``: the map is
-    the input of the global average pooling that ends the keras.applications model; the
-    features also hold the pooled mid-level map where the backbone has one."""
+) -> tuple[list[keras.KerasTensor], keras.KerasTensor]:
+    """(last conv feature map of every scale, pooled features) of a backbone applied to
+    ``image``: a map is the input of the global average pooling that ends the keras.applications
+    model; the features also hold the pooled mid-level maps where the backbone has them."""
     core = backbone_core(backbone)
-    pool = top_pooling(core)
-    x, feature_map = image, None
-    for layer in backbone.layers[1:]:  # preprocessing, the core, the join of its outputs
-        if layer is core:
-            feature_map, *outputs = keras.Model(core.input, [pool.input, *core.outputs])(x)
-            x = outputs if len(outputs) > 1 else outputs[0]
-        else:
+    with_map = keras.Model(core.input, [top_pooling(core).input, *core.outputs])
+    preprocessing = backbone.layers[1 : backbone.layers.index(core)]
+    x = image
+    for layer in preprocessing:
+        if layer not in scale_layers(backbone):
             x = layer(x)
-    return feature_map, x
+    maps, pooled = [], []
+    for shrink in scale_layers(backbone) or [None]:
+        feature_map, *outputs = with_map(shrink(x) if shrink else x)
+        maps.append(feature_map)
+        pooled += outputs
+    join = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Concatenate)]
+    return maps, join[0](pooled) if join else pooled[0]
 
 
 def _branch_heatmaps(branch: _Branch, x: tf.Tensor, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
     """One forward pass for all of a backbone's tasks, one gradient per task."""
     with tf.GradientTape(persistent=True) as tape:
-        feature_map, *pre_logits = branch.model(x, training=False)
+        outputs = branch.model(x, training=False)
+        maps, pre_logits = outputs[: branch.n_maps], outputs[branch.n_maps :]
         inputs = dict(zip(branch.logit_layers, pre_logits, strict=True))
         targets = {}
         for task in tasks:
@@ -121,12 +128,12 @@ def _branch_heatmaps(branch: _Branch, x: tf.Tensor, tasks: Sequence[Task]) -> di
             pre = tf.cast(inputs[task.name], dense.kernel.dtype)
             logits = tf.matmul(pre, dense.kernel) + dense.bias
             targets[task.name] = tf.reduce_sum(_target(task, logits, dense.activation(logits)))
-    grads = {name: tape.gradient(target, feature_map) for name, target in targets.items()}
-    feature_map = tf.cast(feature_map, tf.float32)
-    return {
-        name: _grad_cam(feature_map, tf.cast(g, tf.float32), x.shape[1:3])
-        for name, g in grads.items()
-    }
+    as_float32 = [tf.cast(m, tf.float32) for m in maps]
+    heatmaps = {}
+    for name, target in targets.items():
+        grads = [tf.cast(g, tf.float32) for g in tape.gradient(target, maps)]
+        heatmaps[name] = _grad_cam(as_float32, grads, x.shape[1:3])
+    return heatmaps
 
 
 def _target(task: Task, logits: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
@@ -140,11 +147,17 @@ def _target(task: Task, logits: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(logits * (passed + nothing_passed * top), axis=-1)
 
 
-def _grad_cam(feature_map: tf.Tensor, grads: tf.Tensor, size: Sequence[int]) -> np.ndarray:
-    """ReLU of the gradient-weighted channel sum, upsampled to ``size``, scaled to max 1."""
-    weights = tf.reduce_mean(grads, axis=(1, 2))
-    cam = tf.nn.relu(tf.einsum("nhwk,nk->nhw", feature_map, weights))
-    cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0].numpy()
+def _grad_cam(
+    feature_maps: Sequence[tf.Tensor], grads: Sequence[tf.Tensor], size: Sequence[int]
+) -> np.ndarray:
+    """ReLU of the gradient-weighted channel sum, upsampled to ``size``, scaled to max 1. With
+    several scales the logit is the sum of each scale's part, so their maps add up, each as its
+    contribution per unit of photo area (a cell of a coarse map covers more of the photo)."""
+    cam = 0.0
+    for feature_map, g in zip(feature_maps, grads, strict=True):
+        weights = tf.reduce_sum(g, axis=(1, 2))  # the mean, times the map's cells
+        part = tf.nn.relu(tf.einsum("nhwk,nk->nhw", feature_map, weights))
+        cam += tf.image.resize(part[..., None], size, method="bilinear")[..., 0].numpy()
     peak = cam.max(axis=(1, 2), keepdims=True)
     return np.clip(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0), 0.0, 1.0)
 

@@ -9,22 +9,31 @@ ImageNet network encode object classes, the middle ones textures and parts (a cr
 scratch), which frozen heads need. Measured with linear probes under grouped 5-fold
 cross-validation (MobileNetV2, real damage photos): severity macro-F1 0.485 -> 0.498, damage-type
 mAP 0.677 -> 0.690; on the generated set, held-out severity accuracy 0.787 -> 0.843.
+
+With ``scales`` the backbone also sees the photo shrunk by each factor, and the pooled features
+of every scale are concatenated: one network looking at the whole car and, at the full input
+size, at details (a dent is a few pixels at 160 px). Linear probes on real damage photos
+(MobileNetV2, 480 px in, scales 1, 2 and 3 against 160 px alone): damage-type mAP 0.671 ->
+0.695, dent AP 0.40 -> 0.46, severity macro-F1 0.488 -> 0.494.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
 from cardamage.errors import CardamageError
+from cardamage.model.metadata import check_scales
 from cardamage.model.pypi_weights import PREFIX, resolve_pypi_weights
 
 #: The name of the pooling layer over the mid-level feature map.
 MID_POOL = "mid_level_pool"
+#: The prefix of the layers that shrink the photo for ``scales`` (``downscale_2``: half size).
+DOWNSCALE = "downscale_"
 
 
 @dataclass(frozen=True)
@@ -138,14 +147,23 @@ def _check_weights(weights: str) -> str | None:
 
 
 def build_backbone(
-    name: str, weights: str, image_size: int, alpha: float | None = None, mid_level: bool = False
+    name: str,
+    weights: str,
+    image_size: int,
+    alpha: float | None = None,
+    mid_level: bool = False,
+    scales: Sequence[int] = (1,),
 ) -> keras.Model:
-    """Pixels in [0, 255] -> pooled features, preprocessing inside the model."""
+    """Pixels in [0, 255] -> pooled features, preprocessing inside the model. ``scales``:
+    integer factors that divide ``image_size``; the network runs on the photo shrunk by each."""
     spec = get_backbone_spec(name)
+    check_scales(scales, image_size)
+    multiscale = tuple(scales) != (1,)
     kwargs: dict = {
         "include_top": False,
         "weights": _check_weights(resolve_pypi_weights(weights, name, alpha)),
-        "input_shape": (image_size, image_size, 3),
+        # one network for every scale, so its input size stays open
+        "input_shape": (None, None, 3) if multiscale else (image_size, image_size, 3),
         "pooling": "avg",
     }
     if alpha is not None:
@@ -163,7 +181,7 @@ def build_backbone(
         ) from None
     if mid_level:
         app = _with_mid_level(app, spec)
-    return _with_preprocessing(app, spec, image_size)
+    return _with_preprocessing(app, spec, image_size, scales)
 
 
 def _with_mid_level(app: keras.Model, spec: BackboneSpec) -> keras.Model:
@@ -175,17 +193,42 @@ def _with_mid_level(app: keras.Model, spec: BackboneSpec) -> keras.Model:
     return keras.Model(app.input, [app.output, mid], name=app.name)
 
 
-def _with_preprocessing(app: keras.Model, spec: BackboneSpec, image_size: int) -> keras.Model:
+def _with_preprocessing(
+    app: keras.Model, spec: BackboneSpec, image_size: int, scales: Sequence[int]
+) -> keras.Model:
     pixels = keras.Input((image_size, image_size, 3), name="pixels")
     x = (
         keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")(pixels)
         if (spec.preprocessing == "tf")
         else pixels
     )
-    features = app(x)
-    if isinstance(features, list | tuple):
-        features = keras.layers.Concatenate(name="top_and_mid")(list(features))
-    return keras.Model(pixels, features, name="backbone")
+    multiscale = tuple(scales) != (1,)
+    features = []
+    for factor in scales:
+        features += _as_list(app(downscale(x, factor) if multiscale else x))
+    if len(features) > 1:
+        return keras.Model(
+            pixels, keras.layers.Concatenate(name="pooled")(features), name="backbone"
+        )
+    return keras.Model(pixels, features[0], name="backbone")
+
+
+def downscale(x: keras.KerasTensor, factor: int) -> keras.KerasTensor:
+    """The photo shrunk by ``factor`` by averaging factor x factor pixels: an exact box filter,
+    no aliasing, and an operation every export format has. Factor 1 gets its (identity) layer
+    too, so that every scale of a model is named by one."""
+    return keras.layers.AveragePooling2D(factor, name=f"{DOWNSCALE}{factor}")(x)
+
+
+def scale_layers(backbone: keras.Model) -> list[keras.layers.Layer]:
+    """The downscaling layers of a multi-scale backbone in the order its features are joined
+    (ascending factors); empty for a single-scale one."""
+    found = [layer for layer in backbone.layers if layer.name.startswith(DOWNSCALE)]
+    return sorted(found, key=lambda layer: int(layer.name.removeprefix(DOWNSCALE)))
+
+
+def _as_list(x: keras.KerasTensor | Sequence[keras.KerasTensor]) -> list[keras.KerasTensor]:
+    return list(x) if isinstance(x, list | tuple) else [x]
 
 
 def backbone_core(backbone: keras.Model) -> keras.Model:
@@ -212,6 +255,8 @@ def split_backbone(backbone: keras.Model, name: str) -> tuple[keras.Model, keras
     spec = get_backbone_spec(name)
     if spec.top_starts is None:
         raise CardamageError(f"backbone '{name}' has no top stage to tune: set tune_top false")
+    if scale_layers(backbone):
+        raise CardamageError("tune_top trains one scale: set scales [1] or tune_top false")
     core = backbone_core(backbone)
     index = backbone.layers.index(core)
     cut = core.get_layer(spec.top_starts).input

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from cardamage.tasks import Task
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
 META_FORMAT = "cardamage-model/1"
+#: Every scale of a multi-scale backbone is a multiple of the backbones' total stride: the one
+#: network then pads each exactly as a network built for that size would (MobileNetV2 and
+#: EfficientNet pad by the input size's parity), and none is under their 32 px minimum.
+SCALE_MULTIPLE = 32
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,31 @@ class ModelSpec:
     layout: str = "shared"
     #: features also pool a mid-level block (textures, parts); off for models saved before it
     mid_level: bool = False
+    #: factors the photo is also shrunk by (see cardamage.model.backbones); (1,): one scale
+    scales: tuple[int, ...] = (1,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(self.scales))  # a list when read from JSON
+
+
+def check_scales(scales: Sequence[int], image_size: int) -> None:
+    """Ascending whole factors of the input size (how explanations find each scale again),
+    each giving a multiple of SCALE_MULTIPLE."""
+    if (
+        not scales
+        or list(scales) != sorted(set(scales))
+        or any(f < 1 or image_size % f for f in scales)
+    ):
+        raise CardamageError(
+            f"scales {list(scales)}: give ascending whole factors of image_size {image_size}, "
+            "e.g. [1, 3] for 480 px (480 and 160 px)"
+        )
+    odd = [f for f in scales if (image_size // f) % SCALE_MULTIPLE]
+    if tuple(scales) != (1,) and odd:
+        raise CardamageError(
+            f"scales {list(scales)}: image_size {image_size} / {odd[0]} is not a multiple of "
+            f"{SCALE_MULTIPLE} px, which every scale must be, e.g. 480 with [1, 3]"
+        )
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def build_model(
     backbones, heads, outputs = [], [], {}
     for i, group in enumerate(groups):
         backbone = build_backbone(
-            spec.backbone, spec.weights, spec.image_size, spec.alpha, spec.mid_level
+            spec.backbone, spec.weights, spec.image_size, spec.alpha, spec.mid_level, spec.scales
         )
         backbone.name = "backbone" if len(groups) == 1 else f"backbone_{group[0].name}"
         head = build_heads(

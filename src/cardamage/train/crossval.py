@@ -99,6 +99,7 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
         dropout=cfg.dropout,
         layout=cfg.layout,
         mid_level=cfg.mid_level,
+        scales=tuple(cfg.scales),
     )
 
 

@@ -58,6 +58,7 @@ class FeatureRequest:
             "weights": weights_id(self.spec.weights),
             "alpha": self.spec.alpha,
             "mid_level": self.spec.mid_level,
+            "scales": list(self.spec.scales),
             "layer": self.layer,
             "precision": keras.mixed_precision.global_policy().name,
             "image_size": self.spec.image_size,
