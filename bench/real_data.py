@@ -2,16 +2,17 @@
 
 Imports ../shared/data/lensor-coco (COCO boxes -> image-level severity and damage type, grouped
 by source photo so Roboflow's augmented copies never straddle a split), then runs (a) the
-original recipe (bench/original_recipe.py) and (b) ours (cached features, tuned thresholds)
-on the same grouped folds with the same offline MobileNetV2 weights, and prints out-of-fold
-severity macro-F1 and damage-type mAP for both. Skips when ../shared is absent. Ours trains the
-backbone's top stage with the heads (``tune_top``) unless ``--no-tune-top``.
+original recipe (bench/original_recipe.py, 160 px) and (b) ours (configs/real-photos.json:
+480 px seen at two scales, standardised linear heads, tuned thresholds) on the same grouped
+folds with the same offline MobileNetV2 weights, and prints out-of-fold severity macro-F1 and
+damage-type mAP for both. Skips when ../shared is absent. Flags marked "ours" try variants,
+e.g. ``--size 160 --scales 1 --tune-top`` for the previous recipe.
 
 (a) trains on its frozen backbone's features computed once per fold (``recompute=False``):
 the same training and numbers as recomputing them every epoch, in minutes instead of hours.
 bench/train.py times the original as it ran.
 
-    python bench/real_data.py --epochs 20
+    python bench/real_data.py
 """
 
 from __future__ import annotations
@@ -40,24 +41,30 @@ from cardamage.train.crossval import cross_validate
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LENSOR = SHARED / "data" / "lensor-coco"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_imagenet_dogs_no_top.weights.h5"
+#: Our recipe: the preset README recommends for real photos
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "real-photos.json"
 SEVERITIES = ("minor", "moderate", "severe")
 TYPES = ("dent", "scratch", "broken")
 
 
 def parse_args() -> argparse.Namespace:
+    """Flags marked "ours" override the recipe file; left unset, the recipe decides."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=160, help="ours: input size")
-    p.add_argument(
-        "--scales", type=int, nargs="+", default=[1], help="ours: e.g. --size 480 --scales 1 3"
-    )
+    p.add_argument("--recipe", type=Path, default=RECIPE, help="ours: a train config's options")
+    p.add_argument("--size", type=int, help="ours: input size")
+    p.add_argument("--scales", type=int, nargs="+", help="ours: e.g. --size 480 --scales 1 3")
     p.add_argument("--original-size", type=int, default=160, help="the original's input size")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=20, help="epoch cap for both recipes")
+    p.add_argument("--epochs", type=int, help="epoch cap for both recipes (default: ours)")
     p.add_argument("--weights", type=Path, default=WEIGHTS)
     p.add_argument("--alpha", type=float, default=1.0)
-    p.add_argument("--views", type=int, default=4)
-    p.add_argument("--tune-top", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--patience", type=int, default=3, help="ours: early-stopping patience")
+    p.add_argument("--views", type=int, help="ours")
+    p.add_argument("--tune-top", action=argparse.BooleanOptionalAction, help="ours")
+    p.add_argument("--head-units", type=int, help="ours: 0 for linear heads")
+    p.add_argument("--dropout", type=float, help="ours")
+    p.add_argument("--head-l2", type=float, help="ours: L2 penalty on the heads")
+    p.add_argument("--standardize", action=argparse.BooleanOptionalAction, help="ours")
+    p.add_argument("--patience", type=int, help="ours: early-stopping patience")
     p.add_argument("--seed", type=int, default=42, help="folds and both recipes' initial weights")
     p.add_argument("--work", type=Path)
     return p.parse_args()
@@ -133,22 +140,30 @@ def main() -> None:
     args = parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-real-"))
     manifest_csv, config = import_lensor(work)
+    ours = {
+        "image_size": args.size,
+        "scales": args.scales,
+        "epochs": args.epochs,
+        "views": args.views,
+        "tune_top": args.tune_top,
+        "patience": args.patience,
+        "head_units": args.head_units,
+        "dropout": args.dropout,
+        "head_l2": args.head_l2,
+        "standardize": args.standardize,
+    }
     cfg = load_train_config(
         config,
         {
+            **json.loads(args.recipe.read_text()),
+            **{key: value for key, value in ours.items() if value is not None},
             "data": manifest_csv,
             "images": LENSOR / "images",
             "out": work / "ours",
             "backbone": "mobilenetv2",
             "alpha": args.alpha,
             "weights": str(args.weights),
-            "image_size": args.size,
-            "scales": args.scales,
             "folds": args.folds,
-            "epochs": args.epochs,
-            "views": args.views,
-            "tune_top": args.tune_top,
-            "patience": args.patience,
             "seed": args.seed,
             "cache_dir": work / "cache",
             "overwrite": True,
@@ -160,8 +175,8 @@ def main() -> None:
     targets = {t.name: manifest.targets(t) for t in tasks}
     print(
         f"{len(manifest)} photos in {len(set(manifest.groups))} groups, {cfg.folds} grouped "
-        f"folds, MobileNetV2 {args.alpha} ({args.weights.name}); ours {args.size} px, scales "
-        f"{args.scales}; the original {args.original_size} px"
+        f"folds, MobileNetV2 {args.alpha} ({args.weights.name}); ours {cfg.image_size} px, "
+        f"scales {cfg.scales} ({args.recipe.name}); the original {args.original_size} px"
     )
 
     started = time.perf_counter()
@@ -175,7 +190,7 @@ def main() -> None:
     started = time.perf_counter()
     base = original_oof(
         tasks, manifest, splits, args.original_size,
-        backbone="mobilenetv2", weights=str(args.weights), alpha=args.alpha, epochs=args.epochs,
+        backbone="mobilenetv2", weights=str(args.weights), alpha=args.alpha, epochs=cfg.epochs,
         recompute=False, seed=args.seed,
     )  # fmt: skip
     base_s = time.perf_counter() - started

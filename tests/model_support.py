@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -22,3 +24,21 @@ def normalise_batchnorm(model, pixels: np.ndarray) -> None:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.0
     model(pixels.astype(np.float32), training=True)
+
+
+def assert_fold_models_score_as_cached(run: Path, image_root: Path) -> None:
+    """Every fold's shipped model, scoring its validation photos from their pixels, gives the
+    scores the run computed from cached features: what was cached is what the model computes."""
+    import json
+
+    from cardamage.model.multitask import ModelBundle
+    from cardamage.train.crossval import predict_images
+
+    for fold in json.loads((run / "folds.json").read_text()):
+        fold_dir = run / "folds" / f"fold_{fold['fold']}"
+        cached = np.load(fold_dir / "scores.npz")
+        model = ModelBundle.load(fold_dir / "model").model
+        scored = predict_images(model, [image_root / image for image in fold["validation"]], 8)
+        for name, value in scored.items():
+            np.testing.assert_allclose(value, cached[name], atol=1e-5)
+        assert scored["severity"].std(axis=0).max() > 1e-4  # the photos are told apart

@@ -89,3 +89,33 @@ def test_every_epoch_sees_the_rows_in_a_new_order() -> None:
         assert sorted(epoch) == list(range(40))  # every row once an epoch
     assert not np.array_equal(first_two[:40], first_two[40:])
     assert not np.array_equal(first_two[:40], again)
+
+
+def test_standardized_heads_adapt_to_each_folds_training_features(
+    setting: tuple, tmp_path: Path
+) -> None:
+    """Mean and variance of the training rows of every view, not of the validation rows, and
+    anew in every fold with the kept (compiled) model."""
+    cfg, tasks, data = setting
+    shifted = data.features * 3.0 + 5.0  # features far from zero mean, unit variance
+    trainer = HeadTrainer(tasks, cfg)
+    for val in (np.arange(0, 15), np.arange(30, 45)):
+        train = np.setdiff1d(np.arange(N), val)
+        head = build_heads(DIM, tasks, 0, 0.0, standardize=True)
+        trainer.fit([head], FoldData(shifted, data.targets, [], train, val), tmp_path)
+        rows = shifted[:, train].reshape(-1, DIM)
+        norm = head.get_layer("standardize")
+        np.testing.assert_allclose(np.ravel(norm.mean), rows.mean(axis=0), rtol=1e-4)
+        np.testing.assert_allclose(np.ravel(norm.variance), rows.var(axis=0), rtol=1e-3)
+
+
+def test_head_l2_shrinks_the_trained_weights(setting: tuple, tmp_path: Path) -> None:
+    cfg, tasks, data = setting
+    cfg = cfg.model_copy(update={"learning_rate": 0.05})  # 16 steps that can move the weights
+    norms = []
+    for l2 in (0.0, 1.0):
+        keras.utils.set_random_seed(3)
+        head = build_heads(DIM, tasks, 0, 0.0, l2=l2)
+        HeadTrainer(tasks, cfg).fit([head], data, tmp_path / str(l2))
+        norms.append(sum(np.linalg.norm(head.get_layer(t.name).kernel) for t in tasks))
+    assert norms[1] < 0.5 * norms[0]

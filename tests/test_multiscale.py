@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_support import normalise_batchnorm
+from model_support import assert_fold_models_score_as_cached, normalise_batchnorm
 
 from cardamage.config import load_train_config
 from cardamage.data.synthetic import generate_dataset
 from cardamage.errors import CardamageError
 from cardamage.model.backbones import backbone_core, build_backbone
 from cardamage.model.multitask import ModelBundle
-from cardamage.train.crossval import cross_validate, predict_images
+from cardamage.train.crossval import cross_validate
 
 
 def _options(tmp: Path, **extra) -> dict:
@@ -53,14 +53,7 @@ def test_the_model_records_its_scales(run: tuple) -> None:
 
 def test_cached_scores_are_the_shipped_fold_models_scores(run: tuple) -> None:
     out, root = run
-    for fold in json.loads((out / "folds.json").read_text()):
-        fold_dir = out / "folds" / f"fold_{fold['fold']}"
-        cached = np.load(fold_dir / "scores.npz")
-        model = ModelBundle.load(fold_dir / "model").model
-        scored = predict_images(model, [root / image for image in fold["validation"]], 8)
-        for name, value in scored.items():
-            np.testing.assert_allclose(value, cached[name], atol=1e-5)
-        assert scored["severity"].std(axis=0).max() > 1e-4  # the photos are told apart
+    assert_fold_models_score_as_cached(out, root)
 
 
 @pytest.mark.parametrize(
@@ -75,3 +68,16 @@ def test_cached_scores_are_the_shipped_fold_models_scores(run: tuple) -> None:
 def test_configs_it_cannot_run_are_refused_by_field(tmp_path: Path, extra, message) -> None:
     with pytest.raises(CardamageError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_train_config(None, _options(tmp_path, **extra))
+
+
+def test_standardize_with_tune_top_is_refused(tmp_path: Path) -> None:
+    options = _options(tmp_path, scales=[1], tune_top=True, standardize=True)
+    with pytest.raises(CardamageError, match="standardize adapts to cached pooled features"):
+        load_train_config(None, options)
+
+
+def test_the_real_photos_preset_is_a_config_train_takes(tmp_path: Path) -> None:
+    preset = Path(__file__).resolve().parents[1] / "configs" / "real-photos.json"
+    cfg = load_train_config(preset, {"data": tmp_path / "labels.csv", "out": tmp_path / "run"})
+    assert cfg.scales == [1, 3] and cfg.image_size == 480
+    assert cfg.standardize and cfg.head_units == 0 and cfg.head_l2 > 0

@@ -3,18 +3,17 @@ scores photos exactly as the cached activations said it would."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from model_support import normalise_batchnorm
+from model_support import assert_fold_models_score_as_cached, normalise_batchnorm
 
 from cardamage.config import load_train_config
 from cardamage.data.synthetic import generate_dataset
 from cardamage.model.backbones import BACKBONES, backbone_core, build_backbone
 from cardamage.model.multitask import ModelBundle
-from cardamage.train.crossval import cross_validate, predict_images
+from cardamage.train.crossval import cross_validate
 
 TOP = BACKBONES["mobilenet"].top_starts
 
@@ -65,10 +64,4 @@ def test_only_the_top_stage_trains_and_batchnorm_keeps_its_statistics(run: tuple
 
 def test_cached_scores_are_the_shipped_fold_models_scores(run: tuple) -> None:
     out, root, _ = run
-    for fold in json.loads((out / "folds.json").read_text()):
-        fold_dir = out / "folds" / f"fold_{fold['fold']}"
-        cached = np.load(fold_dir / "scores.npz")
-        model = ModelBundle.load(fold_dir / "model").model
-        scored = predict_images(model, [root / image for image in fold["validation"]], 8)
-        for name, value in scored.items():
-            np.testing.assert_allclose(value, cached[name], atol=1e-5)
+    assert_fold_models_score_as_cached(out, root)

@@ -84,6 +84,11 @@ class TrainConfig(_Strict):
     # cardamage.model.backbones): [1, 3] at image_size 480 runs 480 and 160 px
     scales: list[int] = Field(default_factory=lambda: [1], min_length=1)
     dropout: float = Field(0.3, ge=0, lt=1)
+    # heads standardise the features (each fold's training statistics) and penalise their
+    # weights by head_l2: with head_units 0 and dropout 0, L2-regularised logistic regression,
+    # which on real photos beat the hidden layer (see README, "Heads")
+    standardize: bool = False
+    head_l2: float = Field(0.0, ge=0)
     loss_weights: dict[str, float] = Field(default_factory=dict)
     class_weights: bool = True
     # cached views per image: 1 clean + (views - 1) augmented. 2 measured as good as 4 on the
@@ -128,6 +133,8 @@ class TrainConfig(_Strict):
         unknown = sorted(set(self.loss_weights) - set(names))
         if unknown:
             raise ValueError(f"loss_weights name unknown task(s) {unknown} (tasks: {names})")
+        if self.tune_top and self.standardize:
+            raise ValueError("standardize adapts to cached pooled features: set tune_top false")
         if self.tune_top and self.scales != [1]:
             raise ValueError("tune_top trains one scale: set scales [1] or tune_top false")
         return self

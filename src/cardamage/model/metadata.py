@@ -30,6 +30,9 @@ class ModelSpec:
     alpha: float | None = None
     head_units: int = 256
     dropout: float = 0.3
+    #: heads standardise the features and penalise their weights (see build_heads)
+    standardize: bool = False
+    head_l2: float = 0.0
     #: "shared": one backbone for all tasks; "per_task": one backbone copy per task (the original).
     layout: str = "shared"
     #: features also pool a mid-level block (textures, parts); off for models saved before it

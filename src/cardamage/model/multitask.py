@@ -18,22 +18,44 @@ from cardamage.model.backbones import build_backbone
 from cardamage.model.metadata import MODEL_FILE, ModelMeta, ModelSpec
 from cardamage.tasks import Task
 
+#: The heads' feature standardisation layer, adapted to each fold's training features.
+STANDARDIZE = "standardize"
+
 
 def build_heads(
-    feature_dim: int, tasks: Sequence[Task], head_units: int, dropout: float, name: str = "heads"
+    feature_dim: int,
+    tasks: Sequence[Task],
+    head_units: int,
+    dropout: float,
+    name: str = "heads",
+    standardize: bool = False,
+    l2: float = 0.0,
 ) -> keras.Model:
-    """Features -> {task name: probabilities}: softmax for multiclass, sigmoid for multilabel."""
+    """Features -> {task name: probabilities}: softmax for multiclass, sigmoid for multilabel.
+    ``standardize`` scales every feature to zero mean and unit variance first, so that one L2
+    penalty (``l2``, per weight) weighs every feature alike whatever its scale."""
     features = keras.Input((feature_dim,), name="features")
+    inputs = keras.layers.Normalization(name=STANDARDIZE)(features) if standardize else features
+    penalty = keras.regularizers.L2(l2) if l2 else None
     outputs = {}
     for task in tasks:
-        x = keras.layers.Dropout(dropout, name=f"{task.name}_dropout")(features)
+        x = keras.layers.Dropout(dropout, name=f"{task.name}_dropout")(inputs)
         if head_units:
-            x = keras.layers.Dense(head_units, activation="relu", name=f"{task.name}_hidden")(x)
+            x = keras.layers.Dense(
+                head_units,
+                activation="relu",
+                kernel_regularizer=penalty,
+                name=f"{task.name}_hidden",
+            )(x)
             x = keras.layers.Dropout(dropout, name=f"{task.name}_hidden_dropout")(x)
         activation = "softmax" if task.multiclass else "sigmoid"
         # float32 outputs keep losses stable under mixed precision
         outputs[task.name] = keras.layers.Dense(
-            len(task.labels), activation=activation, dtype="float32", name=task.name
+            len(task.labels),
+            activation=activation,
+            kernel_regularizer=penalty,
+            dtype="float32",
+            name=task.name,
         )(x)
     return keras.Model(features, outputs, name=name)
 
@@ -61,6 +83,8 @@ def build_model(
             spec.head_units,
             spec.dropout,
             name="heads" if len(groups) == 1 else f"heads_{i}",
+            standardize=spec.standardize,
+            l2=spec.head_l2,
         )
         outputs.update(head(backbone(pixels)))
         backbones.append(backbone)

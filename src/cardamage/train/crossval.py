@@ -97,6 +97,8 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
         alpha=cfg.alpha,
         head_units=cfg.head_units,
         dropout=cfg.dropout,
+        standardize=cfg.standardize,
+        head_l2=cfg.head_l2,
         layout=cfg.layout,
         mid_level=cfg.mid_level,
         scales=tuple(cfg.scales),

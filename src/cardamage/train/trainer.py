@@ -15,6 +15,7 @@ from tqdm import tqdm
 from cardamage.config import TrainConfig
 from cardamage.data.pipeline import build_augmenter, feature_batches, image_dataset
 from cardamage.model.backbones import backbone_core, split_backbone
+from cardamage.model.multitask import STANDARDIZE
 from cardamage.tasks import Task
 from cardamage.train.interrupt import CheckInterrupt
 
@@ -185,6 +186,8 @@ class HeadTrainer:
             y_train = _select(data.targets, data.train, names, views)
             y_val = _select(data.targets, data.val, names)
             n_epochs = epochs[i] if epochs is not None else cfg.epochs
+            if STANDARDIZE in {layer.name for layer in head.layers}:
+                head.get_layer(STANDARDIZE).adapt(x_train)
             model = self._take(i, head)
             weights = sample_weights(
                 [t for t in self.tasks if t.name in names], y_train, cfg.class_weights
