@@ -86,7 +86,7 @@ class TrainConfig(_Strict):
     dropout: float = Field(0.3, ge=0, lt=1)
     # heads standardise the features (each fold's training statistics) and penalise their
     # weights by head_l2: with head_units 0 and dropout 0, L2-regularised logistic regression,
-    # which on real photos beat the hidden layer (see README, "Heads")
+    # which on real photos beat the hidden layer (README: configs/real-photos.json)
     standardize: bool = False
     head_l2: float = Field(0.0, ge=0)
     loss_weights: dict[str, float] = Field(default_factory=dict)
