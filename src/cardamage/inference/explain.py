@@ -102,13 +102,13 @@ def _feature_maps(
     model; the features also hold the pooled mid-level maps where the backbone has them."""
     core = backbone_core(backbone)
     with_map = keras.Model(core.input, [top_pooling(core).input, *core.outputs])
-    preprocessing = backbone.layers[1 : backbone.layers.index(core)]
+    shrinks = scale_layers(backbone)
     x = image
-    for layer in preprocessing:
-        if layer not in scale_layers(backbone):
+    for layer in backbone.layers[1 : backbone.layers.index(core)]:  # preprocessing
+        if layer not in shrinks:
             x = layer(x)
     maps, pooled = [], []
-    for shrink in scale_layers(backbone) or [None]:
+    for shrink in shrinks or [None]:
         feature_map, *outputs = with_map(shrink(x) if shrink else x)
         maps.append(feature_map)
         pooled += outputs

@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 
 from cardamage.errors import CardamageError
-from cardamage.model.metadata import check_scales
+from cardamage.model.metadata import check_scales, is_multiscale
 from cardamage.model.pypi_weights import PREFIX, resolve_pypi_weights
 
 #: The name of the pooling layer over the mid-level feature map.
@@ -158,7 +158,7 @@ def build_backbone(
     integer factors that divide ``image_size``; the network runs on the photo shrunk by each."""
     spec = get_backbone_spec(name)
     check_scales(scales, image_size)
-    multiscale = tuple(scales) != (1,)
+    multiscale = is_multiscale(scales)
     kwargs: dict = {
         "include_top": False,
         "weights": _check_weights(resolve_pypi_weights(weights, name, alpha)),
@@ -202,10 +202,9 @@ def _with_preprocessing(
         if (spec.preprocessing == "tf")
         else pixels
     )
-    multiscale = tuple(scales) != (1,)
     features = []
     for factor in scales:
-        features += _as_list(app(_downscale(x, factor) if multiscale else x))
+        features += _as_list(app(_downscale(x, factor) if is_multiscale(scales) else x))
     if len(features) > 1:
         return keras.Model(
             pixels, keras.layers.Concatenate(name="pooled")(features), name="backbone"

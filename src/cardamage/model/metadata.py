@@ -44,6 +44,11 @@ class ModelSpec:
         object.__setattr__(self, "scales", tuple(self.scales))  # a list when read from JSON
 
 
+def is_multiscale(scales: Sequence[int]) -> bool:
+    """Anything but the photo at its input size alone: the backbone then names each scale."""
+    return tuple(scales) != (1,)
+
+
 def check_scales(scales: Sequence[int], image_size: int) -> None:
     """Ascending whole factors of the input size (how explanations find each scale again),
     each giving a multiple of SCALE_MULTIPLE."""
@@ -57,7 +62,7 @@ def check_scales(scales: Sequence[int], image_size: int) -> None:
             "e.g. [1, 3] for 480 px (480 and 160 px)"
         )
     odd = [f for f in scales if (image_size // f) % SCALE_MULTIPLE]
-    if tuple(scales) != (1,) and odd:
+    if is_multiscale(scales) and odd:
         raise CardamageError(
             f"scales {list(scales)}: image_size {image_size} / {odd[0]} is not a multiple of "
             f"{SCALE_MULTIPLE} px, which every scale must be, e.g. 480 with [1, 3]"

@@ -101,7 +101,7 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
         head_l2=cfg.head_l2,
         layout=cfg.layout,
         mid_level=cfg.mid_level,
-        scales=tuple(cfg.scales),
+        scales=cfg.scales,  # ModelSpec keeps a tuple
     )
 
 
