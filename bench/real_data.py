@@ -153,9 +153,8 @@ def main() -> None:
         "standardize": args.standardize,
     }
     cfg = load_train_config(
-        config,
+        [config, args.recipe],
         {
-            **json.loads(args.recipe.read_text()),
             **{key: value for key, value in ours.items() if value is not None},
             "data": manifest_csv,
             "images": LENSOR / "images",
@@ -170,13 +169,13 @@ def main() -> None:
         },
     )
     tasks = cfg.build_tasks()
-    manifest, _ = load_manifest(cfg.data, cfg.image_root, tasks)
-    splits = make_folds(manifest, tasks, cfg.folds, cfg.seed)
+    manifest, _ = load_manifest(cfg.data.data, cfg.image_root, tasks)
+    splits = make_folds(manifest, tasks, cfg.data.folds, cfg.run.seed)
     targets = {t.name: manifest.targets(t) for t in tasks}
     print(
-        f"{len(manifest)} photos in {len(set(manifest.groups))} groups, {cfg.folds} grouped "
-        f"folds, MobileNetV2 {args.alpha} ({args.weights.name}); ours {cfg.image_size} px, "
-        f"scales {cfg.scales} ({args.recipe.name}); the original {args.original_size} px"
+        f"{len(manifest)} photos in {len(set(manifest.groups))} groups, {cfg.data.folds} grouped "
+        f"folds, MobileNetV2 {args.alpha} ({args.weights.name}); ours {cfg.model.image_size} px, "
+        f"scales {cfg.model.scales} ({args.recipe.name}); the original {args.original_size} px"
     )
 
     started = time.perf_counter()
@@ -190,8 +189,8 @@ def main() -> None:
     started = time.perf_counter()
     base = original_oof(
         tasks, manifest, splits, args.original_size,
-        backbone="mobilenetv2", weights=str(args.weights), alpha=args.alpha, epochs=cfg.epochs,
-        recompute=False, seed=args.seed,
+        backbone="mobilenetv2", weights=str(args.weights), alpha=args.alpha,
+        epochs=cfg.heads.epochs, recompute=False, seed=args.seed,
     )  # fmt: skip
     base_s = time.perf_counter() - started
     np.savez(work / "original_oof.npz", **base)  # beside ours/oof_predictions.csv

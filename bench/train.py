@@ -97,7 +97,7 @@ def original(args, data: Path) -> tuple[float, dict]:
     cfg = load_train_config(None, {"data": data, "out": Path("unused")})
     tasks = cfg.build_tasks()
     manifest, _ = load_manifest(data, data.parent, tasks)
-    splits = make_folds(manifest, tasks, args.folds, cfg.seed)  # the same folds as ours
+    splits = make_folds(manifest, tasks, args.folds, cfg.run.seed)  # the same folds as ours
     targets = {t.name: manifest.targets(t) for t in tasks}
     started = time.perf_counter()
     oof = original_oof(

@@ -111,7 +111,8 @@ def test_standardized_heads_adapt_to_each_folds_training_features(
 
 def test_head_l2_shrinks_the_trained_weights(setting: tuple, tmp_path: Path) -> None:
     cfg, tasks, data = setting
-    cfg = cfg.model_copy(update={"learning_rate": 0.05})  # 16 steps that can move the weights
+    heads = cfg.heads.model_copy(update={"learning_rate": 0.05})
+    cfg = cfg.model_copy(update={"heads": heads})  # 16 steps that can move the weights
     norms = []
     for l2 in (0.0, 1.0):
         keras.utils.set_random_seed(3)

@@ -79,5 +79,5 @@ def test_standardize_with_tune_top_is_refused(tmp_path: Path) -> None:
 def test_the_real_photos_preset_is_a_config_train_takes(tmp_path: Path) -> None:
     preset = Path(__file__).resolve().parents[1] / "configs" / "real-photos.json"
     cfg = load_train_config(preset, {"data": tmp_path / "labels.csv", "out": tmp_path / "run"})
-    assert cfg.scales == [1, 3] and cfg.image_size == 480
-    assert cfg.standardize and cfg.head_units == 0 and cfg.head_l2 > 0
+    assert cfg.model.scales == (1, 3) and cfg.model.image_size == 480
+    assert cfg.model.standardize and cfg.model.head_units == 0 and cfg.model.head_l2 > 0

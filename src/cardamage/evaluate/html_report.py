@@ -192,14 +192,14 @@ def _header(run: _Run) -> str:
     spec, summary = run.meta.spec, run.summary
     width = f" (alpha {spec.alpha:g})" if spec.alpha is not None else ""
     facts = {
-        "Data": str(run.config.data),
+        "Data": str(run.config.data.data),
         "Images": str(summary["images"]),
         "Backbone": f"{spec.backbone}{width} at {spec.image_size} px, weights: {spec.weights}",
         "Folds": f"{summary['folds']} ({_shipped(summary)})",
         "Finished": run.finished.strftime("%Y-%m-%d %H:%M"),
     }
     if not all(task.multiclass for task in run.tasks):  # multiclass decisions take no threshold
-        tuned = run.config.tune_thresholds
+        tuned = run.config.run.tune_thresholds
         facts["Thresholds"] = "tuned for F1 out of fold" if tuned else "fixed at 0.5"
     if "seconds" in summary:
         facts["Training time"] = _duration(summary["seconds"])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cardamage.config import ModelConfig
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_write_json
 from cardamage.tasks import Task
@@ -20,6 +21,12 @@ META_FORMAT = "cardamage-model/1"
 SCALE_MULTIPLE = 32
 
 
+#: The train config's model section owns the architecture defaults; ModelSpec takes them.
+_DEFAULT = {name: field.default for name, field in ModelConfig.model_fields.items()}
+#: What model.json files written before a field existed meant by its absence.
+LEGACY_SPEC = {"mid_level": False}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to rebuild the architecture; stored beside the weights."""
@@ -27,18 +34,18 @@ class ModelSpec:
     backbone: str
     weights: str
     image_size: int
-    alpha: float | None = None
-    head_units: int = 256
-    dropout: float = 0.3
+    alpha: float | None = _DEFAULT["alpha"]
+    head_units: int = _DEFAULT["head_units"]
+    dropout: float = _DEFAULT["dropout"]
     #: heads standardise the features and penalise their weights (see build_heads)
-    standardize: bool = False
-    head_l2: float = 0.0
+    standardize: bool = _DEFAULT["standardize"]
+    head_l2: float = _DEFAULT["head_l2"]
     #: "shared": one backbone for all tasks; "per_task": one backbone copy per task (the original).
-    layout: str = "shared"
-    #: features also pool a mid-level block (textures, parts); off for models saved before it
-    mid_level: bool = False
+    layout: str = _DEFAULT["layout"]
+    #: features also pool a mid-level block (textures, parts)
+    mid_level: bool = _DEFAULT["mid_level"]
     #: factors the photo is also shrunk by (see cardamage.model.backbones); (1,): one scale
-    scales: tuple[int, ...] = (1,)
+    scales: tuple[int, ...] = _DEFAULT["scales"]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(self.scales))  # a list when read from JSON
@@ -92,7 +99,7 @@ class ModelMeta:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
             return cls(
-                ModelSpec(**meta["spec"]),
+                ModelSpec(**{**LEGACY_SPEC, **meta["spec"]}),
                 [Task.from_dict(t) for t in meta["tasks"]],
                 meta.get("info", {}),
             )

@@ -75,34 +75,22 @@ class Inputs:
 
     def _extract(self) -> None:
         cfg = self.cfg
-        runtime.set_seed(cfg.seed)
+        runtime.set_seed(cfg.run.seed)
         _, backbones, _ = build_model(model_spec(cfg), self.tasks[:1])
         self._weights = backbones[0].get_weights()
         extractor, layer = backbones[0], None
-        if cfg.tune_top:
-            extractor, _ = split_backbone(backbones[0], cfg.backbone)
-            layer = get_backbone_spec(cfg.backbone).top_starts
-        cache = cfg.cache_dir or default_cache_dir()
+        if cfg.tune_top.enabled:
+            extractor, _ = split_backbone(backbones[0], cfg.model.backbone)
+            layer = get_backbone_spec(cfg.model.backbone).top_starts
+        cache = cfg.run.cache_dir or default_cache_dir()
         request = FeatureRequest(
-            model_spec(cfg), self.paths, cfg.augment, cfg.views, cfg.seed, layer
+            model_spec(cfg), self.paths, cfg.data.augment, cfg.data.views, cfg.run.seed, layer
         )
         self._features = cached_features(extractor, request, cache)
 
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:
-    return ModelSpec(
-        backbone=cfg.backbone,
-        weights=cfg.weights,
-        image_size=cfg.image_size,
-        alpha=cfg.alpha,
-        head_units=cfg.head_units,
-        dropout=cfg.dropout,
-        standardize=cfg.standardize,
-        head_l2=cfg.head_l2,
-        layout=cfg.layout,
-        mid_level=cfg.mid_level,
-        scales=cfg.scales,  # ModelSpec keeps a tuple
-    )
+    return ModelSpec(**cfg.model.model_dump())  # the model section is ModelSpec's fields
 
 
 def predict_images(model: keras.Model, paths: list[Path], batch_size: int) -> dict[str, np.ndarray]:
@@ -126,17 +114,17 @@ def train_model(
         model, backbones, heads = build_model(model_spec(cfg), tasks)
         for backbone in backbones:
             backbone.set_weights(inputs.backbone_weights)
-        if cfg.tune_top:
-            pretrained = cfg.weights != "none"
+        if cfg.tune_top.enabled:
+            pretrained = cfg.model.weights != "none"
             heads = [
-                tuned_top(b, h, cfg.backbone, pretrained)
+                tuned_top(b, h, cfg.model.backbone, pretrained)
                 for b, h in zip(backbones, heads, strict=True)
             ]
         history, head_epochs = inputs.heads.fit(
             heads, data, log_dir, schedule["heads"] if schedule else None
         )
         done = {"heads": head_epochs, "fine_tune": None}
-        if cfg.fine_tune_layers:
+        if cfg.fine_tune.layers:
             ft_history, done["fine_tune"] = fine_tune(
                 model, backbones, tasks, data, cfg, log_dir, schedule and schedule["fine_tune"]
             )
@@ -144,8 +132,8 @@ def train_model(
                 history.setdefault(key, []).extend(float(v) for v in values)
         if not len(data.val):
             return model, history, done, None
-        if cfg.fine_tune_layers:
-            scores = predict_images(model, [data.paths[i] for i in data.val], cfg.batch_size)
+        if cfg.fine_tune.layers:
+            scores = predict_images(model, [data.paths[i] for i in data.val], cfg.heads.batch_size)
         else:
             scores = inputs.heads.predict(np.asarray(data.features[0, data.val]))
     return model, history, done, scores
@@ -153,13 +141,13 @@ def train_model(
 
 def train_fold(index: int, inputs: Inputs, train: np.ndarray, val: np.ndarray) -> FoldResult:
     cfg, tasks = inputs.cfg, inputs.tasks
-    fold_dir = cfg.out / "folds" / f"fold_{index}"
+    fold_dir = cfg.run.out / "folds" / f"fold_{index}"
     shutil.rmtree(fold_dir, ignore_errors=True)
     data = inputs.fold(train, val)
-    model, history, schedule, scores = train_model(inputs, data, fold_dir, cfg.seed + index)
+    model, history, schedule, scores = train_model(inputs, data, fold_dir, cfg.run.seed + index)
     metrics = {t.name: task_metrics(t, inputs.targets[t.name][val], scores[t.name]) for t in tasks}
     ModelBundle(model, model_spec(cfg), tasks, {"fold": index}).save(fold_dir / "model")
-    plot_history(history, cfg.out / "curves", f"fold{index}")
+    plot_history(history, cfg.run.out / "curves", f"fold{index}")
     with atomic_path(fold_dir / SCORES_FILE) as tmp:
         np.savez(tmp, **scores)
     atomic_write_json(fold_dir / SCHEDULE_FILE, schedule)
@@ -198,18 +186,20 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train k folds (or the ones an interrupted run left), write the run directory."""
     started = time.time()
     tasks = cfg.build_tasks()
-    manifest, problems = load_manifest(cfg.data, cfg.image_root, tasks, skip_bad=cfg.skip_bad)
-    splits = make_folds(manifest, tasks, cfg.folds, cfg.seed)
+    manifest, problems = load_manifest(
+        cfg.data.data, cfg.image_root, tasks, skip_bad=cfg.data.skip_bad
+    )
+    splits = make_folds(manifest, tasks, cfg.data.folds, cfg.run.seed)
     if resume:
         rundir.check_same_folds(cfg, manifest, splits)
-        rundir.sweep_temporaries(cfg.out)
+        rundir.sweep_temporaries(cfg.run.out)
     else:
-        rundir.prepare(cfg.out, cfg.overwrite)
+        rundir.prepare(cfg.run.out, cfg.run.overwrite)
         rundir.record_inputs(cfg, manifest, problems, splits)
-    precision = runtime.configure_precision(cfg.mixed_precision)
+    precision = runtime.configure_precision(cfg.run.mixed_precision)
     print(
-        f"cardamage: {len(manifest)} images, {cfg.folds} folds, {cfg.backbone} at "
-        f"{cfg.image_size} px on {runtime.device_summary()} ({precision})"
+        f"cardamage: {len(manifest)} images, {cfg.data.folds} folds, {cfg.model.backbone} at "
+        f"{cfg.model.image_size} px on {runtime.device_summary()} ({precision})"
     )
     inputs = Inputs(cfg, tasks, manifest)
     with interrupt.stop_on_ctrl_c():
@@ -217,8 +207,8 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
         summary = _finish(inputs, manifest, splits, results)
     summary["seconds"] = round(time.time() - started, 1)
     summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    write_summary_json(cfg.out / "summary.json", summary)
-    write_html_report(cfg.out)
+    write_summary_json(cfg.run.out / "summary.json", summary)
+    write_html_report(cfg.run.out)
     return summary
 
 
@@ -228,14 +218,14 @@ def _train_folds(inputs: Inputs, splits: list) -> list[FoldResult]:
     results = []
     for index, (train, val) in enumerate(splits, start=1):
         interrupt.check()
-        result = finished_fold(index, cfg.out)
+        result = finished_fold(index, cfg.run.out)
         if result is not None:
-            print(f"fold {index}/{cfg.folds}: finished before, kept")
+            print(f"fold {index}/{cfg.data.folds}: finished before, kept")
         else:
             _fresh_session(cfg)
             result = train_fold(index, inputs, train, val)
             scores = ", ".join(f"{t.name} {headline(t, result.metrics[t.name]):.3f}" for t in tasks)
-            print(f"fold {index}/{cfg.folds}: {scores}")
+            print(f"fold {index}/{cfg.data.folds}: {scores}")
         results.append(result)
     return results
 
@@ -246,19 +236,21 @@ def _fresh_session(cfg: TrainConfig) -> None:
     trained backbone and its optimizer state on the device: a collection takes half a second,
     and after the head phase Python's collector frees the previous fold's frozen model soon
     enough on its own."""
-    keras.backend.clear_session(free_memory=bool(cfg.fine_tune_layers))
-    runtime.configure_precision(cfg.mixed_precision)  # the reset dropped the dtype policy
+    keras.backend.clear_session(free_memory=bool(cfg.fine_tune.layers))
+    runtime.configure_precision(cfg.run.mixed_precision)  # the reset dropped the dtype policy
 
 
 def _final_model(inputs: Inputs, results: list[FoldResult], best: FoldResult) -> keras.Model:
-    if inputs.cfg.final_model == "best_fold":
+    if inputs.cfg.run.final_model == "best_fold":
         return ModelBundle.load(best.model_dir).model
     _fresh_session(inputs.cfg)
     everything = np.arange(len(inputs.paths))
     data = inputs.fold(everything, everything[:0])
     print("final model: refit on all images")
-    log_dir = inputs.cfg.out / "final"
-    model, _, _, _ = train_model(inputs, data, log_dir, inputs.cfg.seed, median_schedule(results))
+    log_dir = inputs.cfg.run.out / "final"
+    model, _, _, _ = train_model(
+        inputs, data, log_dir, inputs.cfg.run.seed, median_schedule(results)
+    )
     return model
 
 
@@ -271,7 +263,7 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
             oof[name][val] = value
     tasks = [
         t.with_thresholds(tune_thresholds(targets[t.name], oof[t.name]))
-        if cfg.tune_thresholds and not t.multiclass
+        if cfg.run.tune_thresholds and not t.multiclass
         else t
         for t in inputs.tasks
     ]
@@ -279,27 +271,27 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     oof_metrics = {t.name: task_metrics(t, targets[t.name], oof[t.name]) for t in tasks}
     for task in tasks:
         write_results_txt(
-            cfg.out / f"results_{task.name}.txt",
+            cfg.run.out / f"results_{task.name}.txt",
             task,
             [r.metrics[task.name] for r in results],
             oof_metrics[task.name],
             best.index - 1,
         )
     info = {
-        "final_model": cfg.final_model,
-        "fold": best.index if cfg.final_model == "best_fold" else None,
+        "final_model": cfg.run.final_model,
+        "fold": best.index if cfg.run.final_model == "best_fold" else None,
         "trained_on": len(manifest),
         "out_of_fold": _compact(oof_metrics),
         "versions": rundir.versions(),
     }
     final = _final_model(inputs, results, best)
-    ModelBundle(final, model_spec(cfg), tasks, info).save(cfg.out / "model")
-    rundir.write_oof(cfg.out / "oof_predictions.csv", manifest, tasks, oof)
+    ModelBundle(final, model_spec(cfg), tasks, info).save(cfg.run.out / "model")
+    rundir.write_oof(cfg.run.out / "oof_predictions.csv", manifest, tasks, oof)
     return {
-        "folds": cfg.folds,
+        "folds": cfg.data.folds,
         "images": len(manifest),
         "best_fold": best.index,
-        "final_model": cfg.final_model,
+        "final_model": cfg.run.final_model,
         "tasks": {t.name: _task_summary(t, results, oof_metrics[t.name]) for t in tasks},
     }
 

@@ -67,13 +67,13 @@ def fold_records(manifest: Manifest, splits: list) -> list[dict]:
 
 
 def record_inputs(cfg: TrainConfig, manifest: Manifest, problems: list, splits: list) -> None:
-    atomic_write_json(cfg.out / "versions.json", versions())
-    write_manifest(manifest, cfg.out / "manifest.csv", cfg.build_tasks())
+    atomic_write_json(cfg.run.out / "versions.json", versions())
+    write_manifest(manifest, cfg.run.out / "manifest.csv", cfg.build_tasks())
     if problems:
-        write_problems(problems, cfg.out / "skipped.csv")
-    atomic_write_json(cfg.out / FOLDS_FILE, fold_records(manifest, splits))
+        write_problems(problems, cfg.run.out / "skipped.csv")
+    atomic_write_json(cfg.run.out / FOLDS_FILE, fold_records(manifest, splits))
     # written last: its presence marks a run that can be resumed
-    atomic_write_json(cfg.out / CONFIG_FILE, cfg.model_dump(mode="json"))
+    atomic_write_json(cfg.run.out / CONFIG_FILE, cfg.model_dump(mode="json"))
 
 
 def sweep_temporaries(run: Path) -> None:
@@ -84,10 +84,11 @@ def sweep_temporaries(run: Path) -> None:
 
 
 def check_same_folds(cfg: TrainConfig, manifest: Manifest, splits: list) -> None:
-    recorded = json.loads((cfg.out / FOLDS_FILE).read_text(encoding="utf-8"))
+    recorded = json.loads((cfg.run.out / FOLDS_FILE).read_text(encoding="utf-8"))
     if recorded != fold_records(manifest, splits):
         raise CardamageError(
-            f"cannot resume {cfg.out}: the data in {cfg.data} changed since the run started"
+            f"cannot resume {cfg.run.out}: the data in {cfg.data.data} changed since the run "
+            "started"
         )
 
 

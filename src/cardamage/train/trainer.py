@@ -96,12 +96,14 @@ def _callbacks(
 ) -> list[keras.callbacks.Callback]:
     def schedule(epoch: int, lr: float) -> float:
         # the original's schedule: constant, then lr * exp(-decay) per epoch
-        return learning_rate * math.exp(-cfg.lr_decay * max(0, epoch - cfg.lr_decay_start))
+        return learning_rate * math.exp(
+            -cfg.heads.lr_decay * max(0, epoch - cfg.heads.lr_decay_start)
+        )
 
     log_dir.mkdir(parents=True, exist_ok=True)
     stopping = [
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=cfg.patience, restore_best_weights=True
+            monitor="val_loss", patience=cfg.heads.patience, restore_best_weights=True
         )
     ]
     # first, so that early stopping sees, keeps and restores the averaged weights
@@ -161,7 +163,9 @@ class HeadTrainer:
 
     def __init__(self, tasks: Sequence[Task], cfg: TrainConfig) -> None:
         self.tasks, self.cfg = tasks, cfg
-        self.learning_rate = cfg.tune_top_learning_rate if cfg.tune_top else cfg.learning_rate
+        self.learning_rate = (
+            cfg.tune_top.learning_rate if cfg.tune_top.enabled else cfg.heads.learning_rate
+        )
         self._kept: list[keras.Model] = []
 
     def fit(
@@ -185,22 +189,28 @@ class HeadTrainer:
             names = list(head.output.keys())
             y_train = _select(data.targets, data.train, names, views)
             y_val = _select(data.targets, data.val, names)
-            n_epochs = epochs[i] if epochs is not None else cfg.epochs
+            n_epochs = epochs[i] if epochs is not None else cfg.heads.epochs
             if STANDARDIZE in {layer.name for layer in head.layers}:
                 head.get_layer(STANDARDIZE).adapt(x_train)
             model = self._take(i, head)
             weights = sample_weights(
-                [t for t in self.tasks if t.name in names], y_train, cfg.class_weights
+                [t for t in self.tasks if t.name in names], y_train, cfg.heads.class_weights
             )
             result = model.fit(
-                feature_batches(x_train, y_train, weights, cfg.batch_size, cfg.seed),
+                feature_batches(x_train, y_train, weights, cfg.heads.batch_size, cfg.run.seed),
                 validation_data=(x_val, y_val) if validate else None,
                 epochs=n_epochs,
-                steps_per_epoch=math.ceil(len(x_train) / cfg.batch_size),
+                steps_per_epoch=math.ceil(len(x_train) / cfg.heads.batch_size),
                 shuffle=False,  # the batches come shuffled
                 verbose=0,
                 callbacks=_callbacks(
-                    cfg, self.learning_rate, log_dir, n_epochs, "heads", validate, cfg.tune_top
+                    cfg,
+                    self.learning_rate,
+                    log_dir,
+                    n_epochs,
+                    "heads",
+                    validate,
+                    cfg.tune_top.enabled,
                 ),
             )
             copy_state(model, head)
@@ -229,9 +239,9 @@ class HeadTrainer:
                 head,
                 self.tasks,
                 self.learning_rate,
-                self.cfg.loss_weights,
+                self.cfg.heads.loss_weights,
                 HEAD_STEPS_PER_CALL,
-                average_weights=self.cfg.tune_top,
+                average_weights=self.cfg.tune_top.enabled,
             )
             self._kept.append(head)
         kept = self._kept[index]
@@ -292,8 +302,8 @@ def fine_tune(
     """End to end from the head-phase weights, at a lower learning rate; without validation
     images, for the given number of epochs. Returns (history, best epoch)."""
     for backbone in backbones:
-        unfreeze_top(backbone, cfg.fine_tune_layers, pretrained=cfg.weights != "none")
-    compile_model(model, tasks, cfg.fine_tune_learning_rate, cfg.loss_weights)
+        unfreeze_top(backbone, cfg.fine_tune.layers, pretrained=cfg.model.weights != "none")
+    compile_model(model, tasks, cfg.fine_tune.learning_rate, cfg.heads.loss_weights)
     names = [t.name for t in tasks]
     size = model.input_shape[1]
     y_train = _select(data.targets, data.train, names)
@@ -301,21 +311,21 @@ def fine_tune(
         [data.paths[i] for i in data.train],
         y_train,
         size,
-        cfg.batch_size,
-        augment=build_augmenter(cfg.augment, cfg.seed),
-        shuffle_seed=cfg.seed,
-        sample_weights=sample_weights(tasks, y_train, cfg.class_weights),
+        cfg.heads.batch_size,
+        augment=build_augmenter(cfg.data.augment, cfg.run.seed),
+        shuffle_seed=cfg.run.seed,
+        sample_weights=sample_weights(tasks, y_train, cfg.heads.class_weights),
     )
     validate = len(data.val) > 0
     val_ds = image_dataset(
         [data.paths[i] for i in data.val],
         _select(data.targets, data.val, names),
         size,
-        cfg.batch_size,
+        cfg.heads.batch_size,
         augment=None,
         shuffle_seed=None,
     )
-    n_epochs = epochs or cfg.fine_tune_epochs
+    n_epochs = epochs or cfg.fine_tune.epochs
     result = model.fit(
         train_ds,
         validation_data=val_ds if validate else None,
@@ -323,7 +333,7 @@ def fine_tune(
         verbose=0,
         shuffle=False,  # the dataset shuffles itself
         callbacks=_callbacks(
-            cfg, cfg.fine_tune_learning_rate, log_dir, n_epochs, "fine-tune", validate
+            cfg, cfg.fine_tune.learning_rate, log_dir, n_epochs, "fine-tune", validate
         ),
     )
     return result.history, best_epoch(result.history)
