@@ -290,11 +290,13 @@ def test_train_refuses_a_truncated_jpeg_naming_its_row(dataset: Path, tmp_path: 
 @pytest.mark.parametrize(
     ("values", "field"),
     [
-        ({"epochs": "many"}, "epochs"),
-        ({"folds": 2.5}, "folds"),
+        ({"heads": {"epochs": "many"}}, "heads.epochs"),
+        ({"data": {"folds": 2.5}}, "data.folds"),
         ({"colour": "red"}, "colour"),
-        ({"augment": {"flip": "sideways"}}, "augment.flip"),
-        ({"tasks": [{"name": "severity", "kind": "ranking"}]}, "tasks.0.kind"),
+        ({"heads": {"colour": "red"}}, "heads.colour"),
+        ({"data": {"augment": {"flip": "sideways"}}}, "data.augment.flip"),
+        ({"data": {"tasks": [{"name": "severity", "kind": "ranking"}]}}, "data.tasks.0.kind"),
+        ({"epochs": "many"}, "heads.epochs"),  # a flat file's key, named where it lives now
     ],
 )
 def test_train_config_mistake_is_one_line_naming_the_field(
@@ -333,4 +335,4 @@ def test_serve_config_mistake_is_one_line_naming_the_field(
     config.write_text(json.dumps({"model": str(tiny_model_dir), "serve": {"max_files": "lots"}}))
     run = _cli("serve", "--config", str(config))
     assert run.code == 2
-    _one_line(run.stderr, f"{config}: max_files:")
+    _one_line(run.stderr, f"{config}: serve.max_files:")

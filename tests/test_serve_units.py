@@ -194,7 +194,7 @@ def test_an_original_style_config_is_read(tmp_path):
         },
     )
     settings = load_settings(config, {"port": 9100, "host": None})
-    assert settings.model == Path("runs/demo") and settings.port == 9100
+    assert settings.model == tmp_path / "runs/demo" and settings.port == 9100  # beside the file
     assert settings.host == "0.0.0.0" and settings.max_files == 8
     assert settings.thresholds == {"location": 0.4}
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -22,6 +24,9 @@ from pydantic.fields import FieldInfo
 
 from cardamage.errors import CardamageError
 from cardamage.tasks import Task, TaskKind, default_label_file, read_label_file
+
+if TYPE_CHECKING:
+    from cardamage.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -337,13 +342,108 @@ class OriginalTaskKeys(_Strict):
 ORIGINAL_TASKS = {"damage": "severity", "location": "location", "damagetype": "damage_type"}
 
 
+API_KEY_ENV = "CARDAMAGE_API_KEY"
+#: Pillow format names; MPO is how Pillow opens many camera JPEGs, so it counts as JPEG.
+FORMAT_ALIASES = {"jpg": "jpeg", "mpo": "jpeg"}
+
+
+class ServeConfig(_Strict):
+    """The `serve` section: everything the server adds; defaults are the safe choice (loopback
+    only). Unknown keys are errors: a typo in a limit must not silently leave the default."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    #: Required in the X-API-Key header when set; defaults to $CARDAMAGE_API_KEY.
+    api_key: SecretStr | None = Field(
+        default_factory=lambda: os.environ.get(API_KEY_ENV), validate_default=True
+    )
+    cors_origins: list[str] = Field(default_factory=list)  # empty: no CORS headers at all
+    max_upload_mb: float = Field(20, gt=0, le=1024)  # per file
+    max_files: int = Field(16, ge=1, le=1024)  # per request
+    max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb guard, per image
+    formats: tuple[str, ...] = ("jpeg", "png", "webp", "bmp", "gif")
+    max_batch: int = Field(32, ge=1, le=1024)  # images in one backbone pass
+    max_wait_ms: float = Field(5, ge=0, le=1000)  # longest a queued image waits for company
+    max_queue: int = Field(256, ge=1)  # images queued or running, plus requests being read
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+        from PIL import Image
+
+        Image.init()
+        known = {name.lower() for name in Image.OPEN}
+        names = tuple(dict.fromkeys(FORMAT_ALIASES.get(f.lower(), f.lower()) for f in formats))
+        unknown = [f for f in names if f not in known]
+        if unknown or not names:
+            raise ValueError(f"unknown image formats {unknown} (known: {', '.join(sorted(known))})")
+        return names
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> ServeConfig:
+        if self.max_queue < self.max_files:
+            raise ValueError(
+                f"max_queue ({self.max_queue}) must hold one full request (max_files "
+                f"{self.max_files}), or requests with that many files could never be served"
+            )
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+Threshold = Annotated[float, Field(ge=0, le=1)]
+#: Per task: one threshold for every label, one per label in order, or some labels by name.
+Thresholds = dict[str, Threshold | list[Threshold] | dict[str, Threshold]]
+
+
+def resolve_thresholds(overrides: Mapping[str, Any], tasks: Sequence[Task]) -> dict[str, tuple]:
+    """Threshold overrides checked against a model's tasks: one per label, by task. The one
+    check on every path (console, predict, serve): an unknown task or label is named and a
+    value outside [0, 1] refused, so a typo never leaves a threshold silently unchanged."""
+    try:
+        overrides = TypeAdapter(Thresholds).validate_python(dict(overrides))
+    except ValidationError as e:
+        raise CardamageError(format_validation_error(e, "thresholds")) from None
+    by_name = {t.name: t for t in tasks}
+    unknown = sorted(set(overrides) - set(by_name))
+    if unknown:
+        raise CardamageError(f"thresholds name unknown task(s) {unknown} (tasks: {list(by_name)})")
+    return {name: _per_label(by_name[name], value) for name, value in overrides.items()}
+
+
+def _per_label(task: Task, value: float | list[float] | dict[str, float]) -> tuple[float, ...]:
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(task.labels))
+        if unknown:
+            raise CardamageError(
+                f"thresholds for '{task.name}' name unknown label(s) {unknown} "
+                f"(labels: {list(task.labels)})"
+            )
+        current = dict(zip(task.labels, task.thresholds, strict=True))
+        return tuple(value.get(label, current[label]) for label in task.labels)
+    if isinstance(value, list):
+        if len(value) != len(task.labels):
+            raise CardamageError(
+                f"thresholds for '{task.name}': {len(value)} given, {len(task.labels)} labels"
+            )
+        return tuple(value)
+    return (value,) * len(task.labels)
+
+
 class AppConfig(_Strict):
-    """`application_config.json`: a trained model (new style) or the original's three models."""
+    """`application_config.json`, for main.py, `predict --config` and `serve`: a trained model
+    (new style) or the original's three models, and the server's `serve` section."""
 
     model: Path | None = None
     engine: str = "keras"
-    #: per task: one threshold for every label, or one per label
-    thresholds: dict[str, float | list[float]] = Field(default_factory=dict)
+    thresholds: Thresholds = Field(default_factory=dict)
     debug: bool = False
     damage_model_fp: Path | None = None
     damage_label_fp: Path | None = None
@@ -354,14 +454,25 @@ class AppConfig(_Strict):
     damagetype_model_fp: Path | None = None
     damagetype_label_fp: Path | None = None
     damagetype_conf_threshold: float = Field(0.5, ge=0, le=1)
-    #: settings of `cardamage serve` (host, port, limits, api_key); validated by the server
-    serve: dict[str, Any] = Field(default_factory=dict)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _server_keys_into_their_section(cls, data: Any) -> Any:
+        """Server keys at the top level (as a flat file had them) go into `serve`; it wins."""
+        if not isinstance(data, dict) or not isinstance(data.get("serve", {}), dict):
+            return data
+        top = {k: data[k] for k in ServeConfig.model_fields if k in data}
+        rest = {k: v for k, v in data.items() if k not in top}
+        return rest | ({"serve": top | data.get("serve", {})} if top else {})
 
     @model_validator(mode="after")
     def _one_style(self) -> AppConfig:
         given = [p for p in ORIGINAL_TASKS if getattr(self, f"{p}_model_fp") is not None]
         if self.model is None and not given:
-            raise ValueError("set 'model' (a run or model directory) or the original's *_model_fp")
+            raise ValueError(
+                "no model: set 'model' (a run or model directory) or the original's *_model_fp"
+            )
         if self.model is not None and given:
             raise ValueError("set either 'model' or the original's *_model_fp keys, not both")
         if given:
@@ -369,6 +480,16 @@ class AppConfig(_Strict):
                 if getattr(self, f"{prefix}_label_fp") is None and prefix in given:
                     raise ValueError(f"'{prefix}_model_fp' needs '{prefix}_label_fp'")
         return self
+
+    def load_predictor(self) -> Predictor:
+        """The model this config names (a run, or the original's three) with its thresholds."""
+        if self.model is None:
+            from cardamage.inference.legacy import load_original
+
+            return load_original(self)
+        from cardamage.inference.predictor import Predictor
+
+        return Predictor.load(self.model, engine=self.engine, thresholds=self.thresholds)
 
     def original_tasks(self) -> dict[str, OriginalTaskKeys]:
         """Our task name -> the original's keys, for the tasks the config names."""
@@ -384,17 +505,24 @@ class AppConfig(_Strict):
         return found
 
 
-def load_app_config(path: Path) -> AppConfig:
-    """Read the config; relative paths in it are relative to the config file, as users expect."""
-    values = read_json_config(path)
+#: The keys of an application config that hold paths (relative to the config file).
+APP_PATH_KEYS = ("model", *(f"{p}_{k}" for p in ORIGINAL_TASKS for k in ("model_fp", "label_fp")))
+
+
+def load_app_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> AppConfig:
+    """The config file (relative paths in it relative to it, as users expect), then
+    ``overrides``: flags, server keys among them; None means not given."""
+    values = read_json_config(path) if path is not None else {}
+    for key in APP_PATH_KEYS:
+        if isinstance(values.get(key), str):
+            values[key] = str(Path(path).parent / values[key])  # an absolute one stays itself
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "model" in given:  # a model flag replaces the file's model, of either style
+        values = {k: v for k, v in values.items() if not k.endswith("_model_fp")}
+    server = {k: given.pop(k) for k in list(given) if k in ServeConfig.model_fields}
     try:
-        cfg = AppConfig.model_validate(values)
+        return AppConfig.model_validate(
+            deep_merge(values, given | ({"serve": server} if server else {}))
+        )
     except ValidationError as e:
-        raise CardamageError(format_validation_error(e, str(path))) from None
-    base = Path(path).parent
-    updates = {
-        name: base / value
-        for name, value in cfg.model_dump().items()
-        if isinstance(value, Path) and not value.is_absolute()
-    }
-    return cfg.model_copy(update=updates)
+        raise CardamageError(format_validation_error(e, str(path or "options"))) from None

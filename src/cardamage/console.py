@@ -47,16 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_predictor(config: Path):
     from cardamage.config import load_app_config
-    from cardamage.inference.predictor import Predictor
 
     cfg = load_app_config(config)
-    if not cfg.engine.startswith("onnx"):
+    if cfg.model is None or not cfg.engine.startswith("onnx"):
         import_keras_quietly()
-    if cfg.model is not None:
-        return cfg, Predictor.load(cfg.model, engine=cfg.engine, thresholds=cfg.thresholds)
-    from cardamage.inference.legacy import load_original
-
-    return cfg, load_original(cfg)
+    return cfg, cfg.load_predictor()
 
 
 def original_format(prediction) -> dict[str, list[tuple[str, float]]]:

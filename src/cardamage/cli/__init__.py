@@ -18,6 +18,10 @@ from cardamage.quiet import import_keras_quietly
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+#: Commands that need no Keras, or decide from their engine once it is known (flag or config).
+ENGINE_COMMANDS = ("synth", "predict", "serve")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardamage",
@@ -31,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "synth" and not str(getattr(args, "engine", "keras")).startswith("onnx"):
-        import_keras_quietly()
     try:
+        if args.command not in ENGINE_COMMANDS:
+            import_keras_quietly()
         return args.run(args)
     except CardamageError as e:
         print(f"cardamage: error: {e}", file=sys.stderr)

@@ -7,15 +7,32 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cardamage.errors import CardamageError
+from cardamage.quiet import import_keras_quietly
+
+if TYPE_CHECKING:
+    from cardamage.inference.predictor import Predictor
+    from cardamage.serve.settings import ServeSettings
+
+#: What `predict` classifies with when given neither --model nor --config.
+DEFAULT_MODEL = Path("runs/demo")
+
+
+def quiet_keras_unless_onnx(engine: str) -> None:
+    """Import Keras first with its start-up noise silenced, unless the engine is ONNX Runtime:
+    the ONNX path never imports TensorFlow."""
+    if not engine.startswith("onnx"):
+        import_keras_quietly()
 
 
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify photos and folders; streams csv, json or jsonl")
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
-    p.add_argument("--model", type=Path, default=Path("runs/demo"), help="run or model directory")
-    p.add_argument("--engine", default="keras", help="keras, onnx or onnx-int8")
+    p.add_argument("--model", type=Path, help="run or model directory (default: runs/demo)")
+    p.add_argument("--engine", help="keras (default), onnx or onnx-int8")
+    p.add_argument("--config", type=Path, help="application_config.json: model, engine, thresholds")
     p.add_argument("--recursive", action="store_true", help="look into sub-folders")
     p.add_argument("--format", choices=["csv", "json", "jsonl"], default="csv")
     p.add_argument("--output", type=Path, help="write here instead of standard output")
@@ -25,11 +42,14 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from cardamage.config import load_app_config
     from cardamage.inference.batch import predict_files
-    from cardamage.inference.predictor import Predictor
     from cardamage.io import atomic_path
 
-    predictor = Predictor.load(args.model, engine=args.engine)
+    model = args.model or (None if args.config else DEFAULT_MODEL)
+    cfg = load_app_config(args.config, {"model": model, "engine": args.engine})
+    quiet_keras_unless_onnx(cfg.engine)
+    predictor = cfg.load_predictor()
     if args.output is None:
         ok, failed = predict_files(
             predictor,
@@ -66,24 +86,32 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cardamage.serve.server import run
+    from cardamage.serve.server import serve
 
-    if args.config is None and args.model is None:
-        raise CardamageError("give --model RUN or --config application_config.json")
-    predictor = None
-    if args.config is not None and args.model is None:
-        from cardamage.config import load_app_config
-
-        cfg = load_app_config(args.config)
-        if cfg.model is None:  # the original's three per-task models
-            from cardamage.inference.legacy import load_original
-
-            predictor = load_original(cfg)
+    settings, predictor = serve_settings(args)
     # uvicorn re-raises SIGTERM after its graceful shutdown: make it a KeyboardInterrupt (exit 0)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):  # a normal stop: in-flight requests finished
-        run(args.model, args.host, args.port, args.engine, args.config, predictor=predictor)
+        serve(settings, predictor)
     return 0
+
+
+def serve_settings(args: argparse.Namespace) -> tuple[ServeSettings, Predictor | None]:
+    """The server's settings from --config and the flags, and the original's three models when
+    the config names them; Keras is imported only for an engine that needs it."""
+    from cardamage.config import load_app_config
+    from cardamage.serve.settings import load_settings, settings_from
+
+    if args.config is None and args.model is None:
+        raise CardamageError("give --model RUN or --config application_config.json")
+    flags = {"model": args.model, "engine": args.engine, "host": args.host, "port": args.port}
+    if args.config is None:
+        settings = load_settings(None, flags)
+        quiet_keras_unless_onnx(settings.engine)
+        return settings, None
+    cfg = load_app_config(args.config, flags)
+    quiet_keras_unless_onnx(cfg.engine if cfg.model is not None else "keras")
+    return settings_from(cfg), None if cfg.model is not None else cfg.load_predictor()
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:

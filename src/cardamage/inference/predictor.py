@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cardamage.config import resolve_thresholds
 from cardamage.data.images import load_image
-from cardamage.errors import CardamageError
 from cardamage.inference.engines import Engine, load_engine
 from cardamage.model.metadata import ModelMeta, resolve_model_dir
 from cardamage.tasks import Task
@@ -77,7 +77,10 @@ class Predictor:
         self.meta = meta
         self.model_dir = model_dir
         self.engine = engine
-        self.tasks = [_override(t, (thresholds or {}).get(t.name)) for t in meta.tasks]
+        resolved = resolve_thresholds(thresholds or {}, meta.tasks)
+        self.tasks = [
+            t.with_thresholds(resolved[t.name]) if t.name in resolved else t for t in meta.tasks
+        ]
         self.image_size = meta.spec.image_size
 
     @classmethod
@@ -122,19 +125,6 @@ class Predictor:
             Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in self.tasks})
             for i in range(len(pixels))
         ]
-
-
-def _override(task: Task, thresholds: float | Sequence[float] | None) -> Task:
-    """One threshold for all labels (the original's config) or one per label."""
-    if thresholds is None:
-        return task
-    if isinstance(thresholds, int | float):
-        thresholds = [float(thresholds)] * len(task.labels)
-    if len(thresholds) != len(task.labels):
-        raise CardamageError(
-            f"thresholds for '{task.name}': {len(thresholds)} given, {len(task.labels)} labels"
-        )
-    return task.with_thresholds(thresholds)
 
 
 #: Threads decoding the next batch while the engine runs on this one (Pillow and ONNX Runtime

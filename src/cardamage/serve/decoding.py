@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cardamage.config import FORMAT_ALIASES
 from cardamage.data.images import ImageError, load_image
-from cardamage.serve.settings import FORMAT_ALIASES
 from cardamage.serve.uploads import Upload
 
 #: HTTP status of each per-file code, used when no file of a request could be used.

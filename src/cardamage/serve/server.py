@@ -16,7 +16,7 @@ import uvicorn
 from cardamage.inference.predictor import Predictor
 from cardamage.serve.app import create_app
 from cardamage.serve.service import load_predictor
-from cardamage.serve.settings import load_settings
+from cardamage.serve.settings import ServeSettings, load_settings
 
 GRACE_S = 30
 
@@ -38,7 +38,11 @@ def run(
     loading ``model``.
     """
     values = {"model": model, "host": host, "port": port, "engine": engine, **overrides}
-    settings = load_settings(config, values)
+    serve(load_settings(config, values), predictor=predictor)
+
+
+def serve(settings: ServeSettings, predictor: Predictor | None = None) -> None:
+    """Serve ``settings.model`` (or ``predictor``) until interrupted."""
     app = create_app(settings, predictor or load_predictor(settings))
     server = uvicorn.Server(
         uvicorn.Config(

@@ -94,17 +94,9 @@ def load_predictor(settings: ServeSettings) -> Predictor:
 def with_thresholds(
     predictor: Predictor, overrides: Mapping[str, float | Sequence[float]]
 ) -> Predictor:
-    """The predictor with per-task thresholds replaced (one value, or one per label).
-
-    Unlike the Predictor, which skips names it does not know, a task name that is not the
-    model's is an error here: a typo in a config must not leave a threshold silently unchanged.
-    """
+    """The predictor with per-task thresholds replaced (checked as the Predictor checks them)."""
     if not overrides:
         return predictor
-    names = [t.name for t in predictor.tasks]
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:
-        raise CardamageError(f"thresholds name unknown task(s) {unknown} (tasks: {names})")
     current = {t.name: list(t.thresholds) for t in predictor.tasks}
     return Predictor(
         predictor.meta, predictor.engine, {**current, **overrides}, predictor.model_dir
