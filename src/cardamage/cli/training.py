@@ -97,11 +97,16 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_train)
 
 
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The train options given as flags, by flat name (`fine_tune_layers`)."""
+    return {k: getattr(args, k) for k in FLAT_KEYS if getattr(args, k, None) is not None}
+
+
 def _train(args: argparse.Namespace) -> int:
     from cardamage.config import load_train_config
     from cardamage.train.crossval import cross_validate
 
-    overrides = {k: getattr(args, k) for k in FLAT_KEYS if getattr(args, k, None) is not None}
+    overrides = train_overrides(args)
     if args.resume is not None:
         given = sorted(overrides)
         if given or args.config:
