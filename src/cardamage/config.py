@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -399,8 +401,23 @@ class ServeConfig(_Strict):
 
 
 Threshold = Annotated[float, Field(ge=0, le=1)]
+
+
+def _threshold_shape(value: Any) -> str:
+    """Which form a task's thresholds take, so a mistake reports that form's error alone."""
+    return {list: "per_label", dict: "by_label"}.get(type(value), "value")
+
+
 #: Per task: one threshold for every label, one per label in order, or some labels by name.
-Thresholds = dict[str, Threshold | list[Threshold] | dict[str, Threshold]]
+Thresholds = dict[
+    str,
+    Annotated[
+        Annotated[Threshold, Tag("value")]
+        | Annotated[list[Threshold], Tag("per_label")]
+        | Annotated[dict[str, Threshold], Tag("by_label")],
+        Discriminator(_threshold_shape),
+    ],
+]
 
 
 def resolve_thresholds(overrides: Mapping[str, Any], tasks: Sequence[Task]) -> dict[str, tuple]:
