@@ -28,7 +28,8 @@ from cardamage.model.multitask import ModelBundle, build_heads, build_model
 from cardamage.tasks import Task, TaskKind, default_tasks
 
 TASKS = default_tasks()
-SPEC = ModelSpec("mobilenet", "none", 64, alpha=0.25, head_units=0)
+#: the top block's map alone (no mid level): the CAM the tests compute by hand
+SPEC = ModelSpec("mobilenet", "none", 64, alpha=0.25, head_units=0, mid_level=False)
 #: MobileNet's last convolutional feature map, named here independently of the explainer.
 LAST_CONV = "conv_pw_13_relu"
 TOY_SIZE, CELL = 64, 16

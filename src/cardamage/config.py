@@ -405,7 +405,9 @@ Threshold = Annotated[float, Field(ge=0, le=1)]
 
 def _threshold_shape(value: Any) -> str:
     """Which form a task's thresholds take, so a mistake reports that form's error alone."""
-    return {list: "per_label", dict: "by_label"}.get(type(value), "value")
+    if isinstance(value, Mapping):
+        return "by_label"
+    return "per_label" if isinstance(value, list | tuple) else "value"
 
 
 #: Per task: one threshold for every label, one per label in order, or some labels by name.
@@ -445,7 +447,7 @@ def _per_label(task: Task, value: float | list[float] | dict[str, float]) -> tup
             )
         current = dict(zip(task.labels, task.thresholds, strict=True))
         return tuple(value.get(label, current[label]) for label in task.labels)
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         if len(value) != len(task.labels):
             raise CardamageError(
                 f"thresholds for '{task.name}': {len(value)} given, {len(task.labels)} labels"
