@@ -18,6 +18,7 @@ from cardamage.config import (
     TrainConfig,
     flat_name,
     load_train_config,
+    read_tasks,
     train_fields,
 )
 from cardamage.console import build_parser as console_parser
@@ -141,3 +142,12 @@ def test_every_flag_the_readme_names_exists() -> None:
     known = {o for p in parsers for a in p._actions for o in a.option_strings}
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", (ROOT / "README.md").read_text()))
     assert named - known == set()
+
+
+def test_data_commands_read_the_tasks_of_either_form(tmp_path) -> None:
+    tasks = [{"name": "severity", "kind": "multiclass"}]
+    nested = _write(tmp_path / "nested.json", {"data": {"tasks": tasks}})
+    flat = _write(tmp_path / "flat.json", {"tasks": tasks})
+    assert (
+        [t.name for t in read_tasks(nested)] == [t.name for t in read_tasks(flat)] == ["severity"]
+    )
