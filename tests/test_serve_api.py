@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -275,10 +278,19 @@ def test_model_info(client, predictor):
     assert [t["name"] for t in info["tasks"]] == TASK_NAMES
     for task, served in zip(predictor.tasks, info["tasks"], strict=True):
         assert served["labels"] == list(task.labels)
-        assert served["thresholds"] == dict(zip(task.labels, task.thresholds, strict=True))
-    assert info["training"] == {"trained_on": None, "fold": None, "out_of_fold": {}}
+        if task.multiclass:  # the top class wins: no threshold applies
+            assert "thresholds" not in served
+        else:
+            assert served["thresholds"] == dict(zip(task.labels, task.thresholds, strict=True))
+    assert info["training"] == {"out_of_fold": {}}
     assert info["limits"]["max_files"] == 4 and "jpeg" in info["limits"]["formats"]
     assert info["model"] == _post(client, ("a.jpg", JPEG)).json()["model"]
+
+
+def test_the_page_answers_head_and_get(client):
+    assert client.head("/").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>" in page.text
 
 
 def test_openapi_and_offline_docs(client):
@@ -456,3 +468,28 @@ def test_a_failing_engine_is_a_json_500_and_the_server_lives_on(predictor):
     ) as s:
         _error(_post_to(s.url), 500, "internal_error")
         assert httpx.get(f"{s.url}/v1/health/ready").status_code == 200
+
+
+def test_a_refused_bomb_leaves_no_pillow_warning_in_the_log(tmp_path):
+    """100M pixels: over the server's limit and Pillow's warning limit, under its error limit."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(10_000, 10_000))
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from cardamage.serve.decoding import DecodeRules, RejectedUpload, decode_upload\n"
+        "from cardamage.serve.uploads import Upload\n"
+        "rules = DecodeRules(32, ('png',), 40_000_000)\n"
+        "try:\n"
+        "    decode_upload(Upload('bomb.png', Path(sys.argv[1]).read_bytes()), rules)\n"
+        "except RejectedUpload as e:\n"
+        "    print(e.code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", script, str(bomb)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.stdout.strip() == "too_many_pixels", done.stderr
+    assert "DecompressionBombWarning" not in done.stderr

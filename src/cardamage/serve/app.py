@@ -164,6 +164,7 @@ async def ready(service: Ready) -> Health:
 @router.get(
     "/v1/model",
     response_model=ModelInfo,
+    response_model_exclude_none=True,
     responses=error_responses(401, 503),
     dependencies=[Security(check_api_key)],
     summary="The served model",
@@ -182,7 +183,7 @@ async def model_info(service: Ready) -> ModelInfo:
                 name=t.name,
                 kind=t.kind.value,
                 labels=list(t.labels),
-                thresholds=dict(zip(t.labels, t.thresholds, strict=True)),
+                thresholds=None if t.multiclass else dict(zip(t.labels, t.thresholds, strict=True)),
             )
             for t in predictor.tasks
         ],
@@ -371,6 +372,6 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
     app.include_router(router)
     if settings.api_key is None:
         _document_without_api_key(app)
-    app.add_api_route("/", _page, include_in_schema=False)
+    app.add_api_route("/", _page, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -72,7 +72,10 @@ class TaskInfo(BaseModel):
     name: str
     kind: Literal["multiclass", "multilabel"]
     labels: list[str]
-    thresholds: dict[str, float]
+    thresholds: dict[str, float] | None = Field(
+        None,
+        description="Per label (multilabel tasks only; a multiclass task takes the top class).",
+    )
 
 
 class TrainingSummary(BaseModel):
