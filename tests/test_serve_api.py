@@ -255,14 +255,25 @@ def test_unknown_paths_and_methods_answer_json(client):
     _error(client.get("/v1/predict"), 405, "method_not_allowed")
 
 
-def test_explain_returns_a_heatmap_png_per_task(client):
+def test_explain_returns_a_heatmap_png_per_task_that_found_something(client):
     response = _post(client, ("a.jpg", JPEG), ("bad", b""), params={"explain": "true"})
     assert response.status_code == 200, response.text
     good, bad = response.json()["results"]
-    assert list(good["explanation"]) == TASK_NAMES
+    found = [n for n, p in good["prediction"].items() if p["kind"] == "multiclass" or p["labels"]]
+    assert list(good["explanation"]) == found
     png = base64.b64decode(good["explanation"]["severity"])
     assert Image.open(io.BytesIO(png)).format == "PNG"
     assert "explanation" not in bad
+
+
+def test_explain_maps_no_multilabel_task_that_found_nothing(tiny_model_dir):
+    """A car with no damage type must not get a map of its top (0 %) label: the sky, say."""
+    thresholds = {"location": 0.0, "damage_type": 1.0}  # every location; no damage type
+    settings = ServeSettings(model=tiny_model_dir, api_key=None, thresholds=thresholds)
+    with live_server(create_app(settings)) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        [result] = _post(c, ("a.jpg", JPEG), params={"explain": "true"}).json()["results"]
+    assert result["prediction"]["damage_type"]["labels"] == []
+    assert list(result["explanation"]) == ["severity", "location"]
 
 
 def test_explain_without_heatmap_support_is_501(server, client, monkeypatch):

@@ -58,7 +58,9 @@ class PredictedFile(BaseModel):
     filename: str
     prediction: dict[str, TaskPrediction] = Field(description="Per task name.")
     explanation: dict[str, str] | None = Field(
-        None, description="Per task: a base64 PNG heatmap of where the model looked (explain)."
+        None,
+        description="Per task: a base64 PNG heatmap of where the model looked (explain); "
+        "a multilabel task with no label over its threshold has none (nothing to map).",
     )
 
 
