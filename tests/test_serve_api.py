@@ -293,6 +293,7 @@ def test_model_info(client, predictor):
             assert "thresholds" not in served
         else:
             assert served["thresholds"] == dict(zip(task.labels, task.thresholds, strict=True))
+    assert info["tasks"][0]["display_names"]["whole"] == "No damage"  # the page shows this
     assert info["training"] == {"out_of_fold": {}}
     assert info["limits"]["max_files"] == 4 and "jpeg" in info["limits"]["formats"]
     assert info["model"] == _post(client, ("a.jpg", JPEG)).json()["model"]

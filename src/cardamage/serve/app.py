@@ -55,6 +55,7 @@ from cardamage.serve.schemas import (
 from cardamage.serve.service import ModelService
 from cardamage.serve.settings import ServeSettings
 from cardamage.serve.uploads import FILES_FIELD, Upload, read_form
+from cardamage.tasks import display_label
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE_HEADERS = {
@@ -184,6 +185,7 @@ async def model_info(service: Ready) -> ModelInfo:
                 kind=t.kind.value,
                 labels=list(t.labels),
                 thresholds=None if t.multiclass else dict(zip(t.labels, t.thresholds, strict=True)),
+                display_names={label: display_label(label) for label in t.labels},
             )
             for t in predictor.tasks
         ],

@@ -78,6 +78,11 @@ class TaskInfo(BaseModel):
         None,
         description="Per label (multilabel tasks only; a multiclass task takes the top class).",
     )
+    display_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each label as a person reads it (e.g. 'whole': 'No damage'); the API "
+        "keeps the labels themselves.",
+    )
 
 
 class TrainingSummary(BaseModel):
