@@ -164,6 +164,8 @@ def _grad_cam(
 
 #: Heatmap colours, low to high: blue, green, yellow, red.
 COLOUR_MAP = "jet"
+#: Height of the white band ``captioned_png`` adds under the overlay (caption and colour scale).
+CAPTION_BAND = 44
 
 
 def overlay_png(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> bytes:
@@ -190,7 +192,7 @@ def captioned_png(png: bytes, caption: str) -> bytes:
     bar = (96, 10)
     text_width = max(font.getlength(caption), bar[0] + sum(map(font.getlength, legend)) + 16)
     width = max(overlay.width, round(text_width) + 12)
-    sheet = Image.new("RGB", (width, overlay.height + 44), "white")
+    sheet = Image.new("RGB", (width, overlay.height + CAPTION_BAND), "white")
     sheet.paste(overlay, ((width - overlay.width) // 2, 0))
     draw = ImageDraw.Draw(sheet)
     top = overlay.height + 4
