@@ -253,6 +253,8 @@
         prediction = result.prediction;
         replace(renderPrediction(prediction));
         if (result.explanation) this.heatmaps(result.explanation);
+        // switched on while this photo was on its way without heatmaps: fetch them now
+        else if ($("explain").checked) fetchHeatmaps([{ file, card: this }]);
       },
       needsHeatmaps() {
         return prediction !== null && !explained && note === null;
