@@ -71,6 +71,17 @@ def test_paths_as_arguments_and_debug_on(config: Path, photo: Path) -> None:
     assert run_main(config, "/no/such.jpg").returncode == 1
 
 
+def test_dragged_and_home_relative_paths(config: Path, photo: Path, monkeypatch) -> None:
+    """A file dragged into a terminal arrives quoted; `~` is the home folder, as in a shell."""
+    spaced = photo.parent / "my car.jpg"
+    spaced.write_bytes(photo.read_bytes())
+    monkeypatch.setenv("HOME", str(photo.parent))
+    stdin = f"'{spaced}'\n\"{spaced}\"\n~/{photo.name}\n"
+    done = run_main(config, "--debug", "False", stdin=stdin)
+    assert "error" not in done.stdout, done.stdout
+    assert len(result_lines(done.stdout)) == 3
+
+
 def test_bad_config_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     path.write_text('{"model": "x", "colour": "red"}')

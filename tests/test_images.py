@@ -228,3 +228,20 @@ def test_check_image_accepts_good_and_rejects_bad(tmp_path):
     check_image(_saved(tmp_path, _solid("RGB", RED), "a.png"))
     with pytest.raises(ImageError, match=r"notes\.png"):
         check_image(_text(tmp_path))
+
+
+@pytest.mark.parametrize("kept", [100, 30_000], ids=["in-the-header", "in-the-pixels"])
+def test_a_truncated_jpeg_has_one_wording_wherever_it_is_cut(tmp_path, kept):
+    from cardamage.serve.decoding import DecodeRules, RejectedUpload, decode_upload
+    from cardamage.serve.uploads import Upload
+
+    data = _noise_jpeg(tmp_path).read_bytes()
+    cut = data[:kept]
+    wording = "cannot read image 'cut.jpg': truncated: the file ends before the image does"
+    for check in (load_image, check_image):
+        with pytest.raises(ImageError) as info:
+            check(cut, name="cut.jpg")
+        assert str(info.value) == wording
+    with pytest.raises(RejectedUpload) as rejected:
+        decode_upload(Upload("cut.jpg", cut), DecodeRules(32, ("jpeg",), 10**8))
+    assert rejected.value.message == wording

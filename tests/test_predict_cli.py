@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 from PIL import Image
 
 from cardamage.cli import main
+from cardamage.cli.inference import SOME_UNREADABLE
+from cardamage.inference.batch import Row, Writer
 from cardamage.inference.predictor import Predictor
 
 
@@ -31,7 +34,7 @@ def test_csv_rows_with_error_row_and_summary(
 ) -> None:
     out = tmp_path / "out.csv"
     code = main(["predict", str(folder), "--model", str(tiny_model_dir), "--output", str(out)])
-    assert code == 0
+    assert code == SOME_UNREADABLE == 1  # the corrupt file: documented in --help and README
     rows = list(csv.DictReader(out.read_text().splitlines()))
     by_name = {Path(r["image"]).name: r for r in rows}
     assert set(by_name) == {"a.jpg", "b.png", "corrupt.jpg"}  # not recursive; .txt ignored
@@ -42,6 +45,29 @@ def test_csv_rows_with_error_row_and_summary(
         expected.tasks["severity"].scores[0], abs=1e-4
     )
     assert "predicted 2 image(s), 1 could not be read" in capsys.readouterr().err
+    good = [folder / "a.jpg", folder / "b.png"]
+    assert main(["predict", *map(str, good), "--model", str(tiny_model_dir)]) == 0
+
+
+def test_whole_reads_as_no_damage_in_the_summary_column(tiny_model_dir: Path) -> None:
+    predictor = Predictor.load(tiny_model_dir)
+    scores = {t.name: dict.fromkeys(t.labels, 0.1) for t in predictor.tasks}
+    scores["severity"]["whole"] = 0.7
+    scores["location"]["front"] = 0.9
+    prediction = {
+        "severity": {"kind": "multiclass", "label": "whole", "score": 0.7},
+        "location": {"kind": "multilabel", "labels": ["front"]},
+        "damage_type": {"kind": "multilabel", "labels": []},
+    }
+    for name, p in prediction.items():
+        p["scores"] = scores[name]
+    out = io.StringIO()
+    writer = Writer(out, "csv", predictor)
+    writer.write(Row("car.jpg", prediction=prediction))
+    writer.close()
+    [row] = csv.DictReader(out.getvalue().splitlines())
+    assert row["summary"] == "severity: No damage 70%; location: front 90%; damage type: none found"
+    assert row["severity"] == "whole"  # the label itself stays, for programs
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
@@ -62,7 +88,7 @@ def test_json_formats_recursive(
         "--batch-size",
         "2",
     ]
-    assert main(args) == 0
+    assert main(args) == SOME_UNREADABLE  # corrupt.jpg
     text = out.read_text()
     records = json.loads(text) if fmt == "json" else [json.loads(x) for x in text.splitlines()]
     assert len(records) == 4
@@ -78,7 +104,7 @@ def test_missing_model_and_missing_file(
     assert main(["predict", str(tmp_path / "gone.jpg"), "--model", str(tiny_model_dir)]) == 1
 
 
-def test_explain_writes_one_overlay_per_task(
+def test_explain_maps_only_what_was_found_with_a_caption(
     folder: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     heatmaps = tmp_path / "heatmaps"
@@ -93,6 +119,46 @@ def test_explain_writes_one_overlay_per_task(
         str(heatmaps),
     ]
     assert main(args) == 0
+    prediction = Predictor.load(tiny_model_dir).predict([folder / "a.jpg"])[0].to_dict()
+    found = {name for name, p in prediction.items() if p["kind"] == "multiclass" or p["labels"]}
     written = sorted(p.name for p in heatmaps.iterdir())
-    assert written == ["a_damage_type.png", "a_location.png", "a_severity.png"]
-    assert Image.open(heatmaps / "a_severity.png").size == (50, 40)
+    assert written == sorted([*(f"a_{task}.png" for task in found), "index.csv"])
+    index = {
+        r["task"]: r for r in csv.DictReader((heatmaps / "index.csv").read_text().splitlines())
+    }
+    for task in prediction:
+        if task not in found:  # nothing over its threshold: no map of the top label's noise
+            assert index[task]["shows"] == "none found" and index[task]["heatmap"] == ""
+    severity = prediction["severity"]
+    assert index["severity"]["shows"].startswith(severity["label"].replace("whole", "No damage"))
+    width, height = Image.open(heatmaps / "a_severity.png").size
+    assert width >= 50 and height > 40  # the photo, and under it the caption and colour scale
+
+
+def test_explain_keeps_same_named_photos_of_different_folders_apart(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """Cameras name photos IMG_0001.jpg in every claim: each claim keeps its own heatmaps."""
+    photos = tmp_path / "claims"
+    rng = np.random.default_rng(2)
+    for claim in ("claimA", "claimB"):
+        (photos / claim).mkdir(parents=True)
+        noise = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(photos / claim / "IMG_0001.jpg")
+    heatmaps = tmp_path / "heatmaps"
+    args = ["predict", str(photos), "--recursive", "--model", str(tiny_model_dir)]
+    assert main([*args, "--output", str(tmp_path / "o.csv"), "--explain", str(heatmaps)]) == 0
+    a, b = (heatmaps / claim / "IMG_0001_severity.png" for claim in ("claimA", "claimB"))
+    assert a.read_bytes() != b.read_bytes()
+    index = list(csv.DictReader((heatmaps / "index.csv").read_text().splitlines()))
+    where = {(Path(r["image"]).parent.name, r["task"]): r["heatmap"] for r in index}
+    assert where[("claimA", "severity")] == "claimA/IMG_0001_severity.png"
+    assert where[("claimB", "severity")] == "claimB/IMG_0001_severity.png"
+    assert "index.csv" in capsys.readouterr().err
+
+    # two folders given, each with IMG_0001.jpg at its top: under each folder's name
+    again = tmp_path / "again"
+    claims = [str(photos / "claimA"), str(photos / "claimB")]
+    assert main(["predict", *claims, "--model", str(tiny_model_dir), "--explain", str(again)]) == 0
+    assert (again / "claimA" / "IMG_0001_severity.png").exists()
+    assert (again / "claimB" / "IMG_0001_severity.png").exists()

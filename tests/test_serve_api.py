@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -252,14 +255,25 @@ def test_unknown_paths_and_methods_answer_json(client):
     _error(client.get("/v1/predict"), 405, "method_not_allowed")
 
 
-def test_explain_returns_a_heatmap_png_per_task(client):
+def test_explain_returns_a_heatmap_png_per_task_that_found_something(client):
     response = _post(client, ("a.jpg", JPEG), ("bad", b""), params={"explain": "true"})
     assert response.status_code == 200, response.text
     good, bad = response.json()["results"]
-    assert list(good["explanation"]) == TASK_NAMES
+    found = [n for n, p in good["prediction"].items() if p["kind"] == "multiclass" or p["labels"]]
+    assert list(good["explanation"]) == found
     png = base64.b64decode(good["explanation"]["severity"])
     assert Image.open(io.BytesIO(png)).format == "PNG"
     assert "explanation" not in bad
+
+
+def test_explain_maps_no_multilabel_task_that_found_nothing(tiny_model_dir):
+    """A car with no damage type must not get a map of its top (0 %) label: the sky, say."""
+    thresholds = {"location": 0.0, "damage_type": 1.0}  # every location; no damage type
+    settings = ServeSettings(model=tiny_model_dir, api_key=None, thresholds=thresholds)
+    with live_server(create_app(settings)) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        [result] = _post(c, ("a.jpg", JPEG), params={"explain": "true"}).json()["results"]
+    assert result["prediction"]["damage_type"]["labels"] == []
+    assert list(result["explanation"]) == ["severity", "location"]
 
 
 def test_explain_without_heatmap_support_is_501(server, client, monkeypatch):
@@ -275,10 +289,20 @@ def test_model_info(client, predictor):
     assert [t["name"] for t in info["tasks"]] == TASK_NAMES
     for task, served in zip(predictor.tasks, info["tasks"], strict=True):
         assert served["labels"] == list(task.labels)
-        assert served["thresholds"] == dict(zip(task.labels, task.thresholds, strict=True))
-    assert info["training"] == {"trained_on": None, "fold": None, "out_of_fold": {}}
+        if task.multiclass:  # the top class wins: no threshold applies
+            assert "thresholds" not in served
+        else:
+            assert served["thresholds"] == dict(zip(task.labels, task.thresholds, strict=True))
+    assert info["tasks"][0]["display_names"]["whole"] == "No damage"  # the page shows this
+    assert info["training"] == {"out_of_fold": {}}
     assert info["limits"]["max_files"] == 4 and "jpeg" in info["limits"]["formats"]
     assert info["model"] == _post(client, ("a.jpg", JPEG)).json()["model"]
+
+
+def test_the_page_answers_head_and_get(client):
+    assert client.head("/").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>" in page.text
 
 
 def test_openapi_and_offline_docs(client):
@@ -456,3 +480,28 @@ def test_a_failing_engine_is_a_json_500_and_the_server_lives_on(predictor):
     ) as s:
         _error(_post_to(s.url), 500, "internal_error")
         assert httpx.get(f"{s.url}/v1/health/ready").status_code == 200
+
+
+def test_a_refused_bomb_leaves_no_pillow_warning_in_the_log(tmp_path):
+    """100M pixels: over the server's limit and Pillow's warning limit, under its error limit."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(10_000, 10_000))
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from cardamage.serve.decoding import DecodeRules, RejectedUpload, decode_upload\n"
+        "from cardamage.serve.uploads import Upload\n"
+        "rules = DecodeRules(32, ('png',), 40_000_000)\n"
+        "try:\n"
+        "    decode_upload(Upload('bomb.png', Path(sys.argv[1]).read_bytes()), rules)\n"
+        "except RejectedUpload as e:\n"
+        "    print(e.code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", script, str(bomb)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.stdout.strip() == "too_many_pixels", done.stderr
+    assert "DecompressionBombWarning" not in done.stderr

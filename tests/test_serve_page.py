@@ -13,6 +13,7 @@ from conftest_serve import car_photo, encoded, live_server
 
 from cardamage.inference.predictor import Predictor
 from cardamage.serve.app import create_app
+from cardamage.serve.service import with_thresholds
 from cardamage.serve.settings import ServeSettings
 
 sync_api = pytest.importorskip(
@@ -77,12 +78,16 @@ def test_upload_shows_severity_bars_and_rejections(browser, server, photos, pred
     first = cards.nth(0)
     assert first.locator(".card__name").inner_text() == "front-bumper.jpg"
     label, score = severity.labels[0]
-    assert first.locator(".headline__value").inner_text().lower() == label
+    shown = "no damage" if label == "whole" else label
+    assert first.locator(".headline__value").inner_text().lower() == shown
     assert first.locator(".headline__pct").inner_text() == f"{round(score * 100)}%"
     labels = sum(len(t.labels) for t in predictor.tasks)
     sync_api.expect(first.locator(".bar")).to_have_count(labels)
     widths = first.locator(".bar__fill").evaluate_all("els => els.map(e => e.style.width)")
     assert all(w.endswith("%") for w in widths) and len(widths) == labels
+
+    names = first.locator(".bar__name").all_inner_texts()
+    assert "No damage" in names and "whole" not in names  # the label whole, as a person reads it
 
     rejected = cards.nth(2)
     assert "notes.txt" in rejected.inner_text() and "not an image" in rejected.inner_text()
@@ -122,4 +127,46 @@ def test_a_server_with_an_api_key_asks_for_it(browser, predictor, photos):
         sync_api.expect(page.locator("#keyform")).to_be_hidden()
         page.set_input_files("#picker", str(photos["front-bumper.jpg"]))
         sync_api.expect(page.locator(".headline")).to_have_count(1)
+        page.close()
+
+
+def test_clear_results_shows_only_when_there_are_results(browser, server, photos):
+    page = _open(browser, server.url, 1280, 900)
+    clear = page.locator("#clear")
+    sync_api.expect(clear).to_be_hidden()  # an empty page has nothing to clear
+    page.set_input_files("#picker", str(photos["front-bumper.jpg"]))
+    sync_api.expect(clear).to_be_visible()
+    clear.click()
+    sync_api.expect(page.locator(".card")).to_have_count(0)
+    sync_api.expect(clear).to_be_hidden()
+    page.close()
+
+
+def test_heatmaps_switched_on_after_an_upload_appear_with_caption_and_legend(
+    browser, predictor, photos
+):
+    """No damage type over its threshold: that task says so instead of mapping noise."""
+    found_nothing = with_thresholds(predictor, {"location": 0.0, "damage_type": 1.0})
+    with live_server(create_app(ServeSettings(api_key=None), found_nothing)) as s:
+        page = _open(browser, s.url, 1280, 900)
+        page.set_input_files("#picker", str(photos["front-bumper.jpg"]))
+        sync_api.expect(page.locator(".headline")).to_have_count(1)
+        heatmap = page.locator(".media__heatmap")
+        sync_api.expect(heatmap).to_have_count(0)
+        page.check("#explain", force=True)  # after the upload: the shown photo gets its maps
+        sync_api.expect(heatmap).to_be_visible()
+        caption = page.locator(".heatmaps__caption")
+        sync_api.expect(caption).to_contain_text("Severity heatmap: ")
+        sync_api.expect(caption).to_contain_text("%")
+        sync_api.expect(page.locator(".legend")).to_be_visible()
+        sync_api.expect(page.locator(".heatmaps__none")).to_have_text(
+            "No damage type found: nothing to map"
+        )
+        buttons = page.locator(".views button").all_inner_texts()
+        assert buttons == ["Photo", "Severity heatmap", "Location heatmap"]
+        page.get_by_role("button", name="Location heatmap").click()
+        sync_api.expect(caption).to_contain_text("Location heatmap: Front ")
+        screenshot(page, "serve-page-heatmaps.png")
+        page.uncheck("#explain", force=True)
+        sync_api.expect(heatmap).to_be_hidden()
         page.close()

@@ -296,13 +296,15 @@ def test_waiting_explanations_are_bounded_and_hold_no_thread(tiny_model_dir, mon
     from cardamage.serve.explain import Explainer
 
     release = threading.Event()
-    monkeypatch.setattr(Explainer, "_explain", lambda self, data, name: release.wait(10) and {})
+    monkeypatch.setattr(
+        Explainer, "_explain", lambda self, data, name, prediction: release.wait(10) and {}
+    )
     explainer = Explainer(Predictor.load(tiny_model_dir), max_waiting=2)
     outcomes: list[str] = []
 
     async def one() -> None:
         try:
-            await explainer.explain(b"", "a.jpg")
+            await explainer.explain(b"", "a.jpg", {})
             outcomes.append("done")
         except Overloaded:
             outcomes.append("refused")

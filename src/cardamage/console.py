@@ -77,7 +77,15 @@ def paths_from(args: argparse.Namespace) -> Iterator[str]:
         if not line:
             return
         if line.strip():
-            yield line.strip()
+            yield typed_path(line)
+
+
+def typed_path(text: str) -> str:
+    """A path as typed or dragged into a terminal: surrounding quotes dropped, `~` expanded."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    return os.path.expanduser(text)
 
 
 def _wait_for_input() -> None:

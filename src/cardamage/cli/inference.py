@@ -27,17 +27,46 @@ def quiet_keras_unless_onnx(engine: str) -> None:
         import_keras_quietly()
 
 
+#: `cardamage predict` exit status when some files could not be read (their rows say why).
+SOME_UNREADABLE = 1
+
+PREDICT_EPILOG = f"""exit status:
+  0  every photo was read and predicted
+  {SOME_UNREADABLE}  some or all files could not be read: their rows carry the error
+  2  the command could not run: no trained model, a bad option or another error"""
+
+
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify photos and folders; streams csv, json or jsonl")
+    p = sub.add_parser(
+        "predict",
+        help="classify photos and folders; streams csv, json or jsonl",
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
-    p.add_argument("--model", type=Path, help="run or model directory (default: runs/demo)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="run or model directory (default: runs/demo, the model `make demo` trains)",
+    )
     p.add_argument("--engine", help="keras (default), onnx or onnx-int8")
     p.add_argument("--config", type=Path, help="application_config.json: model, engine, thresholds")
     p.add_argument("--recursive", action="store_true", help="look into sub-folders")
-    p.add_argument("--format", choices=["csv", "json", "jsonl"], default="csv")
+    p.add_argument(
+        "--format",
+        choices=["csv", "json", "jsonl"],
+        default="csv",
+        help="csv (default): one row per photo with a readable summary, each task's labels and "
+        "every label's score; json: one array of objects; jsonl: one object a line",
+    )
     p.add_argument("--output", type=Path, help="write here instead of standard output")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--explain", type=Path, metavar="DIR", help="write heatmap overlays here")
+    p.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DIR",
+        help="write heatmap overlays here, named by each photo's path, with DIR/index.csv",
+    )
     p.set_defaults(run=_predict)
 
 
@@ -72,7 +101,7 @@ def _predict(args: argparse.Namespace) -> int:
                 args.explain,
             )
     print(f"predicted {ok} image(s), {failed} could not be read", file=sys.stderr)
-    return 0 if ok or not failed else 1
+    return SOME_UNREADABLE if failed else 0
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import struct
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from cardamage.errors import CardamageError
 DEFAULT_MAX_PIXELS = 50_000_000
 
 #: What Pillow raises on bad input. ``DecompressionBombError`` fires in ``Image.open`` past
-#: twice Pillow's own limit; its warning fires only above 89M pixels, where our own pixel check
-#: (default 50M) already refuses. Warnings are not escalated: filters are process-global and
-#: images are decoded from thread pools.
+#: twice Pillow's own limit; its warning fires above 89M pixels, where our own pixel check
+#: refuses the image with a clear message, so the warning is only noise in a server's log. It
+#: is ignored once, process-wide, at import: filters cannot be changed per call, as images are
+#: decoded from thread pools.
 _DECODE_ERRORS = (
     OSError,
     SyntaxError,
@@ -32,6 +34,10 @@ _DECODE_ERRORS = (
     struct.error,
     Image.DecompressionBombError,
 )
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+#: The one wording for a file that ends early; Pillow says it in several ways.
+TRUNCATED = "truncated: the file ends before the image does"
 
 #: Modes whose samples exceed 8 bits; their full-scale value, so they are scaled, not clipped.
 _FULL_SCALE = {
@@ -98,7 +104,7 @@ def _opened(source: Source, name: str | None, max_pixels: int) -> Iterator[Image
             _check_pixels(im, max_pixels, label)
             yield im
     except _DECODE_ERRORS as e:
-        raise ImageError(f"cannot read image '{label}': {_reason(e)}") from e
+        raise ImageError(f"cannot read image '{label}': {reason(e)}") from e
 
 
 def _stream(source: Source, label: str) -> Path | io.BytesIO:
@@ -118,12 +124,12 @@ def _check_pixels(im: Image.Image, max_pixels: int, label: str) -> None:
         )
 
 
-def _reason(e: Exception) -> str:
+def reason(e: Exception) -> str:
     """One line saying what went wrong, without Pillow's object reprs."""
     if isinstance(e, UnidentifiedImageError):
         return "not an image, or a format Pillow cannot decode"
-    reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return " ".join(reason.split())
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return TRUNCATED if "truncated" in text.lower() else " ".join(text.split())
 
 
 def _orient(im: Image.Image) -> Image.Image:

@@ -5,8 +5,10 @@ Memory stays flat: files are found lazily, predicted in fixed-size batches and w
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from tqdm import tqdm
 from cardamage.data.images import load_image
 from cardamage.errors import CardamageError
 from cardamage.inference.predictor import Predictor, iter_decoded
+from cardamage.io import atomic_write_bytes
+from cardamage.tasks import Task, display_label
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -57,7 +61,9 @@ def predict_rows(predictor: Predictor, paths: Iterable[Path], batch_size: int) -
 
 
 class Writer:
-    """csv: one flat row per image; jsonl: one object a line; json: one array, streamed."""
+    """csv: one flat row per image; jsonl: one object a line; json: one array, streamed. Each
+    also has a ``summary`` for a person (display names, 'No damage' for ``whole``); the other
+    columns keep the labels themselves, for programs."""
 
     def __init__(self, out: TextIO, fmt: str, predictor: Predictor) -> None:
         self.out, self.fmt, self.count = out, fmt, 0
@@ -66,7 +72,7 @@ class Writer:
         if fmt == "csv":
             self.csv = csv.writer(out)
             names = [t.name for t in self.tasks]
-            self.csv.writerow(["image", "error", *names, *self.columns])
+            self.csv.writerow(["image", "error", "summary", *names, *self.columns])
         elif fmt == "json":
             out.write("[\n")
 
@@ -75,13 +81,16 @@ class Writer:
             self.csv.writerow(self._flat(row))
         else:
             record = {"image": row.path, "prediction": row.prediction, "error": row.error}
+            if row.prediction is not None:
+                record["summary"] = summary(self.tasks, row.prediction)
             sep = ",\n" if self.fmt == "json" and self.count else ""
             self.out.write(sep + json.dumps(record) + ("\n" if self.fmt == "jsonl" else ""))
         self.count += 1
 
     def _flat(self, row: Row) -> list[str]:
         if row.prediction is None:
-            return [row.path, row.error or "", *[""] * (len(self.tasks) + len(self.columns))]
+            blanks = [""] * (1 + len(self.tasks) + len(self.columns))
+            return [row.path, row.error or "", *blanks]
         decided = []
         for task in self.tasks:
             p = row.prediction[task.name]
@@ -91,7 +100,7 @@ class Writer:
             for t in self.tasks
             for label in t.labels
         ]
-        return [row.path, "", *decided, *scores]
+        return [row.path, "", summary(self.tasks, row.prediction), *decided, *scores]
 
     def close(self) -> None:
         if self.fmt == "json":
@@ -99,19 +108,88 @@ class Writer:
         self.out.flush()
 
 
-def write_explanations(predictor: Predictor, path: Path, out_dir: Path, size: int = 640) -> None:
-    """<out_dir>/<image stem>_<task>.png: the photo with the heatmap of where the model looked."""
-    import base64
+def describe(task: Task, prediction: dict) -> str:
+    """A task's decision as a person reads it: 'No damage 81%', 'dent 64%, paint 55%'."""
+    chosen = [prediction["label"]] if task.multiclass else prediction["labels"]
+    scores = prediction["scores"]
+    found = ", ".join(f"{display_label(x)} {scores[x]:.0%}" for x in chosen)
+    return found or "none found"
 
-    from PIL import Image
 
-    from cardamage.inference.explain import explain_image
-    from cardamage.io import atomic_write_bytes
+def summary(tasks: Iterable[Task], prediction: dict) -> str:
+    """One cell for a person: every task's decision, display names instead of labels."""
+    return "; ".join(f"{_title(t.name)}: {describe(t, prediction[t.name])}" for t in tasks)
 
-    photo = Image.fromarray(load_image(path))
-    photo.thumbnail((size, size))
-    for task, png in explain_image(predictor, np.asarray(photo)).items():
-        atomic_write_bytes(out_dir / f"{path.stem}_{task}.png", base64.b64decode(png))
+
+def _title(name: str) -> str:
+    return name.replace("_", " ")
+
+
+class Explanations:
+    """``--explain DIR``: per photo and task, the photo with its heatmap and a caption, named by
+    the photo's path under the folder it was found in (under each folder's own name when several
+    are given), so photos that share a file name in different folders keep their own; a name
+    still taken gets ``-2``, ``-3``. ``index.csv`` says which photo, task and label each shows.
+    """
+
+    INDEX = "index.csv"
+
+    def __init__(self, predictor: Predictor, out_dir: Path, inputs: list[Path], size: int = 640):
+        self.predictor, self.out_dir, self.size = predictor, out_dir, size
+        self.roots = [(root, root.name if len(inputs) > 1 else "") for root in inputs]
+        self.taken: set[Path] = set()
+        self.written = 0
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._index = open(out_dir / self.INDEX, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        self._csv = csv.writer(self._index)
+        self._csv.writerow(["image", "task", "shows", "heatmap"])
+
+    def write(self, row: Row) -> None:
+        """The maps of one predicted photo; a task with nothing found gets an index row only."""
+        from PIL import Image
+
+        from cardamage.inference.explain import captioned_png, explain_image, mapped_tasks
+
+        path = Path(row.path)
+        photo = Image.fromarray(load_image(path))
+        photo.thumbnail((self.size, self.size))
+        maps = explain_image(self.predictor, np.asarray(photo), mapped_tasks(row.prediction))
+        stem = self._stem(path)
+        for task in self.predictor.tasks:
+            shows = describe(task, row.prediction[task.name])
+            heatmap = ""
+            if task.name in maps:
+                heatmap = f"{stem}_{task.name}.png"
+                caption = f"{_title(task.name)}: {shows}"
+                png = captioned_png(base64.b64decode(maps[task.name]), caption)
+                atomic_write_bytes(self.out_dir / heatmap, png)
+                self.written += 1
+            self._csv.writerow([row.path, task.name, shows, heatmap])
+        self._index.flush()
+
+    def _stem(self, path: Path) -> str:
+        """The photo's path under its folder, without suffix; unique within this run."""
+        stem = Path(path.name)
+        for root, prefix in self.roots:
+            if root.is_dir() and path.is_relative_to(root):
+                stem = prefix / path.relative_to(root)
+                break
+        stem = stem.with_suffix("")
+        unique, n = stem, 1
+        while unique in self.taken:
+            n += 1
+            unique = stem.with_name(f"{stem.name}-{n}")
+        self.taken.add(unique)
+        return unique.as_posix()
+
+    def close(self) -> None:
+        self._index.close()
+
+    def report(self) -> str:
+        return (
+            f"wrote {self.written} heatmap(s) under {self.out_dir}, named by each photo's path; "
+            f"{self.out_dir / self.INDEX} lists which photo, task and label each one shows"
+        )
 
 
 def predict_files(
@@ -125,13 +203,19 @@ def predict_files(
 ) -> tuple[int, int]:
     """Write predictions for every image found; return (predicted, failed)."""
     writer = Writer(out, fmt, predictor)
+    explanations = None if explain_dir is None else Explanations(predictor, explain_dir, inputs)
     ok = failed = 0
     rows = predict_rows(predictor, find_images(inputs, recursive), batch_size)
-    for row in tqdm(rows, desc="predict", unit="img", disable=None):
-        writer.write(row)
-        ok += row.error is None
-        failed += row.error is not None
-        if explain_dir is not None and row.error is None:
-            write_explanations(predictor, Path(row.path), explain_dir)
+    try:
+        for row in tqdm(rows, desc="predict", unit="img", disable=None):
+            writer.write(row)
+            ok += row.error is None
+            failed += row.error is not None
+            if explanations is not None and row.error is None:
+                explanations.write(row)
+    finally:
+        if explanations is not None:
+            explanations.close()
+            print(explanations.report(), file=sys.stderr)
     writer.close()
     return ok, failed

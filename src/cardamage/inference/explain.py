@@ -21,7 +21,7 @@ import keras
 import matplotlib
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from cardamage.errors import CardamageError
 from cardamage.inference.predictor import Predictor
@@ -162,6 +162,12 @@ def _grad_cam(
     return np.clip(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0), 0.0, 1.0)
 
 
+#: Heatmap colours, low to high: blue, green, yellow, red.
+COLOUR_MAP = "jet"
+#: Height of the white band ``captioned_png`` adds under the overlay (caption and colour scale).
+CAPTION_BAND = 44
+
+
 def overlay_png(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> bytes:
     """A PNG of the (H, W, 3) uint8 photo with the jet-coloured heatmap blended on top; the
     heatmap, in [0, 1] at any size, is stretched over the whole photo."""
@@ -170,10 +176,35 @@ def overlay_png(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> 
     stretched = Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize(
         (width, height), Image.Resampling.BILINEAR
     )
-    colours = matplotlib.colormaps["jet"](np.clip(np.asarray(stretched), 0.0, 1.0))[..., :3]
+    colours = matplotlib.colormaps[COLOUR_MAP](np.clip(np.asarray(stretched), 0.0, 1.0))[..., :3]
     blended = (1 - alpha) * photo + alpha * 255 * colours
     buffer = io.BytesIO()
     Image.fromarray(np.round(blended).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def captioned_png(png: bytes, caption: str) -> bytes:
+    """The overlay over a white band with its caption and colour scale, so a heatmap file read
+    on its own (in a folder, in an e-mail) says what it maps and which colour means what."""
+    font = ImageFont.load_default(size=13)
+    overlay = Image.open(io.BytesIO(png)).convert("RGB")
+    legend = ("low", "high: where the model looked")
+    bar = (96, 10)
+    text_width = max(font.getlength(caption), bar[0] + sum(map(font.getlength, legend)) + 16)
+    width = max(overlay.width, round(text_width) + 12)
+    sheet = Image.new("RGB", (width, overlay.height + CAPTION_BAND), "white")
+    sheet.paste(overlay, ((width - overlay.width) // 2, 0))
+    draw = ImageDraw.Draw(sheet)
+    top = overlay.height + 4
+    draw.text((6, top), caption, fill="black", font=font)
+    low_end = 6 + font.getlength(legend[0]) + 4
+    draw.text((6, top + 20), legend[0], fill="black", font=font)
+    ramp = matplotlib.colormaps[COLOUR_MAP](np.linspace(0.0, 1.0, bar[0]))[None, :, :3] * 255
+    scale = Image.fromarray(np.repeat(ramp, bar[1], axis=0).astype(np.uint8))
+    sheet.paste(scale, (round(low_end), top + 24))
+    draw.text((round(low_end) + bar[0] + 4, top + 20), legend[1], fill="black", font=font)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -197,6 +228,13 @@ def explain_image(
         name: base64.b64encode(overlay_png(photo, heatmap[0])).decode("ascii")
         for name, heatmap in maps.items()
     }
+
+
+def mapped_tasks(prediction: dict) -> list[str]:
+    """The tasks of a ``Prediction.to_dict()`` worth a map: every multiclass task, and each
+    multilabel task with a label over its threshold. Mapping the top label of a task that found
+    none would highlight whatever scored highest, however low: for a clean car, the sky."""
+    return [name for name, p in prediction.items() if p["kind"] == "multiclass" or p["labels"]]
 
 
 def _select(tasks: Sequence[Task], names: Sequence[str] | None) -> list[Task]:

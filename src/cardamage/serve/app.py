@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cardamage import __version__
 from cardamage.errors import CardamageError
-from cardamage.inference.predictor import Prediction, Predictor
+from cardamage.inference.predictor import Predictor
 from cardamage.serve.decoding import RejectedUpload, decode_all
 from cardamage.serve.errors import ApiError, error_responses, install_error_handlers
 from cardamage.serve.explain import Explainer
@@ -55,6 +55,7 @@ from cardamage.serve.schemas import (
 from cardamage.serve.service import ModelService
 from cardamage.serve.settings import ServeSettings
 from cardamage.serve.uploads import FILES_FIELD, Upload, read_form
+from cardamage.tasks import display_label
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE_HEADERS = {
@@ -164,6 +165,7 @@ async def ready(service: Ready) -> Health:
 @router.get(
     "/v1/model",
     response_model=ModelInfo,
+    response_model_exclude_none=True,
     responses=error_responses(401, 503),
     dependencies=[Security(check_api_key)],
     summary="The served model",
@@ -182,7 +184,8 @@ async def model_info(service: Ready) -> ModelInfo:
                 name=t.name,
                 kind=t.kind.value,
                 labels=list(t.labels),
-                thresholds=dict(zip(t.labels, t.thresholds, strict=True)),
+                thresholds=None if t.multiclass else dict(zip(t.labels, t.thresholds, strict=True)),
+                display_names={label: display_label(label) for label in t.labels},
             )
             for t in predictor.tasks
         ],
@@ -228,8 +231,9 @@ async def predict(
         if not usable:
             raise _all_rejected(form.files, [d for d in decoded if not _is_image(d)])
         futures = slot.submit([pixels for _, pixels in usable])
-    predictions = await asyncio.gather(*map(asyncio.wrap_future, futures))
-    explanations = await _explain([u for u, _ in usable], explainer) if explainer else []
+    predictions = [p.to_dict() for p in await asyncio.gather(*map(asyncio.wrap_future, futures))]
+    uploads = [u for u, _ in usable]
+    explanations = await _explain(uploads, predictions, explainer) if explainer else []
     return PredictResponse(
         model=service.model_ref,
         results=_results(form.files, decoded, predictions, explanations),
@@ -254,10 +258,13 @@ def _is_image(decoded: np.ndarray | RejectedUpload) -> bool:
     return isinstance(decoded, np.ndarray)
 
 
-async def _explain(uploads: list[Upload], explainer: Explainer) -> list[dict[str, str]]:
+async def _explain(
+    uploads: list[Upload], predictions: list[dict], explainer: Explainer
+) -> list[dict[str, str]]:
     """Heatmaps of the usable uploads; a model the explainer cannot handle is a 501."""
     try:
-        return [await explainer.explain(u.data, u.filename) for u in uploads]
+        pairs = zip(uploads, predictions, strict=True)
+        return [await explainer.explain(u.data, u.filename, p) for u, p in pairs]
     except CardamageError as e:
         raise ApiError(501, "explain_unavailable", f"no heatmaps for this model: {e}") from None
 
@@ -284,7 +291,7 @@ def _rejected_file(upload: Upload, rejection: RejectedUpload) -> RejectedFile:
 def _results(
     files: list[Upload],
     decoded: list[np.ndarray | RejectedUpload],
-    predictions: list[Prediction],
+    predictions: list[dict],
     explanations: list[dict[str, str]],
 ) -> list[PredictedFile | RejectedFile]:
     """One result per file, in upload order; predictions and explanations follow the images."""
@@ -298,7 +305,7 @@ def _results(
             results.append(
                 PredictedFile(
                     filename=upload.filename,
-                    prediction=next(answers).to_dict(),
+                    prediction=next(answers),
                     explanation=next(heatmaps, None),
                 )
             )
@@ -371,6 +378,6 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
     app.include_router(router)
     if settings.api_key is None:
         _document_without_api_key(app)
-    app.add_api_route("/", _page, include_in_schema=False)
+    app.add_api_route("/", _page, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

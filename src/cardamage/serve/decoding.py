@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cardamage.config import FORMAT_ALIASES
-from cardamage.data.images import ImageError, load_image
+from cardamage.data.images import ImageError, load_image, reason
 from cardamage.serve.uploads import Upload
 
 #: HTTP status of each per-file code, used when no file of a request could be used.
@@ -87,7 +87,8 @@ def _header(upload: Upload) -> tuple[str, tuple[int, int]]:
             "not_an_image", f"'{upload.filename}' is not an image, or not one this server reads"
         ) from None
     except _HEADER_ERRORS as e:
-        raise RejectedUpload("corrupt_image", f"'{upload.filename}': broken header ({e})") from None
+        message = f"cannot read image '{upload.filename}': {reason(e)}"
+        raise RejectedUpload("corrupt_image", message) from None
 
 
 def decode_all(uploads: list[Upload], rules: DecodeRules) -> list[np.ndarray | RejectedUpload]:

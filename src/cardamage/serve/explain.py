@@ -31,7 +31,8 @@ MAX_WAITING = 8
 
 
 class Explainer:
-    """``await explainer.explain(data, name) -> {task: base64 PNG of the photo with heatmap}``."""
+    """``await explainer.explain(data, name, prediction) -> {task: base64 PNG of the photo with
+    heatmap}`` for each task of the prediction that found something (``mapped_tasks``)."""
 
     def __init__(self, predictor: Predictor, max_waiting: int = MAX_WAITING) -> None:
         self._predictor = predictor
@@ -40,25 +41,27 @@ class Explainer:
         self._waiting = 0
         self._max_waiting = max_waiting
 
-    async def explain(self, data: bytes, name: str) -> dict[str, str]:
+    async def explain(self, data: bytes, name: str, prediction: dict) -> dict[str, str]:
         """For an upload that already decoded once (so its size and format are acceptable)."""
         if self._waiting >= self._max_waiting:
             raise Overloaded(retry_after_s=self._waiting)  # about a second per explanation
         self._waiting += 1
         try:
             async with self._lock:
-                return await run_in_threadpool(self._explain, data, name)
+                return await run_in_threadpool(self._explain, data, name, prediction)
         finally:
             self._waiting -= 1
 
-    def _explain(self, data: bytes, name: str) -> dict[str, str]:
+    def _explain(self, data: bytes, name: str, prediction: dict) -> dict[str, str]:
         pixels = load_image(data, self._size, name=name)
-        return explain_pixels(self._predictor, pixels)
+        return explain_pixels(self._predictor, pixels, prediction)
 
 
-def explain_pixels(predictor: Predictor, pixels: np.ndarray) -> dict[str, str]:
-    """The one call into the explain module: ``explain_image(predictor, uint8 (h, w, 3))``."""
-    return importlib.import_module(EXPLAIN_MODULE).explain_image(predictor, pixels)
+def explain_pixels(predictor: Predictor, pixels: np.ndarray, prediction: dict) -> dict[str, str]:
+    """The one call into the explain module: ``explain_image(predictor, uint8 (h, w, 3), the
+    tasks worth a map)`` for the photo's ``Prediction.to_dict()``."""
+    module = importlib.import_module(EXPLAIN_MODULE)
+    return module.explain_image(predictor, pixels, module.mapped_tasks(prediction))
 
 
 def load_explainer(predictor: Predictor) -> Explainer | None:

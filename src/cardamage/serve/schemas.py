@@ -58,7 +58,9 @@ class PredictedFile(BaseModel):
     filename: str
     prediction: dict[str, TaskPrediction] = Field(description="Per task name.")
     explanation: dict[str, str] | None = Field(
-        None, description="Per task: a base64 PNG heatmap of where the model looked (explain)."
+        None,
+        description="Per task: a base64 PNG heatmap of where the model looked (explain); "
+        "a multilabel task with no label over its threshold has none (nothing to map).",
     )
 
 
@@ -72,7 +74,15 @@ class TaskInfo(BaseModel):
     name: str
     kind: Literal["multiclass", "multilabel"]
     labels: list[str]
-    thresholds: dict[str, float]
+    thresholds: dict[str, float] | None = Field(
+        None,
+        description="Per label (multilabel tasks only; a multiclass task takes the top class).",
+    )
+    display_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each label as a person reads it (e.g. 'whole': 'No damage'); the API "
+        "keeps the labels themselves.",
+    )
 
 
 class TrainingSummary(BaseModel):

@@ -6,11 +6,17 @@
   const KEY_STORAGE = "cardamage.apiKey";
   const MB = 1024 * 1024;
   const MAX_ATTEMPTS = 4; // a busy server (503) is retried after its Retry-After
-  const TONES = { minor: "tone-ok", moderate: "tone-warn", severe: "tone-bad" };
+  const TONES = { whole: "tone-ok", minor: "tone-ok", moderate: "tone-warn", severe: "tone-bad" };
   const DEFAULT_LIMITS = { max_files: 16, max_upload_mb: 20, formats: ["jpeg", "png", "webp", "bmp", "gif"] };
 
   const $ = (id) => document.getElementById(id);
-  const state = { key: sessionStorage.getItem(KEY_STORAGE) || "", limits: DEFAULT_LIMITS, urls: [] };
+  const state = {
+    key: sessionStorage.getItem(KEY_STORAGE) || "",
+    limits: DEFAULT_LIMITS,
+    urls: [],
+    cards: [], // {file, card} of every photo sent, so heatmaps can be fetched for them later
+    display: {}, // task -> label -> the label as a person reads it (from /v1/model)
+  };
 
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -21,6 +27,12 @@
 
   const pct = (score) => `${Math.round(score * 100)}%`;
   const title = (name) => name.replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+  // a label as a person reads it ("whole" is "No damage"); the API keeps the label itself
+  const shown = (task, label) => title((state.display[task] || {})[label] || label);
+  const chosenLabels = (p) => (p.kind === "multiclass" ? [p.label] : p.labels);
+  // "No damage 81%", "Dent 64%, Paint 55%", or "" when a multilabel task found nothing
+  const describe = (task, p) =>
+    chosenLabels(p).map((label) => `${shown(task, label)} ${pct(p.scores[label])}`).join(", ");
 
   async function api(path, options = {}) {
     const headers = new Headers(options.headers || {});
@@ -72,6 +84,7 @@
     }
     if (!response.ok || !body) return;
     state.limits = body.limits;
+    state.display = Object.fromEntries(body.tasks.map((t) => [t.name, t.display_names || {}]));
     const formats = body.limits.formats.map((f) => f.toUpperCase()).join(", ");
     $("limits").textContent =
       `${formats} · up to ${body.limits.max_upload_mb} MB each · ${body.limits.max_files} per upload`;
@@ -111,6 +124,7 @@
     const accepted = [];
     for (const file of files) {
       const card = createCard(file);
+      state.cards.push({ file, card });
       if (file.size > limits.max_upload_mb * MB) {
         const size = (file.size / MB).toFixed(1);
         card.reject(`Too large: ${size} MB, the limit is ${limits.max_upload_mb} MB per photo.`);
@@ -123,13 +137,16 @@
     }
   }
 
-  async function send(items, attempt) {
+  function post(items, explain) {
     const form = new FormData();
     for (const { file } of items) form.append("files", file, file.name);
-    const query = $("explain").checked ? "?explain=true" : "";
+    return api(`/v1/predict${explain ? "?explain=true" : ""}`, { method: "POST", body: form });
+  }
+
+  async function send(items, attempt) {
     let result;
     try {
-      result = await api(`/v1/predict${query}`, { method: "POST", body: form });
+      result = await post(items, $("explain").checked);
     } catch (_) {
       items.forEach((item) => item.card.reject("The server could not be reached. Try again."));
       return;
@@ -152,6 +169,34 @@
     } else {
       items.forEach((item) => item.card.reject(error.message));
     }
+  }
+
+  // The switch turned on after photos were shown: fetch the maps those photos lack.
+  function explainToggled() {
+    const on = $("explain").checked;
+    $("results").classList.toggle("results--plain", !on);
+    if (!on) return;
+    const todo = state.cards.filter(({ card }) => card.needsHeatmaps());
+    for (let i = 0; i < todo.length; i += state.limits.max_files) {
+      fetchHeatmaps(todo.slice(i, i + state.limits.max_files));
+    }
+  }
+
+  async function fetchHeatmaps(items) {
+    items.forEach(({ card }) => card.drawing("Drawing heatmaps…"));
+    let result = null;
+    try {
+      result = await post(items, true);
+    } catch (_) {
+      // answered below, like any other failure
+    }
+    if (result && result.response.ok && result.body) {
+      result.body.results.forEach((r, i) => items[i].card.heatmaps(r.explanation || {}));
+      return;
+    }
+    const error = result && result.body && result.body.error;
+    const reason = error ? error.message : "the server could not be reached";
+    items.forEach(({ card }) => card.drawing(`Heatmaps could not be drawn: ${reason}`));
   }
 
   // ---- result cards --------------------------------------------------------------------------
@@ -189,6 +234,9 @@
       slot.replaceWith(node);
       slot = node;
     };
+    let prediction = null;
+    let explained = false;
+    let note = null; // "Drawing heatmaps…" while they are fetched after the fact
     return {
       pending(text) {
         slot.textContent = text;
@@ -202,8 +250,27 @@
           this.reject(result.error.message);
           return;
         }
-        replace(renderPrediction(result.prediction));
-        if (result.explanation) addHeatmaps(card, media, result.explanation);
+        prediction = result.prediction;
+        replace(renderPrediction(prediction));
+        if (result.explanation) this.heatmaps(result.explanation);
+        // switched on while this photo was on its way without heatmaps: fetch them now
+        else if ($("explain").checked) fetchHeatmaps([{ file, card: this }]);
+      },
+      needsHeatmaps() {
+        return prediction !== null && !explained && note === null;
+      },
+      drawing(text) {
+        if (note === null) {
+          note = el("p", "card__pending");
+          media.after(note);
+        }
+        note.textContent = text;
+      },
+      heatmaps(explanation) {
+        if (note !== null) note.remove();
+        note = null;
+        explained = true;
+        addHeatmaps(media, explanation, prediction);
       },
     };
   }
@@ -223,34 +290,35 @@
     const main = entries.find(([, p]) => p.kind === "multiclass");
     if (main) wrap.append(headline(main[0], main[1]));
     // the headline names its task: that task's bars follow it without a heading of their own
-    for (const [name, p] of entries) wrap.append(taskBlock(main && main[0] === name ? "" : name, p));
+    for (const [name, p] of entries) wrap.append(taskBlock(name, p, !main || main[0] !== name));
     return wrap;
   }
 
   function headline(name, p) {
     const box = el("div", `headline ${TONES[p.label] || ""}`);
     const left = el("div");
-    left.append(el("div", "headline__label", title(name)), el("div", "headline__value", p.label));
+    left.append(el("div", "headline__label", title(name)), el("div", "headline__value", shown(name, p.label)));
     const right = el("div", "headline__conf");
     right.append(el("div", "headline__pct", pct(p.score)), el("div", "headline__note", "confidence"));
     box.append(left, right);
     return box;
   }
 
-  function taskBlock(name, p) {
+  function taskBlock(name, p, withHeading) {
     const block = el("section", "task");
-    const chosen = p.kind === "multiclass" ? [p.label] : p.labels;
-    if (name) {
+    const chosen = chosenLabels(p);
+    if (withHeading) {
       const heading = el("h3", "", title(name));
       if (p.kind === "multilabel") {
-        heading.append(el("span", "", chosen.length ? chosen.map(title).join(", ") : "none detected"));
+        const found = chosen.map((label) => shown(name, label)).join(", ");
+        heading.append(el("span", "", found || "none detected"));
       }
       block.append(heading);
     }
     const bars = el("div", "bars");
     for (const [label, score] of Object.entries(p.scores)) {
       const threshold = p.thresholds ? p.thresholds[label] : undefined;
-      bars.append(bar(label, score, chosen.includes(label), threshold));
+      bars.append(bar(shown(name, label), score, chosen.includes(label), threshold));
     }
     block.append(bars);
     return block;
@@ -277,19 +345,30 @@
     return row;
   }
 
-  function addHeatmaps(card, media, explanation) {
+  // Per task, the photo with where the model looked, a caption (task, label, score) and the
+  // colour scale; a multilabel task that found nothing has no map, and says so.
+  function addHeatmaps(media, explanation, prediction) {
     const heatmap = el("img", "media__heatmap");
     heatmap.alt = "Heatmap of where the model looked";
     media.append(heatmap);
+    const panel = el("div", "heatmaps");
     const views = el("div", "views");
     views.setAttribute("aria-label", "View");
+    const caption = el("p", "heatmaps__caption");
+    const legend = el("div", "legend");
+    legend.append(el("span", "", "Low"), el("span", "legend__ramp"), el("span", "", "High: where the model looked"));
+    legend.setAttribute("aria-hidden", "true");
     const buttons = [];
     const select = (task) => {
-      heatmap.hidden = task === null;
-      if (task !== null) heatmap.src = `data:image/png;base64,${explanation[task]}`;
+      heatmap.hidden = caption.hidden = legend.hidden = task === null;
+      if (task !== null) {
+        heatmap.src = `data:image/png;base64,${explanation[task]}`;
+        caption.textContent = `${title(task)} heatmap: ${describe(task, prediction[task])}`;
+      }
       buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.task === (task || ""))));
     };
-    for (const task of ["", ...Object.keys(explanation)]) {
+    const mapped = Object.keys(explanation);
+    for (const task of ["", ...mapped]) {
       const button = el("button", "", task ? `${title(task)} heatmap` : "Photo");
       button.type = "button";
       button.dataset.task = task;
@@ -297,14 +376,19 @@
       buttons.push(button);
       views.append(button);
     }
-    media.after(views);
-    select(Object.keys(explanation)[0]);
+    panel.append(views, caption, legend);
+    for (const task of Object.keys(prediction).filter((t) => !mapped.includes(t))) {
+      panel.append(el("p", "heatmaps__none", `No ${title(task).toLowerCase()} found: nothing to map`));
+    }
+    media.after(panel);
+    select(mapped.length ? mapped[0] : null);
   }
 
   function clearResults() {
     state.urls.forEach((url) => URL.revokeObjectURL(url));
     state.urls = [];
     $("results").replaceChildren();
+    state.cards = [];
     $("clear").hidden = true;
     showNotice("");
   }
@@ -348,6 +432,7 @@
     wireDropzone();
     $("keyform").addEventListener("submit", saveKey);
     $("clear").addEventListener("click", clearResults);
+    $("explain").addEventListener("change", explainToggled);
     watchHealth();
   });
 })();
