@@ -111,3 +111,12 @@ def default_tasks() -> list[Task]:
     return [
         Task(name, kind, read_label_file(default_label_file(name))) for name, kind in kinds.items()
     ]
+
+
+#: Labels as a person reads them; data, models and the API keep the label itself.
+DISPLAY_NAMES = {"whole": "No damage"}
+
+
+def display_label(label: str) -> str:
+    """The label as shown on the page, in reports and in `predict` output."""
+    return DISPLAY_NAMES.get(label, label)
