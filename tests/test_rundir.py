@@ -68,6 +68,10 @@ def test_label_issues_absent_present_and_malformed(tmp_path: Path) -> None:
     run.label_issues_file.write_text("task,rank,image\nseverity,1,a.jpg\n", encoding="utf-8")
     with pytest.raises(CardamageError, match=r"label_issues\.csv: no column group, given"):
         run.label_issues()
+    with open(run.label_issues_file, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([LABEL_ISSUE_COLUMNS, row, (*row[:6], "high")])
+    with pytest.raises(CardamageError, match=r"label_issues\.csv line 3: .* 'high' is not a"):
+        run.label_issues()
 
 
 def test_heldout_evaluation_is_found_in_the_run(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from cardamage.data.images import ImageError, load_image
 from cardamage.errors import CardamageError
 from cardamage.evaluate.calibration import reliability
 from cardamage.evaluate.metrics import decide
-from cardamage.evaluate.report import LABEL_COLUMNS
+from cardamage.evaluate.report import LABEL_COLUMNS, fmt
 from cardamage.io import atomic_write_text
 from cardamage.model.metadata import ModelMeta
 from cardamage.tasks import Task, display_label
@@ -174,11 +174,8 @@ def _percent(value: float) -> str:
 
 
 def _number(value: float | int | None) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, int | np.integer):
-        return str(value)
-    return f"{value:.3f}"
+    """Three decimals: enough to compare, narrow enough for a laptop screen."""
+    return fmt(value, 3)
 
 
 def _shipped(summary: dict) -> str:

@@ -159,12 +159,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(header), *(line(r) for r in rows)]
 
 
-def fmt(value: float | int | None) -> str:
+def fmt(value: float | int | None, digits: int = 4) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, int | np.integer):
         return str(value)
-    return f"{value:.4f}"
+    return f"{value:.{digits}f}"
 
 
 def _mean(values: list[float | None]) -> float | None:

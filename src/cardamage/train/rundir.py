@@ -229,10 +229,19 @@ class RunDir:
         """Rows of label_issues.csv (columns LABEL_ISSUE_COLUMNS), or None when absent."""
         if not self.label_issues_file.is_file():
             return None
-        rows = _read_csv(self.label_issues_file)
+        path = self.label_issues_file
+        rows = _read_csv(path)
         missing = [c for c in LABEL_ISSUE_COLUMNS if rows and c not in rows[0]]
         if missing:
-            raise CardamageError(f"{self.label_issues_file}: no column {', '.join(missing)}")
+            raise CardamageError(f"{path}: no column {', '.join(missing)}")
+        for line, row in enumerate(rows, start=2):
+            try:
+                int(row["rank"]), float(row["quality"])
+            except ValueError:
+                raise CardamageError(
+                    f"{path} line {line}: rank {row['rank']!r} or quality {row['quality']!r} "
+                    "is not a number"
+                ) from None
         return rows
 
 
