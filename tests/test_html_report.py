@@ -21,6 +21,7 @@ from cardamage.cli import main as cli
 from cardamage.config import load_train_config
 from cardamage.data.synthetic import generate_dataset
 from cardamage.errors import CardamageError
+from cardamage.evaluate.heldout import record_evaluation
 from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.metrics import task_metrics
 from cardamage.model.metadata import ModelMeta
@@ -235,6 +236,14 @@ def test_evaluate_records_heldout_and_rewrites_report(run_dir, dataset, tmp_path
     page = (run / "report.html").read_text(encoding="utf-8")
     accuracy = round(100 * evaluation["tasks"]["severity"]["accuracy"])
     assert f"On 32 photos it never saw, severity is right {accuracy} % of the time" in page
+
+
+def test_evaluation_elsewhere_leaves_the_run_alone(run_copy, tmp_path):
+    metrics = _heldout_metrics(RunDir(run_copy).model_meta().tasks)
+    written = record_evaluation(run_copy, tmp_path / "elsewhere", Path("t.csv"), metrics)
+    assert written == [tmp_path / "elsewhere" / "evaluation.json"]
+    assert not (run_copy / "heldout").exists() and not (run_copy / "report.html").exists()
+    assert record_evaluation(run_copy / "model", None, Path("t.csv"), metrics) == []
 
 
 def _write_label_issues(run: Path, rows: list[tuple]) -> None:
