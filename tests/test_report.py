@@ -78,14 +78,16 @@ def test_plot_history_writes_pngs(tmp_path):
         "location_loss": [0.7, 0.6, 0.5],  # no accuracy key: loss plot only
         "val_location_loss": [0.8, 0.7, 0.6],
     }
-    written = plot_history(history, tmp_path / "plots", "fold1")
+    written = plot_history(
+        history, lambda task, metric: tmp_path / "plots" / f"{task}_{metric}.png"
+    )
     names = sorted(p.name for p in written)
     assert names == [
-        "fold1_damage_type_accuracy.png",
-        "fold1_damage_type_loss.png",
-        "fold1_location_loss.png",
-        "fold1_severity_accuracy.png",
-        "fold1_severity_loss.png",
+        "damage_type_accuracy.png",
+        "damage_type_loss.png",
+        "location_loss.png",
+        "severity_accuracy.png",
+        "severity_loss.png",
     ]
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == names
     for path in written:
@@ -95,7 +97,7 @@ def test_plot_history_writes_pngs(tmp_path):
 
 
 def test_plot_history_empty(tmp_path):
-    assert plot_history({"loss": [1.0], "val_loss": [1.2]}, tmp_path, "x") == []
+    assert plot_history({"loss": [1.0], "val_loss": [1.2]}, lambda t, m: tmp_path / t) == []
 
 
 def test_summary_json_round_trips_numpy(tmp_path):

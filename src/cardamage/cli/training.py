@@ -111,9 +111,9 @@ def _train(args: argparse.Namespace) -> int:
         given = sorted(overrides)
         if given or args.config:
             raise CardamageError(f"--resume continues a run as it was configured: drop {given}")
-        from cardamage.train.rundir import resume_config
+        from cardamage.train.rundir import RunDir
 
-        cfg = resume_config(args.resume)
+        cfg = RunDir(args.resume).resume_config()
     else:
         cfg = load_train_config(args.config, overrides)
     summary = cross_validate(cfg, resume=args.resume is not None)
@@ -135,7 +135,11 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="run directory or model directory")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--images", type=Path)
-    p.add_argument("--out", type=Path, help="write evaluation.json here")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write evaluation.json here (default: RUN/heldout, shown in the run's report)",
+    )
     p.add_argument(
         "--show", type=int, default=0, help="print the first N predictions with the truth"
     )
@@ -144,8 +148,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from cardamage.evaluate.heldout import evaluate_model
-    from cardamage.evaluate.report import write_summary_json
+    from cardamage.evaluate.heldout import evaluate_model, record_evaluation
     from cardamage.inference.predictor import Predictor
 
     predictor = Predictor.load(args.model)
@@ -163,9 +166,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             else f"mAP {m['mAP']:.3f}, exact match {m['exact_match']:.3f}"
         )
         print(f"  {task.name:<12} macro-F1 {m['macro_f1']:.3f}, {main}")
-    if args.out:
-        write_summary_json(args.out / "evaluation.json", {"data": str(args.data), "tasks": metrics})
-        print(f"wrote {args.out / 'evaluation.json'}")
+    for path in record_evaluation(args.model, args.out, args.data, metrics):
+        print(f"wrote {path}")
     return 0
 
 

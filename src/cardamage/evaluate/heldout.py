@@ -1,4 +1,4 @@
-"""Score a trained model on a labelled set it never saw."""
+"""Score a trained model on a labelled set it never saw, and record it with the run."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from cardamage.data.manifest import load_manifest
+from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.metrics import decide, task_metrics
 from cardamage.inference.predictor import Predictor
+from cardamage.train.rundir import RunDir, write_evaluation
 
 
 def evaluate_model(
@@ -32,3 +34,17 @@ def evaluate_model(
             row[task.name] = (";".join(manifest.labels[task.name][i]), ";".join(chosen))
         rows.append(row)
     return metrics, rows
+
+
+def record_evaluation(model: Path, out: Path | None, data: Path, metrics: dict) -> list[Path]:
+    """Write evaluation.json to ``out`` (default: the run's heldout/ when ``model`` is a
+    finished run); an evaluation in the run's heldout/ also rewrites its report, which shows
+    it. Returns the files written."""
+    run = RunDir(model)
+    finished = run.summary_file.is_file()
+    if out is None and not finished:
+        return []
+    written = [write_evaluation(out or run.heldout_dir, data, metrics)]
+    if finished and written[0].parent.resolve() == run.heldout_dir.resolve():
+        written.append(write_html_report(run.path))
+    return written

@@ -8,7 +8,7 @@ aligned text without trailing spaces, readable in a terminal and in a diff.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -73,9 +73,12 @@ def write_results_txt(
     atomic_write_text(path, "\n\n".join("\n".join(lines) for lines in sections) + "\n")
 
 
-def plot_history(history: dict[str, list[float]], out_dir: Path, prefix: str) -> list[Path]:
-    """Write ``<prefix>_<task>_accuracy.png`` and ``..._loss.png`` per task found in a Keras
-    multi-output history (training blue, validation orange, like the original's); return them.
+def plot_history(
+    history: dict[str, list[float]], path_for: Callable[[str, str], Path]
+) -> list[Path]:
+    """Write an accuracy and a loss PNG, at ``path_for(task, metric)``, per task found in a
+    Keras multi-output history (training blue, validation orange, like the original's); return
+    them.
 
     Curves whose keys are missing are skipped, so a partial history still plots what it has.
     """
@@ -86,7 +89,7 @@ def plot_history(history: dict[str, list[float]], out_dir: Path, prefix: str) ->
         )
         for metric, key in (("accuracy", accuracy_key), ("loss", f"{task}_loss")):
             if key and history.get(key):
-                path = Path(out_dir) / f"{prefix}_{task}_{metric}.png"
+                path = path_for(task, metric)
                 _plot_curves(history[key], history.get(f"val_{key}"), task, metric, path)
                 written.append(path)
     return written
@@ -156,12 +159,12 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(header), *(line(r) for r in rows)]
 
 
-def fmt(value: float | int | None) -> str:
+def fmt(value: float | int | None, digits: int = 4) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, int | np.integer):
         return str(value)
-    return f"{value:.4f}"
+    return f"{value:.{digits}f}"
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -10,7 +10,7 @@ what generalises to photos nobody has seen. `final_model: best_fold` keeps the o
 
 from __future__ import annotations
 
-import json
+import functools
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,19 +25,15 @@ from cardamage.data.folds import make_folds
 from cardamage.data.manifest import Manifest, load_manifest
 from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
-from cardamage.evaluate.report import plot_history, write_results_txt, write_summary_json
-from cardamage.io import atomic_path, atomic_write_json
+from cardamage.evaluate.report import plot_history, write_results_txt
 from cardamage.model.backbones import get_backbone_spec, split_backbone
 from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task
-from cardamage.train import interrupt, rundir, runtime
+from cardamage.train import interrupt, runtime
 from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
+from cardamage.train.rundir import FoldFiles, RunDir, versions
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
-
-METRICS_FILE = "metrics.json"
-SCORES_FILE = "scores.npz"
-SCHEDULE_FILE = "schedule.json"
 
 
 @dataclass
@@ -141,31 +137,24 @@ def train_model(
 
 def train_fold(index: int, inputs: Inputs, train: np.ndarray, val: np.ndarray) -> FoldResult:
     cfg, tasks = inputs.cfg, inputs.tasks
-    fold_dir = cfg.run.out / "folds" / f"fold_{index}"
+    run = RunDir(cfg.run.out)
+    fold_dir = run.fold_dir(index)
     shutil.rmtree(fold_dir, ignore_errors=True)
     data = inputs.fold(train, val)
     model, history, schedule, scores = train_model(inputs, data, fold_dir, cfg.run.seed + index)
     metrics = {t.name: task_metrics(t, inputs.targets[t.name][val], scores[t.name]) for t in tasks}
-    ModelBundle(model, model_spec(cfg), tasks, {"fold": index}).save(fold_dir / "model")
-    plot_history(history, cfg.run.out / "curves", f"fold{index}")
-    with atomic_path(fold_dir / SCORES_FILE) as tmp:
-        np.savez(tmp, **scores)
-    atomic_write_json(fold_dir / SCHEDULE_FILE, schedule)
-    atomic_write_json(fold_dir / METRICS_FILE, metrics)  # last: marks the fold finished
-    return FoldResult(index, metrics, scores, schedule, fold_dir / "model")
+    ModelBundle(model, model_spec(cfg), tasks, {"fold": index}).save(run.fold_model_dir(index))
+    plot_history(history, functools.partial(run.curve_file, index))
+    run.write_fold(index, FoldFiles(metrics, scores, schedule))
+    return FoldResult(index, metrics, scores, schedule, run.fold_model_dir(index))
 
 
-def finished_fold(index: int, run_dir: Path) -> FoldResult | None:
+def finished_fold(index: int, run: RunDir) -> FoldResult | None:
     """A fold finished before an interruption, or None (a half-written fold is cleared)."""
-    fold_dir = run_dir / "folds" / f"fold_{index}"
-    if not (fold_dir / METRICS_FILE).exists():
-        shutil.rmtree(fold_dir, ignore_errors=True)
+    files = run.finished_fold(index)
+    if files is None:
         return None
-    metrics = json.loads((fold_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    schedule = json.loads((fold_dir / SCHEDULE_FILE).read_text(encoding="utf-8"))
-    with np.load(fold_dir / SCORES_FILE) as saved:
-        scores = {name: saved[name] for name in saved.files}
-    return FoldResult(index, metrics, scores, schedule, fold_dir / "model")
+    return FoldResult(index, files.metrics, files.scores, files.schedule, run.fold_model_dir(index))
 
 
 def fold_score(metrics: dict[str, dict]) -> float:
@@ -190,12 +179,13 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
         cfg.data.data, cfg.image_root, tasks, skip_bad=cfg.data.skip_bad
     )
     splits = make_folds(manifest, tasks, cfg.data.folds, cfg.run.seed)
+    run = RunDir(cfg.run.out)
     if resume:
-        rundir.check_same_folds(cfg, manifest, splits)
-        rundir.sweep_temporaries(cfg.run.out)
+        run.check_same_folds(cfg.data.data, manifest, splits)
+        run.sweep_temporaries()
     else:
-        rundir.prepare(cfg.run.out, cfg.run.overwrite)
-        rundir.record_inputs(cfg, manifest, problems, splits)
+        run.prepare(cfg.run.overwrite)
+        run.record_inputs(cfg, manifest, problems, splits)
     precision = runtime.configure_precision(cfg.run.mixed_precision)
     print(
         f"cardamage: {len(manifest)} images, {cfg.data.folds} folds, {cfg.model.backbone} at "
@@ -207,7 +197,7 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
         summary = _finish(inputs, manifest, splits, results)
     summary["seconds"] = round(time.time() - started, 1)
     summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    write_summary_json(cfg.run.out / "summary.json", summary)
+    run.write_summary(summary)
     write_html_report(cfg.run.out)
     return summary
 
@@ -218,7 +208,7 @@ def _train_folds(inputs: Inputs, splits: list) -> list[FoldResult]:
     results = []
     for index, (train, val) in enumerate(splits, start=1):
         interrupt.check()
-        result = finished_fold(index, cfg.run.out)
+        result = finished_fold(index, RunDir(cfg.run.out))
         if result is not None:
             print(f"fold {index}/{cfg.data.folds}: finished before, kept")
         else:
@@ -247,7 +237,7 @@ def _final_model(inputs: Inputs, results: list[FoldResult], best: FoldResult) ->
     everything = np.arange(len(inputs.paths))
     data = inputs.fold(everything, everything[:0])
     print("final model: refit on all images")
-    log_dir = inputs.cfg.run.out / "final"
+    log_dir = RunDir(inputs.cfg.run.out).final_dir
     model, _, _, _ = train_model(
         inputs, data, log_dir, inputs.cfg.run.seed, median_schedule(results)
     )
@@ -257,6 +247,7 @@ def _final_model(inputs: Inputs, results: list[FoldResult], best: FoldResult) ->
 def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[FoldResult]) -> dict:
     """Tune thresholds out-of-fold, score out-of-fold, write reports, save the final model."""
     cfg, targets = inputs.cfg, inputs.targets
+    run = RunDir(cfg.run.out)
     oof = {name: np.zeros_like(y) for name, y in targets.items()}
     for result, (_, val) in zip(results, splits, strict=True):
         for name, value in result.scores.items():
@@ -271,7 +262,7 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     oof_metrics = {t.name: task_metrics(t, targets[t.name], oof[t.name]) for t in tasks}
     for task in tasks:
         write_results_txt(
-            cfg.run.out / f"results_{task.name}.txt",
+            run.results_file(task.name),
             task,
             [r.metrics[task.name] for r in results],
             oof_metrics[task.name],
@@ -282,11 +273,11 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
         "fold": best.index if cfg.run.final_model == "best_fold" else None,
         "trained_on": len(manifest),
         "out_of_fold": _compact(oof_metrics),
-        "versions": rundir.versions(),
+        "versions": versions(),
     }
     final = _final_model(inputs, results, best)
-    ModelBundle(final, model_spec(cfg), tasks, info).save(cfg.run.out / "model")
-    rundir.write_oof(cfg.run.out / "oof_predictions.csv", manifest, tasks, oof)
+    ModelBundle(final, model_spec(cfg), tasks, info).save(run.model_dir)
+    run.write_oof(manifest, tasks, oof)
     return {
         "folds": cfg.data.folds,
         "images": len(manifest),

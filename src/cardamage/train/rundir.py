@@ -1,5 +1,9 @@
 """The run directory: the unit of output. Everything a run made, with the exact config and
-package versions, so any result can be traced, reproduced and resumed."""
+package versions, so any result can be traced, reproduced and resumed.
+
+`RunDir` owns every file name and format in it: training writes through it, the report and
+resume read through it, so no caller spells a file name or parses a file itself.
+"""
 
 from __future__ import annotations
 
@@ -9,43 +13,253 @@ import json
 import platform
 import shutil
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from cardamage.config import TrainConfig, load_train_config
-from cardamage.data.manifest import Manifest, write_manifest, write_problems
+from cardamage.data.manifest import (
+    IMAGE_COLUMN,
+    LABEL_SEPARATOR,
+    Manifest,
+    write_manifest,
+    write_problems,
+)
 from cardamage.errors import CardamageError
-from cardamage.io import atomic_write_json, atomic_write_text
+from cardamage.evaluate.report import write_summary_json
+from cardamage.io import atomic_path, atomic_write_json, atomic_write_text
+from cardamage.model.metadata import ModelMeta
 from cardamage.tasks import Task
-from cardamage.train import runtime
 
 PACKAGES = ("cardamage", "keras", "tensorflow", "tensorflow-cpu", "numpy", "scikit-learn", "pillow")
-CONFIG_FILE = "config.json"
-FOLDS_FILE = "folds.json"
+#: What `cardamage evaluate --out DIR` writes in DIR (a run's own is `heldout/`).
+EVALUATION_FILE = "evaluation.json"
+#: Columns of label_issues.csv: photos whose label a review found doubtful, best first.
+LABEL_ISSUE_COLUMNS = ("task", "rank", "image", "group", "given", "suggested", "quality")
+#: Curves plot_history draws per task.
+CURVE_METRICS = ("accuracy", "loss")
 
 
-def prepare(out: Path, overwrite: bool) -> None:
-    """Never touch an existing run unless asked: a typo must not destroy last week's results."""
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
+@dataclass(frozen=True)
+class FoldFiles:
+    """What a finished fold left: its metrics, validation scores and the epochs it chose."""
+
+    metrics: dict[str, dict]
+    scores: dict[str, np.ndarray]
+    schedule: dict
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # ------------------------------------------------------------ names
+
+    config_file = property(lambda self: self.path / "config.json")
+    versions_file = property(lambda self: self.path / "versions.json")
+    manifest_file = property(lambda self: self.path / "manifest.csv")
+    skipped_file = property(lambda self: self.path / "skipped.csv")
+    folds_file = property(lambda self: self.path / "folds.json")
+    oof_file = property(lambda self: self.path / "oof_predictions.csv")
+    summary_file = property(lambda self: self.path / "summary.json")
+    report_file = property(lambda self: self.path / "report.html")
+    label_issues_file = property(lambda self: self.path / "label_issues.csv")
+    curves_dir = property(lambda self: self.path / "curves")
+    model_dir = property(lambda self: self.path / "model")
+    final_dir = property(lambda self: self.path / "final")
+    heldout_dir = property(lambda self: self.path / "heldout")
+
+    def results_file(self, task: str) -> Path:
+        return self.path / f"results_{task}.txt"
+
+    def fold_dir(self, index: int) -> Path:
+        return self.path / "folds" / f"fold_{index}"
+
+    def fold_model_dir(self, index: int) -> Path:
+        return self.fold_dir(index) / "model"
+
+    def curve_file(self, fold: int, task: str, metric: str) -> Path:
+        return self.curves_dir / f"fold{fold}_{task}_{metric}.png"
+
+    # ------------------------------------------------------------ starting and resuming
+
+    def prepare(self, overwrite: bool) -> None:
+        """Never touch an existing run unless asked: a typo must not destroy last week's
+        results."""
+        if self.path.exists() and any(self.path.iterdir()):
+            if not overwrite:
+                raise CardamageError(
+                    f"run directory {self.path} already exists and is not empty: "
+                    f"choose another --out, pass --overwrite, or --resume it"
+                )
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def record_inputs(
+        self, cfg: TrainConfig, manifest: Manifest, problems: list, splits: list
+    ) -> None:
+        atomic_write_json(self.versions_file, versions())
+        write_manifest(manifest, self.manifest_file, cfg.build_tasks())
+        if problems:
+            write_problems(problems, self.skipped_file)
+        atomic_write_json(self.folds_file, _fold_records(manifest, splits))
+        # written last: its presence marks a run that can be resumed
+        atomic_write_json(self.config_file, cfg.model_dump(mode="json"))
+
+    def resume_config(self) -> TrainConfig:
+        """The config a run started with: a resumed run must train exactly what it began."""
+        if not self.config_file.exists():
             raise CardamageError(
-                f"run directory {out} already exists and is not empty: "
-                f"choose another --out, pass --overwrite, or --resume it"
+                f"cannot resume {self.path}: no {self.config_file.name} (was it a cardamage run?)"
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        return load_train_config(self.config_file, {"out": self.path})
+
+    def check_same_folds(self, data: Path, manifest: Manifest, splits: list) -> None:
+        recorded = json.loads(self.folds_file.read_text(encoding="utf-8"))
+        if recorded != _fold_records(manifest, splits):
+            raise CardamageError(
+                f"cannot resume {self.path}: the data in {data} changed since the run started"
+            )
+
+    def sweep_temporaries(self) -> None:
+        """A killed process skips its cleanup: remove the temporaries its atomic writes left."""
+        for leftover in self.path.rglob(".tmp.*"):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ folds
+
+    def write_fold(self, index: int, files: FoldFiles) -> None:
+        """Scores, schedule, then metrics.json: written last, it marks the fold finished."""
+        fold_dir = self.fold_dir(index)
+        with atomic_path(fold_dir / "scores.npz") as tmp:
+            np.savez(tmp, **files.scores)
+        atomic_write_json(fold_dir / "schedule.json", files.schedule)
+        atomic_write_json(fold_dir / "metrics.json", files.metrics)
+
+    def finished_fold(self, index: int) -> FoldFiles | None:
+        """A fold finished before an interruption, or None (a half-written fold is cleared)."""
+        fold_dir = self.fold_dir(index)
+        if not (fold_dir / "metrics.json").exists():
+            shutil.rmtree(fold_dir, ignore_errors=True)
+            return None
+        with np.load(fold_dir / "scores.npz") as saved:
+            scores = {name: saved[name] for name in saved.files}
+        return FoldFiles(
+            _read_json(fold_dir / "metrics.json"), scores, _read_json(fold_dir / "schedule.json")
+        )
+
+    # ------------------------------------------------------------ results
+
+    def write_oof(self, manifest: Manifest, tasks: list[Task], oof: dict[str, np.ndarray]) -> None:
+        """Every image's out-of-fold scores: the raw material for error analysis."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([IMAGE_COLUMN] + [f"{t.name}:{label}" for t in tasks for label in t.labels])
+        for i, image in enumerate(manifest.images):
+            scores = [f"{oof[t.name][i, j]:.4f}" for t in tasks for j in range(len(t.labels))]
+            writer.writerow([image, *scores])
+        atomic_write_text(self.oof_file, buffer.getvalue())
+
+    def read_oof(self, tasks: list[Task]) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+        """Images and per-task (n, labels) score matrices, rows in the file's order."""
+        rows = _read_csv(self.oof_file)
+        if not rows:
+            raise ValueError(f"{self.oof_file.name} has no rows")
+        images = tuple(row[IMAGE_COLUMN] for row in rows)
+        scores = {
+            t.name: np.array(
+                [[float(row[f"{t.name}:{label}"]) for label in t.labels] for row in rows]
+            )
+            for t in tasks
+        }
+        return images, scores
+
+    def read_truth(self, tasks: list[Task], images: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Targets of ``images`` from the run's manifest (tidy format: ``;``-joined labels)."""
+        by_image = {row[IMAGE_COLUMN]: row for row in _read_csv(self.manifest_file)}
+        return {
+            t.name: t.encode(
+                [
+                    [v for v in by_image[image][t.name].split(LABEL_SEPARATOR) if v]
+                    for image in images
+                ]
+            )
+            for t in tasks
+        }
+
+    def write_summary(self, summary: dict) -> None:
+        write_summary_json(self.summary_file, summary)
+
+    def summary(self) -> dict:
+        return _read_json(self.summary_file)
+
+    def config(self) -> TrainConfig:
+        return load_train_config(self.config_file, {})
+
+    def model_meta(self) -> ModelMeta:
+        return ModelMeta.read(self.model_dir)
+
+    def finished_at(self, summary: dict) -> datetime:
+        """When the run ended: recorded in the summary, else the summary file's time."""
+        if "finished" in summary:
+            return datetime.fromisoformat(summary["finished"])
+        return datetime.fromtimestamp(self.summary_file.stat().st_mtime)
+
+    def curves(self, folds: int, task: str) -> list[tuple[int, str, Path]]:
+        """(fold, metric, PNG) of the training curves drawn for ``task``, by fold."""
+        found = (
+            (fold, metric, self.curve_file(fold, task, metric))
+            for fold in range(1, folds + 1)
+            for metric in CURVE_METRICS
+        )
+        return [item for item in found if item[2].is_file()]
+
+    def heldout(self) -> dict | None:
+        """The run's held-out evaluation (`cardamage evaluate`), or None if never evaluated."""
+        return read_evaluation(self.heldout_dir)
+
+    def label_issues(self) -> list[dict[str, str]] | None:
+        """Rows of label_issues.csv (columns LABEL_ISSUE_COLUMNS), or None when absent."""
+        if not self.label_issues_file.is_file():
+            return None
+        path = self.label_issues_file
+        rows = _read_csv(path)
+        missing = [c for c in LABEL_ISSUE_COLUMNS if rows and c not in rows[0]]
+        if missing:
+            raise CardamageError(f"{path}: no column {', '.join(missing)}")
+        for line, row in enumerate(rows, start=2):
+            try:
+                int(row["rank"]), float(row["quality"])
+            except ValueError:
+                raise CardamageError(
+                    f"{path} line {line}: rank {row['rank']!r} or quality {row['quality']!r} "
+                    "is not a number"
+                ) from None
+        return rows
 
 
-def resume_config(run: Path) -> TrainConfig:
-    """The config a run started with: a resumed run must train exactly what it began."""
-    if not (run / CONFIG_FILE).exists():
-        raise CardamageError(f"cannot resume {run}: no {CONFIG_FILE} (was it a cardamage run?)")
-    return load_train_config(run / CONFIG_FILE, {"out": run})
+def write_evaluation(directory: Path, data: Path, metrics: dict[str, dict]) -> Path:
+    """A held-out evaluation's metrics per task, with the labelled set they came from."""
+    path = Path(directory) / EVALUATION_FILE
+    write_summary_json(path, {"data": str(data), "tasks": metrics})
+    return path
+
+
+def read_evaluation(directory: Path) -> dict | None:
+    path = Path(directory) / EVALUATION_FILE
+    return _read_json(path) if path.is_file() else None
 
 
 def versions() -> dict[str, str]:
+    from cardamage.train import runtime  # imports TensorFlow: only a training run needs it
+
     found = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -59,47 +273,17 @@ def versions() -> dict[str, str]:
     return found
 
 
-def fold_records(manifest: Manifest, splits: list) -> list[dict]:
+def _fold_records(manifest: Manifest, splits: list) -> list[dict]:
     return [
         {"fold": i, "validation": [manifest.images[j] for j in val]}
         for i, (_, val) in enumerate(splits, start=1)
     ]
 
 
-def record_inputs(cfg: TrainConfig, manifest: Manifest, problems: list, splits: list) -> None:
-    atomic_write_json(cfg.run.out / "versions.json", versions())
-    write_manifest(manifest, cfg.run.out / "manifest.csv", cfg.build_tasks())
-    if problems:
-        write_problems(problems, cfg.run.out / "skipped.csv")
-    atomic_write_json(cfg.run.out / FOLDS_FILE, fold_records(manifest, splits))
-    # written last: its presence marks a run that can be resumed
-    atomic_write_json(cfg.run.out / CONFIG_FILE, cfg.model_dump(mode="json"))
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def sweep_temporaries(run: Path) -> None:
-    """A killed process skips its cleanup: remove the temporary files its atomic writes left."""
-    for leftover in run.rglob(".tmp.*"):
-        if leftover.is_file():
-            leftover.unlink(missing_ok=True)
-
-
-def check_same_folds(cfg: TrainConfig, manifest: Manifest, splits: list) -> None:
-    recorded = json.loads((cfg.run.out / FOLDS_FILE).read_text(encoding="utf-8"))
-    if recorded != fold_records(manifest, splits):
-        raise CardamageError(
-            f"cannot resume {cfg.run.out}: the data in {cfg.data.data} changed since the run "
-            "started"
-        )
-
-
-def write_oof(
-    path: Path, manifest: Manifest, tasks: list[Task], oof: dict[str, np.ndarray]
-) -> None:
-    """Every image's out-of-fold scores: the raw material for error analysis."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["image"] + [f"{t.name}:{label}" for t in tasks for label in t.labels])
-    for i, image in enumerate(manifest.images):
-        scores = [f"{oof[t.name][i, j]:.4f}" for t in tasks for j in range(len(t.labels))]
-        writer.writerow([image, *scores])
-    atomic_write_text(path, buffer.getvalue())
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
