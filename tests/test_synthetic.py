@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cardamage.data import synthetic
 from cardamage.data.synthetic import (
     DAMAGE_TYPES,
     LOCATIONS,
@@ -21,6 +20,9 @@ from cardamage.data.synthetic import (
     generate_dataset,
     severity_for_extent,
 )
+from cardamage.data.synthetic.damage import VISIBLE
+from cardamage.data.synthetic.labels import BANDS
+from cardamage.data.synthetic.scene import SUPERSAMPLE, draw_scene
 from cardamage.errors import CardamageError
 from cardamage.tasks import default_tasks
 
@@ -74,9 +76,9 @@ def test_damage_sits_on_its_part() -> None:
     for i in range(20):
         sample = draw_sample(np.random.default_rng([3, i]), SIZE, freq)
         scene_rng = np.random.default_rng([3, i]).spawn(3)[0]
-        canvas = synthetic._draw_scene(scene_rng, SIZE * synthetic._SUPERSAMPLE, freq.views)
+        canvas = draw_scene(scene_rng, SIZE * SUPERSAMPLE, freq.views)
         for d in sample.damages:
-            x, y = (int(c * synthetic._SUPERSAMPLE) for c in d.center)
+            x, y = (int(c * SUPERSAMPLE) for c in d.center)
             part = canvas.car.parts[canvas.ids[y, x] - 1]
             expected = {"glass": "glass", "wheel": "wheel"}.get(d.kind, "body")
             assert (part.surface, part.location, part.name) == (expected, d.location, d.part)
@@ -135,11 +137,11 @@ def test_damage_type_weights_are_followed_where_all_kinds_show() -> None:
         severity={"minor": 1.0},
         damage_types={"dent": 1, "glass": 1, "paint": 1, "wheel": 2},
     )
-    size = SIZE * synthetic._SUPERSAMPLE
+    size = SIZE * SUPERSAMPLE
     kinds: Counter[str] = Counter()
     for i in range(150):
         sample = draw_sample(np.random.default_rng([7, i]), SIZE, freq)
-        canvas = synthetic._draw_scene(np.random.default_rng([7, i]).spawn(3)[0], size, freq.views)
+        canvas = draw_scene(np.random.default_rng([7, i]).spawn(3)[0], size, freq.views)
         wheels = [w for w in canvas.car.wheels if all(0 <= c < size for c in w.center)]
         if wheels and len(canvas.shown(lambda p: p.surface == "glass")):
             kinds.update(d.kind for d in sample.damages)
@@ -167,7 +169,7 @@ def test_extents_sit_in_their_severity_bands(many: list[SynthSample]) -> None:
 
 
 def _in_band(s: SynthSample) -> bool:
-    low, high = synthetic._BANDS[s.severity]
+    low, high = BANDS[s.severity]
     return low <= s.extent <= high
 
 
@@ -175,16 +177,16 @@ def test_extent_is_what_the_photo_shows() -> None:
     """The extent is measured on the drawing: the pixels the damage changed in the finished
     photo, over the car's pixels in it, agree with it."""
     on, off = SynthFrequencies(p_undamaged=0.0), SynthFrequencies(p_undamaged=1.0)
-    size = SIZE * synthetic._SUPERSAMPLE
+    size = SIZE * SUPERSAMPLE
     extents, seen = [], []
     for i in range(40):
         damaged = draw_sample(np.random.default_rng([5, i]), SIZE, on)
         clean = draw_sample(np.random.default_rng([5, i]), SIZE, off)
-        canvas = synthetic._draw_scene(np.random.default_rng([5, i]).spawn(3)[0], size, on.views)
-        car = np.count_nonzero(canvas.ids) / synthetic._SUPERSAMPLE**2
+        canvas = draw_scene(np.random.default_rng([5, i]).spawn(3)[0], size, on.views)
+        car = np.count_nonzero(canvas.ids) / SUPERSAMPLE**2
         diff = np.abs(np.asarray(damaged.image, int) - np.asarray(clean.image, int)).max(axis=2)
         extents.append(damaged.extent)
-        seen.append(np.count_nonzero(diff > synthetic._VISIBLE) / car)
+        seen.append(np.count_nonzero(diff > VISIBLE) / car)
     ratio = np.array(seen) / np.array(extents)
     assert 0.4 < np.median(ratio) < 1.2
     ranks = np.argsort(np.argsort(extents)), np.argsort(np.argsort(seen))
