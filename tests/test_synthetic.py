@@ -20,8 +20,11 @@ from cardamage.data.synthetic import (
     generate_dataset,
     severity_for_extent,
 )
-from cardamage.data.synthetic.damage import VISIBLE
-from cardamage.data.synthetic.labels import BANDS
+from cardamage.data.synthetic.damage import VISIBLE, damage_car
+from cardamage.data.synthetic.kinds import KINDS
+from cardamage.data.synthetic.labels import BANDS, UNDAMAGED
+from cardamage.data.synthetic.layouts import VIEWS, random_shape, unit_layout
+from cardamage.data.synthetic.painters import PAINTERS, same_group
 from cardamage.data.synthetic.scene import SUPERSAMPLE, draw_scene
 from cardamage.errors import CardamageError
 from cardamage.tasks import default_tasks
@@ -45,9 +48,40 @@ def many() -> list[SynthSample]:
     return samples(400)
 
 
-def test_label_names_are_the_packaged_tasks() -> None:
+def test_every_packaged_label_can_be_drawn() -> None:
+    """The label names come from the task definitions; each of them must be one the generator
+    knows how to draw: a band per damaged severity, a kind and a painter per damage type, car
+    parts at every location."""
     labels = {t.name: t.labels for t in default_tasks()}
     assert labels == {"severity": SEVERITIES, "location": LOCATIONS, "damage_type": DAMAGE_TYPES}
+    assert (*BANDS, UNDAMAGED) == SEVERITIES
+    assert tuple(KINDS) == tuple(PAINTERS) == DAMAGE_TYPES
+    shape = random_shape(np.random.default_rng(0))
+    drawn = {p.location for view in VIEWS for p in unit_layout(view, shape).parts}
+    assert drawn == set(LOCATIONS)
+
+
+@pytest.mark.parametrize("kind", DAMAGE_TYPES)
+def test_each_painter_changes_only_its_parts_pixels(kind: str) -> None:
+    """At render scale, before the camera: a damage changes only pixels of the part it names
+    (for body damage: the body panels at its location; for a wheel: the wheel and what lies
+    under it, such as the road its shreds fall on)."""
+    freq = SynthFrequencies(p_undamaged=0.0, severity={"minor": 1.0}, damage_types={kind: 1.0})
+    drawn = 0
+    for i in range(8):
+        scene_rng, damage_rng, _ = np.random.default_rng([9, i]).spawn(3)
+        canvas = draw_scene(scene_rng, SIZE * SUPERSAMPLE, freq.views)
+        clean = np.asarray(canvas.image).copy()
+        damages = damage_car(damage_rng, canvas, freq)
+        changed = (np.asarray(canvas.image) != clean).any(axis=2)
+        allowed = np.zeros(256, dtype=bool)
+        for d in damages:
+            part = next(j for j, p in enumerate(canvas.car.parts) if p.name == d.part)
+            allowed[np.arange(part + 2) if kind == "wheel" else same_group(canvas, part)] = True
+        assert not (changed & ~allowed[canvas.ids]).any(), (kind, i)
+        assert changed.any() == bool(damages)
+        drawn += len(damages)
+    assert drawn >= 3
 
 
 def test_labels_are_what_was_drawn(many: list[SynthSample]) -> None:
