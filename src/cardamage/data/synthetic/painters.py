@@ -76,15 +76,28 @@ def _paint_dent(cv: Canvas, plan: Plan, rng: np.random.Generator) -> Box:
         draw, rng, center, a, b, phi, cv.palette["body"], cv.light, cv.line_width, creases
     )
     if h > 0.45:  # torn metal: dark slits where the panel split
-        for _ in range(int(rng.integers(1, 2 + round(2 * h)))):
-            c = np.asarray(center) + rng.normal(0, 0.25, 2) * (a, b)
-            along = rng.uniform(0, np.pi)
-            d = np.array([math.cos(along), math.sin(along)]) * a * rng.uniform(0.15, 0.35)
-            n = np.array([-d[1], d[0]]) * rng.uniform(0.12, 0.25)
-            slit = [c - d, c - 0.3 * d + n, c + 0.2 * d + 0.6 * n, c + d, c + 0.1 * d - 0.5 * n]
-            draw.polygon([tuple(p) for p in slit], fill=mix(cv.palette["body"], BLACK, 0.85))
+        _draw_tears(draw, rng, center, (a, b), h, mix(cv.palette["body"], BLACK, 0.85))
     cv.put(box, patch, same_group(cv, plan.part))
     return box
+
+
+def _draw_tears(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    center: Point,
+    axes: tuple[float, float],
+    heavy: float,
+    colour: RGB,
+) -> None:
+    """Dark slits in the dent where the panel split, more the heavier the hit."""
+    a, b = axes
+    for _ in range(int(rng.integers(1, 2 + round(2 * heavy)))):
+        c = np.asarray(center) + rng.normal(0, 0.25, 2) * (a, b)
+        along = rng.uniform(0, np.pi)
+        d = np.array([math.cos(along), math.sin(along)]) * a * rng.uniform(0.15, 0.35)
+        n = np.array([-d[1], d[0]]) * rng.uniform(0.12, 0.25)
+        slit = [c - d, c - 0.3 * d + n, c + 0.2 * d + 0.6 * n, c + d, c + 0.1 * d - 0.5 * n]
+        draw.polygon([tuple(p) for p in slit], fill=colour)
 
 
 def _draw_creases(
@@ -123,7 +136,8 @@ def _paint_glass(cv: Canvas, plan: Plan, rng: np.random.Generator) -> Box:
     box = cv.box(plan.center, radius + 2 * cv.line_width)
     patch = cv.image.crop(box)
     draw = ImageDraw.Draw(patch)
-    cx, cy = plan.center[0] - box[0], plan.center[1] - box[1]
+    center = (plan.center[0] - box[0], plan.center[1] - box[1])
+    cx, cy = center
     glass = cv.palette["glass"]
     halo = 0.22 * radius
     draw.ellipse([cx - halo, cy - halo, cx + halo, cy + halo], fill=mix(glass, WHITE, 0.6))
@@ -131,6 +145,26 @@ def _paint_glass(cv: Canvas, plan: Plan, rng: np.random.Generator) -> Box:
     n = 5 + round(10 * h) + int(rng.integers(0, 3))
     angles = (np.arange(n) + rng.uniform(-0.3, 0.3, n)) * 2 * np.pi / n + rng.uniform(0, 2 * np.pi)
     lengths = radius * rng.uniform(0.7, 1.0, n)
+    rays = _draw_rays(draw, rng, center, angles, lengths, 2 * cv.line_width)
+    if h > 0.5:  # shattered: milky chunks between the inner cracks
+        _draw_chunks(draw, rng, center, rays, radius, h, glass)
+    _draw_rings(draw, rng, center, rays, lengths, radius, h, cv.line_width)
+    dot = max(cv.line_width, 0.06 * radius)
+    draw.ellipse([cx - dot, cy - dot, cx + dot, cy + dot], fill=WHITE)
+    cv.put(box, patch, same_group(cv, plan.part))
+    return box
+
+
+def _draw_rays(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    center: Point,
+    angles: np.ndarray,
+    lengths: np.ndarray,
+    width: int,
+) -> list[np.ndarray]:
+    """Cracks from the impact point, each kinked at its thirds; returns their angles there."""
+    cx, cy = center
     steps = np.array([0.0, 0.35, 0.7, 1.0])
     rays = []
     for angle, length in zip(angles, lengths, strict=True):
@@ -142,20 +176,49 @@ def _paint_glass(cv: Canvas, plan: Plan, rng: np.random.Generator) -> Box:
                 strict=True,
             )
         )
-        draw.line(ray, fill=grey(rng.uniform(220, 255)), width=2 * cv.line_width)
+        draw.line(ray, fill=grey(rng.uniform(220, 255)), width=width)
         rays.append(a)
-    if h > 0.5:  # shattered: milky chunks between the inner cracks
-        for j in range(n):
-            if rng.random() < h - 0.3:
-                k = (j + 1) % n
-                r0, r1 = 0.25 * radius, rng.uniform(0.45, 0.75) * radius
-                chunk = [
-                    (cx + r * math.cos(rays[i][1]), cy + r * math.sin(rays[i][1]))
-                    for i, r in ((j, r0), (j, r1), (k, r1), (k, r0))
-                ]
-                draw.polygon(chunk, fill=mix(glass, WHITE, rng.uniform(0.25, 0.45)))
+    return rays
+
+
+def _draw_chunks(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    center: Point,
+    rays: list[np.ndarray],
+    radius: float,
+    heavy: float,
+    glass: RGB,
+) -> None:
+    """Milky pieces of shattered glass between neighbouring cracks, more the heavier the hit."""
+    cx, cy = center
+    n = len(rays)
+    for j in range(n):
+        if rng.random() < heavy - 0.3:
+            k = (j + 1) % n
+            r0, r1 = 0.25 * radius, rng.uniform(0.45, 0.75) * radius
+            chunk = [
+                (cx + r * math.cos(rays[i][1]), cy + r * math.sin(rays[i][1]))
+                for i, r in ((j, r0), (j, r1), (k, r1), (k, r0))
+            ]
+            draw.polygon(chunk, fill=mix(glass, WHITE, rng.uniform(0.25, 0.45)))
+
+
+def _draw_rings(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    center: Point,
+    rays: list[np.ndarray],
+    lengths: np.ndarray,
+    radius: float,
+    heavy: float,
+    width: int,
+) -> None:
+    """Broken rings joining neighbouring cracks, where both reach that far."""
+    cx, cy = center
+    n = len(rays)
     for ring in rng.choice(
-        [0.3, 0.55, 0.8], 1 + min(2, round(2 * h + rng.uniform(0, 0.6))), replace=False
+        [0.3, 0.55, 0.8], 1 + min(2, round(2 * heavy + rng.uniform(0, 0.6))), replace=False
     ):
         r = ring * radius
         for j in range(n):
@@ -164,11 +227,7 @@ def _paint_glass(cv: Canvas, plan: Plan, rng: np.random.Generator) -> Box:
                 ends = [
                     (cx + r * math.cos(rays[i][2]), cy + r * math.sin(rays[i][2])) for i in (j, k)
                 ]
-                draw.line(ends, fill=grey(rng.uniform(210, 250)), width=cv.line_width)
-    dot = max(cv.line_width, 0.06 * radius)
-    draw.ellipse([cx - dot, cy - dot, cx + dot, cy + dot], fill=WHITE)
-    cv.put(box, patch, same_group(cv, plan.part))
-    return box
+                draw.line(ends, fill=grey(rng.uniform(210, 250)), width=width)
 
 
 def _paint_paint(cv: Canvas, plan: Plan, rng: np.random.Generator) -> Box:
