@@ -227,6 +227,14 @@ def test_extent_is_what_the_photo_shows() -> None:
     assert np.corrcoef(*ranks)[0, 1] > 0.85  # Spearman
 
 
+def test_a_cap_of_one_damage_still_draws_severe_cars() -> None:
+    """Severe cars usually get three damages; capped at one, they get one (no crash)."""
+    freq = SynthFrequencies(p_undamaged=0.0, severity={"severe": 1.0}, max_damages=1)
+    drawn = samples(6, freq)
+    assert all(len(s.damages) <= 1 for s in drawn)
+    assert any(s.damages for s in drawn)
+
+
 @pytest.mark.parametrize(
     "bad",
     [

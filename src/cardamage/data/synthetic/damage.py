@@ -47,15 +47,10 @@ def damage_car(rng: np.random.Generator, cv: Canvas, freq: SynthFrequencies) -> 
     if rng.random() < freq.p_undamaged:
         return []
     target = choice(rng, freq.severity, SEVERITIES)
-    kinds = {
-        k: w
-        for k, w in freq.damage_types.items()
-        if len(cv.shown(lambda p, k=k: p.surface == KINDS[k].surface))
-    }
+    kinds = _drawable_kinds(cv, freq)
     if not any(w > 0 for w in kinds.values()):
         return []
-    weights = np.array(_COUNT_WEIGHTS[target][: freq.max_damages])
-    count = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
+    count = _damage_count(rng, target, freq.max_damages)
     band = BANDS[target]
     clean = cv.image.copy()
     best: tuple[float, list[Plan]] | None = None
@@ -81,6 +76,25 @@ def damage_car(rng: np.random.Generator, cv: Canvas, freq: SynthFrequencies) -> 
     visible = [p for p, d in zip(best[1], _draw_all(cv, best[1]), strict=True) if d.area > 0]
     cv.image.paste(clean)
     return _draw_all(cv, visible)
+
+
+def _drawable_kinds(cv: Canvas, freq: SynthFrequencies) -> dict[str, float]:
+    """The damage-type weights of the kinds whose surface the photo shows (no wheel in a
+    close-up of a door, say)."""
+    return {
+        k: w
+        for k, w in freq.damage_types.items()
+        if len(cv.shown(lambda p, k=k: p.surface == KINDS[k].surface))
+    }
+
+
+def _damage_count(rng: np.random.Generator, severity: str, most: int) -> int:
+    """How many damages a car of ``severity`` gets: worse cars have more of them, up to
+    ``most`` (all of them when the cap leaves none of the usual counts)."""
+    weights = np.array(_COUNT_WEIGHTS[severity][:most])
+    if weights.sum() <= 0:
+        return most
+    return 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
 
 
 def _draw_all(cv: Canvas, plans: list[Plan]) -> list[Damage]:
