@@ -125,4 +125,6 @@ def _signed_area(poly: Poly) -> float:
 def arc(
     cx: float, cy: float, rx: float | np.ndarray, ry: float | np.ndarray, t: np.ndarray
 ) -> list[Point]:
+    """Points of an ellipse at angles ``t``; radii given per angle draw bent rims and ragged
+    patches."""
     return list(zip((cx + rx * np.cos(t)).tolist(), (cy + ry * np.sin(t)).tolist(), strict=True))
