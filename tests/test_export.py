@@ -214,10 +214,22 @@ def test_an_export_of_another_model_is_refused(run_dir: Path, tmp_path: Path) ->
         OnnxEngine.load(renamed)
 
 
-def test_physical_cores_is_a_usable_thread_count() -> None:
+def test_physical_cores_counts_each_allowed_core_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hardware threads of one core count once (read from another sysfs file than the code
+    reads), and only the CPUs this process may run on count."""
     import os
 
-    assert 1 <= physical_cores() <= (os.cpu_count() or 1)
+    allowed = sorted(os.sched_getaffinity(0))
+    try:
+        siblings = {
+            Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text()
+            for cpu in allowed
+        }
+    except OSError:  # no sysfs topology: every allowed CPU counts
+        siblings = set(map(str, allowed))
+    assert physical_cores() == len(siblings)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {allowed[0]})
+    assert physical_cores() == 1
 
 
 @pytest.mark.slow

@@ -264,10 +264,11 @@ def test_run_serves_from_a_config_and_stops_cleanly_on_sigterm(tmp_path, tiny_mo
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = _config(tmp_path, {"model": str(tiny_model_dir), "debug": False, "port": port})
-    code = f"from cardamage.serve.server import run; run(config={str(config)!r})"
+    config = _config(tmp_path, {"model": str(tiny_model_dir), "debug": False})
     env = os.environ | {"CARDAMAGE_API_KEY": "k"}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+    serve = ["serve", "--config", str(config), "--port", str(port)]
+    command = [sys.executable, "-m", "cardamage", *serve]
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -283,8 +284,8 @@ def test_run_serves_from_a_config_and_stops_cleanly_on_sigterm(tmp_path, tiny_mo
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
-    # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells it
-    assert proc.returncode in (0, -signal.SIGTERM), stderr.decode()
+    # after uvicorn's graceful shutdown the CLI exits 0: SIGTERM is a normal way to stop it
+    assert proc.returncode == 0, stderr.decode()
     assert b"Finished server process" in stderr
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cardamage.data import synthetic
 from cardamage.data.synthetic import (
     DAMAGE_TYPES,
     LOCATIONS,
@@ -21,6 +20,12 @@ from cardamage.data.synthetic import (
     generate_dataset,
     severity_for_extent,
 )
+from cardamage.data.synthetic.damage import VISIBLE, damage_car
+from cardamage.data.synthetic.kinds import KINDS
+from cardamage.data.synthetic.labels import BANDS, UNDAMAGED
+from cardamage.data.synthetic.layouts import VIEWS, random_shape, unit_layout
+from cardamage.data.synthetic.painters import PAINTERS, same_group
+from cardamage.data.synthetic.scene import SUPERSAMPLE, draw_scene
 from cardamage.errors import CardamageError
 from cardamage.tasks import default_tasks
 
@@ -43,9 +48,40 @@ def many() -> list[SynthSample]:
     return samples(400)
 
 
-def test_label_names_are_the_packaged_tasks() -> None:
+def test_every_packaged_label_can_be_drawn() -> None:
+    """The label names come from the task definitions; each of them must be one the generator
+    knows how to draw: a band per damaged severity, a kind and a painter per damage type, car
+    parts at every location."""
     labels = {t.name: t.labels for t in default_tasks()}
     assert labels == {"severity": SEVERITIES, "location": LOCATIONS, "damage_type": DAMAGE_TYPES}
+    assert (*BANDS, UNDAMAGED) == SEVERITIES
+    assert tuple(KINDS) == tuple(PAINTERS) == DAMAGE_TYPES
+    shape = random_shape(np.random.default_rng(0))
+    drawn = {p.location for view in VIEWS for p in unit_layout(view, shape).parts}
+    assert drawn == set(LOCATIONS)
+
+
+@pytest.mark.parametrize("kind", DAMAGE_TYPES)
+def test_each_painter_changes_only_its_parts_pixels(kind: str) -> None:
+    """At render scale, before the camera: a damage changes only pixels of the part it names
+    (for body damage: the body panels at its location; for a wheel: the wheel and what lies
+    under it, such as the road its shreds fall on)."""
+    freq = SynthFrequencies(p_undamaged=0.0, severity={"minor": 1.0}, damage_types={kind: 1.0})
+    drawn = 0
+    for i in range(8):
+        scene_rng, damage_rng, _ = np.random.default_rng([9, i]).spawn(3)
+        canvas = draw_scene(scene_rng, SIZE * SUPERSAMPLE, freq.views)
+        clean = np.asarray(canvas.image).copy()
+        damages = damage_car(damage_rng, canvas, freq)
+        changed = (np.asarray(canvas.image) != clean).any(axis=2)
+        allowed = np.zeros(256, dtype=bool)
+        for d in damages:
+            part = next(j for j, p in enumerate(canvas.car.parts) if p.name == d.part)
+            allowed[np.arange(part + 2) if kind == "wheel" else same_group(canvas, part)] = True
+        assert not (changed & ~allowed[canvas.ids]).any(), (kind, i)
+        assert changed.any() == bool(damages)
+        drawn += len(damages)
+    assert drawn >= 3
 
 
 def test_labels_are_what_was_drawn(many: list[SynthSample]) -> None:
@@ -74,9 +110,9 @@ def test_damage_sits_on_its_part() -> None:
     for i in range(20):
         sample = draw_sample(np.random.default_rng([3, i]), SIZE, freq)
         scene_rng = np.random.default_rng([3, i]).spawn(3)[0]
-        canvas = synthetic._draw_scene(scene_rng, SIZE * synthetic._SUPERSAMPLE, freq.views)
+        canvas = draw_scene(scene_rng, SIZE * SUPERSAMPLE, freq.views)
         for d in sample.damages:
-            x, y = (int(c * synthetic._SUPERSAMPLE) for c in d.center)
+            x, y = (int(c * SUPERSAMPLE) for c in d.center)
             part = canvas.car.parts[canvas.ids[y, x] - 1]
             expected = {"glass": "glass", "wheel": "wheel"}.get(d.kind, "body")
             assert (part.surface, part.location, part.name) == (expected, d.location, d.part)
@@ -135,11 +171,11 @@ def test_damage_type_weights_are_followed_where_all_kinds_show() -> None:
         severity={"minor": 1.0},
         damage_types={"dent": 1, "glass": 1, "paint": 1, "wheel": 2},
     )
-    size = SIZE * synthetic._SUPERSAMPLE
+    size = SIZE * SUPERSAMPLE
     kinds: Counter[str] = Counter()
     for i in range(150):
         sample = draw_sample(np.random.default_rng([7, i]), SIZE, freq)
-        canvas = synthetic._draw_scene(np.random.default_rng([7, i]).spawn(3)[0], size, freq.views)
+        canvas = draw_scene(np.random.default_rng([7, i]).spawn(3)[0], size, freq.views)
         wheels = [w for w in canvas.car.wheels if all(0 <= c < size for c in w.center)]
         if wheels and len(canvas.shown(lambda p: p.surface == "glass")):
             kinds.update(d.kind for d in sample.damages)
@@ -167,7 +203,7 @@ def test_extents_sit_in_their_severity_bands(many: list[SynthSample]) -> None:
 
 
 def _in_band(s: SynthSample) -> bool:
-    low, high = synthetic._BANDS[s.severity]
+    low, high = BANDS[s.severity]
     return low <= s.extent <= high
 
 
@@ -175,20 +211,28 @@ def test_extent_is_what_the_photo_shows() -> None:
     """The extent is measured on the drawing: the pixels the damage changed in the finished
     photo, over the car's pixels in it, agree with it."""
     on, off = SynthFrequencies(p_undamaged=0.0), SynthFrequencies(p_undamaged=1.0)
-    size = SIZE * synthetic._SUPERSAMPLE
+    size = SIZE * SUPERSAMPLE
     extents, seen = [], []
     for i in range(40):
         damaged = draw_sample(np.random.default_rng([5, i]), SIZE, on)
         clean = draw_sample(np.random.default_rng([5, i]), SIZE, off)
-        canvas = synthetic._draw_scene(np.random.default_rng([5, i]).spawn(3)[0], size, on.views)
-        car = np.count_nonzero(canvas.ids) / synthetic._SUPERSAMPLE**2
+        canvas = draw_scene(np.random.default_rng([5, i]).spawn(3)[0], size, on.views)
+        car = np.count_nonzero(canvas.ids) / SUPERSAMPLE**2
         diff = np.abs(np.asarray(damaged.image, int) - np.asarray(clean.image, int)).max(axis=2)
         extents.append(damaged.extent)
-        seen.append(np.count_nonzero(diff > synthetic._VISIBLE) / car)
+        seen.append(np.count_nonzero(diff > VISIBLE) / car)
     ratio = np.array(seen) / np.array(extents)
     assert 0.4 < np.median(ratio) < 1.2
     ranks = np.argsort(np.argsort(extents)), np.argsort(np.argsort(seen))
     assert np.corrcoef(*ranks)[0, 1] > 0.85  # Spearman
+
+
+def test_a_cap_of_one_damage_still_draws_severe_cars() -> None:
+    """Severe cars usually get three damages; capped at one, they get one (no crash)."""
+    freq = SynthFrequencies(p_undamaged=0.0, severity={"severe": 1.0}, max_damages=1)
+    drawn = samples(6, freq)
+    assert all(len(s.damages) <= 1 for s in drawn)
+    assert any(s.damages for s in drawn)
 
 
 @pytest.mark.parametrize(
