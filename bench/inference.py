@@ -363,7 +363,12 @@ def int8_accuracy(shared: Path, workdir: Path, size: int) -> None:
     held_out = _held_out(lensor, {_source(path) for path in train.sources})
     spec = ModelSpec("mobilenetv2", str(weights), size, alpha=1.0)
     model = build_model(spec, LENSOR_TASKS)
-    fit_heads(model.backbone, model.branch_heads[0], np.stack([load_image(s, size) for s in train.sources]), train)
+    fit_heads(
+        model.backbone,
+        model.branch_heads[0],
+        np.stack([load_image(s, size) for s in train.sources]),
+        train,
+    )
     model_dir = workdir / "model"
     ModelBundle(model, spec, LENSOR_TASKS, {"note": "benchmark"}).save(model_dir)
     export_model(model_dir, "onnx", int8=True, calibration=train.sources[:64])

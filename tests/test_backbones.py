@@ -70,7 +70,9 @@ def test_split_backbone_computes_the_backbone_in_two_parts(name: str) -> None:
     x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(top(bottom(x))), np.asarray(backbone(x)))
     core_layers = {id(layer) for layer in backbone.tunable_layers}
-    top_layers = [x for part in top.layers if isinstance(part, keras.Model) for x in part.layers[1:]]
+    top_layers = [
+        x for part in top.layers if isinstance(part, keras.Model) for x in part.layers[1:]
+    ]
     assert top_layers and all(id(layer) in core_layers for layer in top_layers)
     assert top_layers[0].name == BACKBONES[name].top_starts
 
@@ -155,7 +157,12 @@ def test_local_weights_file_loads(tmp_path: Path) -> None:
     ],
 )
 def test_bad_backbone_requests(kwargs: dict, message: str) -> None:
-    args = {"architecture": "mobilenet", "weights": "none", "image_size": 32, "alpha": 0.25} | kwargs
+    args = {
+        "architecture": "mobilenet",
+        "weights": "none",
+        "image_size": 32,
+        "alpha": 0.25,
+    } | kwargs
     with pytest.raises(CardamageError, match=message):
         build_backbone(**args)
 

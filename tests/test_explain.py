@@ -109,7 +109,7 @@ def toy_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _toy_model(tasks: list[Task], bias: tuple[float, float]) -> MultiTaskClassifier:
-    """A cardamage model on the toy backbone; each task's logits are 10 x (bright, dark) + ``bias``."""
+    """A model on the toy backbone; each task's logits are 10 x (bright, dark) + ``bias``."""
     spec = ModelSpec("toy", "none", TOY_SIZE, head_units=0, dropout=0.0)
     model = build_model(spec, tasks)
     for head in model.heads.values():

@@ -33,6 +33,7 @@ from cardamage.model.pypi_weights import PREFIX, resolve_pypi_weights
 #: The name of the pooling layer over the mid-level feature map.
 MID_POOL = "mid_level_pool"
 
+
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
@@ -270,7 +271,8 @@ class ApplicationBackbone(Backbone):
     ) -> tuple[list[keras.KerasTensor], keras.KerasTensor]:
         with_map = keras.Model(self.core.input, [self.top_pool.input, *self.core.outputs])
         per_scale = self._per_scale(pixels, with_map)
-        return [outs[0] for outs in per_scale], self._join([o for outs in per_scale for o in outs[1:]])
+        pooled = [out for outs in per_scale for out in outs[1:]]
+        return [outs[0] for outs in per_scale], self._join(pooled)
 
     @property
     def tunable_layers(self) -> list[keras.layers.Layer]:

@@ -37,7 +37,9 @@ def from_functional(
             for task in group:
                 head = stack.heads[task.name]
                 if head.hidden is not None:
-                    head.hidden.set_weights(old_heads.get_layer(f"{task.name}_hidden").get_weights())
+                    head.hidden.set_weights(
+                        old_heads.get_layer(f"{task.name}_hidden").get_weights()
+                    )
                 head.scores.set_weights(old_heads.get_layer(task.name).get_weights())
     except ValueError as e:
         reason = str(e).strip().splitlines()[0]
