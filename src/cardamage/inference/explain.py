@@ -32,9 +32,10 @@ from cardamage.tasks import Task
 @dataclass(frozen=True)
 class _Branch:
     """One backbone and the tasks on it, as a model: image -> [feature maps, pre-logit inputs],
-    one last conv feature map per scale the backbone sees.
+    one map per scale the backbone sees (``Backbone.feature_maps``: for a CNN its last conv
+    feature map, for a transformer its tokens on their patch grid).
 
-    The final Dense layer is applied by hand, so its logits are available before the activation.
+    Each head's final Dense layer is applied by hand: its logits come before the activation.
     """
 
     model: keras.Model
