@@ -179,7 +179,7 @@ def build_ours(backbone: str, size: int, photos: list[bytes], workdir: Path) -> 
     and the bare backbone in ONNX. Returns (model directory, bare backbone ONNX file)."""
     spec = ModelSpec(backbone, "none", size, alpha=ALPHAS.get(backbone))
     tasks = default_tasks()
-    model, backbones, _ = build_model(spec, tasks)
+    model = build_model(spec, tasks)
     normalise_batchnorm(model, np.stack([load_image(p, size) for p in photos[:32]]))
     model_dir = workdir / "model"
     ModelBundle(model, spec, tasks, {"note": "benchmark: random weights"}).save(model_dir)
@@ -187,7 +187,7 @@ def build_ours(backbone: str, size: int, photos: list[bytes], workdir: Path) -> 
     export_model(model_dir, "onnx", int8=True, calibration=photos[-32:])
     print(f"  exported to ONNX fp32 + int8 in {time.perf_counter() - started:.0f} s")
     bare = workdir / "backbone.onnx"
-    backbones[0].export(str(bare), format="onnx", verbose=False)
+    model.backbone.export(str(bare), format="onnx", verbose=False)
     return model_dir, bare
 
 
@@ -362,8 +362,13 @@ def int8_accuracy(shared: Path, workdir: Path, size: int) -> None:
     train = lensor_split(lensor, "train", one_per_source=True)
     held_out = _held_out(lensor, {_source(path) for path in train.sources})
     spec = ModelSpec("mobilenetv2", str(weights), size, alpha=1.0)
-    model, backbones, heads = build_model(spec, LENSOR_TASKS)
-    fit_heads(backbones[0], heads[0], np.stack([load_image(s, size) for s in train.sources]), train)
+    model = build_model(spec, LENSOR_TASKS)
+    fit_heads(
+        model.backbone,
+        model.branch_heads[0],
+        np.stack([load_image(s, size) for s in train.sources]),
+        train,
+    )
     model_dir = workdir / "model"
     ModelBundle(model, spec, LENSOR_TASKS, {"note": "benchmark"}).save(model_dir)
     export_model(model_dir, "onnx", int8=True, calibration=train.sources[:64])

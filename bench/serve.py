@@ -75,7 +75,7 @@ def random_model(backbone: str, size: int, folder: Path) -> Path:
     from cardamage.tasks import default_tasks
 
     spec = ModelSpec(backbone=backbone, weights="none", image_size=size)
-    model, _, _ = build_model(spec, default_tasks())
+    model = build_model(spec, default_tasks())
     ModelBundle(model, spec, default_tasks(), {"note": "random weights, benchmark"}).save(folder)
     return folder
 

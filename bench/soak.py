@@ -75,7 +75,7 @@ def tiny_model(folder: Path, size: int) -> Path:
 
     keras.utils.set_random_seed(0)
     spec = ModelSpec(backbone="mobilenet", weights="none", image_size=size, alpha=0.25)
-    model, _, _ = build_model(spec, default_tasks())
+    model = build_model(spec, default_tasks())
     ModelBundle(model, spec, default_tasks(), {"note": "random weights, soak"}).save(folder)
     return folder
 

@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     keras.utils.set_random_seed(0)
     spec = ModelSpec(backbone="mobilenet", weights="none", image_size=TINY_SIZE, alpha=0.25)
     tasks = default_tasks()
-    model, _, _ = build_model(spec, tasks)
+    model = build_model(spec, tasks)
     rng = np.random.default_rng(0)
     normalise_batchnorm(model, rng.uniform(0, 255, (16, TINY_SIZE, TINY_SIZE, 3)))
     out = tmp_path_factory.mktemp("tiny_model")

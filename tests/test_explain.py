@@ -22,9 +22,9 @@ from cardamage.errors import CardamageError
 from cardamage.inference.engines import KerasEngine
 from cardamage.inference.explain import Explainer, explain_image, overlay_png
 from cardamage.inference.predictor import Predictor
-from cardamage.model.backbones import backbone_core
+from cardamage.model.backbones import BACKBONES, Backbone, BackboneSpec
 from cardamage.model.metadata import ModelMeta, ModelSpec
-from cardamage.model.multitask import ModelBundle, build_heads, build_model
+from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, build_model
 from cardamage.tasks import Task, TaskKind, default_tasks
 
 TASKS = default_tasks()
@@ -43,7 +43,7 @@ def _pixels(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module", params=["shared", "per_task"])
 def mobilenet(request) -> keras.Model:
     keras.utils.set_random_seed(0)
-    return build_model(replace(SPEC, layout=request.param), TASKS)[0]
+    return build_model(replace(SPEC, layout=request.param), TASKS)
 
 
 def test_heatmaps_are_finite_unit_maps_at_input_size_and_deterministic(mobilenet):
@@ -61,14 +61,9 @@ def test_heatmaps_are_finite_unit_maps_at_input_size_and_deterministic(mobilenet
 
 def _expected_cam(model: keras.Model, task: Task, pixels: np.ndarray) -> np.ndarray:
     """CAM of the predicted class on the 2x2 feature map: relu(A @ w_class), scaled to max 1."""
-    layers = {layer.name: layer for layer in model.layers}
-    backbone = layers.get(f"backbone_{task.name}", layers.get("backbone"))
-    core = backbone_core(backbone)
+    core = model.backbones[task.name].core
     features = keras.Model(core.input, core.get_layer(LAST_CONV).output)
-    heads = next(
-        h for name, h in layers.items() if name.startswith("heads") and task.name in h.output
-    )
-    kernel = heads.get_layer(task.name).kernel.numpy()
+    kernel = model.heads[task.name].scores.kernel.numpy()
     predicted = np.argmax(model.predict_on_batch(pixels)[task.name], axis=-1)
     cam = np.maximum(
         np.einsum("nhwk,nk->nhw", features(pixels / 127.5 - 1).numpy(), kernel.T[predicted]), 0
@@ -86,22 +81,41 @@ def test_multiclass_map_is_cam_of_the_predicted_class_on_the_last_conv_map(mobil
     np.testing.assert_allclose(corners, _expected_cam(mobilenet, severity, pixels), atol=1e-4)
 
 
-def _toy_model(tasks: list[Task], bias: tuple[float, float]) -> keras.Model:
-    """A cardamage-shaped model whose features are the mean brightness and darkness of a 4x4 grid
-    of cells; each task's logits are 10 x (bright, dark) + ``bias``."""
-    cells = keras.Input((TOY_SIZE, TOY_SIZE, 3))
-    x = keras.layers.AveragePooling2D(CELL)(cells)
-    conv = keras.layers.Conv2D(2, 1, activation="relu")
-    x = keras.layers.GlobalAveragePooling2D()(conv(x))
-    conv.set_weights([np.array([[[[1, -1]] * 3]]) / 3, np.array([0.0, 1.0])])
-    core = keras.Model(cells, x, name="toy_core")
-    pixels = keras.Input((TOY_SIZE, TOY_SIZE, 3))
-    backbone = keras.Model(pixels, core(keras.layers.Rescaling(1 / 255)(pixels)), name="backbone")
-    heads = build_heads(2, tasks, head_units=0, dropout=0.0)
-    for task in tasks:
-        heads.get_layer(task.name).set_weights([10 * np.eye(2), np.array(bias)])
-    image = keras.Input((TOY_SIZE, TOY_SIZE, 3), name="image")
-    return keras.Model(image, heads(backbone(image)), name="cardamage")
+@keras.saving.register_keras_serializable(package="cardamage_tests")
+class ToyBackbone(Backbone):
+    """Features: the mean brightness and darkness of a 4x4 grid of cells."""
+
+    def __init__(self, architecture: str, image_size: int, weights: str = "none", **kwargs) -> None:
+        del weights, kwargs["alpha"], kwargs["mid_level"], kwargs["scales"]  # options it has not
+        self.scale = keras.layers.Rescaling(1 / 255)
+        self.cells = keras.layers.AveragePooling2D(CELL)
+        self.conv = keras.layers.Conv2D(2, 1, activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        pixels = keras.Input((image_size, image_size, 3))
+        super().__init__(pixels, self.pool(self._map(pixels)), **kwargs)
+        self.conv.set_weights([np.array([[[[1, -1]] * 3]]) / 3, np.array([0.0, 1.0])])
+        self.architecture = architecture
+
+    def _map(self, pixels: keras.KerasTensor) -> keras.KerasTensor:
+        return self.conv(self.cells(self.scale(pixels)))
+
+    def feature_maps(self, pixels: keras.KerasTensor):
+        feature_map = self._map(pixels)
+        return [feature_map], self.pool(feature_map)
+
+
+@pytest.fixture
+def toy_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BACKBONES, "toy", BackboneSpec("toy", None, "builtin", cls=ToyBackbone))
+
+
+def _toy_model(tasks: list[Task], bias: tuple[float, float]) -> MultiTaskClassifier:
+    """A model on the toy backbone; each task's logits are 10 x (bright, dark) + ``bias``."""
+    spec = ModelSpec("toy", "none", TOY_SIZE, head_units=0, dropout=0.0)
+    model = build_model(spec, tasks)
+    for head in model.heads.values():
+        head.scores.set_weights([10 * np.eye(2), np.array(bias)])
+    return model
 
 
 def _bright_corners() -> np.ndarray:
@@ -123,7 +137,9 @@ def _bright_corners() -> np.ndarray:
         (TaskKind.MULTILABEL, (1.0, 1.0), (0.0, 0.0), "dark"),  # none passes: the top label
     ],
 )
-def test_map_follows_the_bright_patch_for_the_explained_labels(kind, thresholds, bias, explains):
+def test_map_follows_the_bright_patch_for_the_explained_labels(
+    kind, thresholds, bias, explains, toy_backbone
+):
     task = Task("light", kind, ("bright", "dark"), thresholds)
     heatmap = Explainer(_toy_model([task], bias)).heatmaps(_bright_corners(), [task])["light"]
     expected = {"bright": (1.0, 0.0), "dark": (0.0, 1.0), "both": (1.0, 1.0)}[explains]
@@ -142,7 +158,7 @@ def mixed_precision():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_mixed_precision_model_is_explained_too(mixed_precision):
+def test_mixed_precision_model_is_explained_too(mixed_precision, toy_backbone):
     """Models trained on a GPU keep float16 layers: their float16 feature map must still work."""
     task = Task("light", TaskKind.MULTICLASS, ("bright", "dark"))
     explainer = Explainer(_toy_model([task], bias=(20.0, 0.0)))  # explains the bright class
@@ -164,7 +180,7 @@ def test_every_backbone_gives_unit_maps(backbone, alpha, mid_level):
     """A 1x1 feature map at 32 px: the map is flat, but the gradient model must still build,
     with mid-level features too."""
     spec = ModelSpec(backbone, "none", 32, alpha=alpha, head_units=8, mid_level=mid_level)
-    maps = Explainer(build_model(spec, TASKS)[0]).heatmaps(_pixels(2, 32), TASKS)
+    maps = Explainer(build_model(spec, TASKS)).heatmaps(_pixels(2, 32), TASKS)
     for heatmap in maps.values():
         assert heatmap.shape == (2, 32, 32)
         assert np.isfinite(heatmap).all() and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
@@ -175,12 +191,12 @@ def test_a_multiscale_map_adds_each_scales_cam():
     the map is the sum of each scale's CAM, each upsampled to the photo (here 2x2 and 1x1)."""
     spec = replace(SPEC, scales=(1, 2), mid_level=False)
     keras.utils.set_random_seed(0)
-    model = build_model(spec, TASKS)[0]
+    model = build_model(spec, TASKS)
     pixels, severity = _pixels(2, seed=3), TASKS[0]
     normalise_batchnorm(model, _pixels(8, seed=4))
-    core = backbone_core(model.get_layer("backbone"))
+    core = model.backbone.core
     features = keras.Model(core.input, core.get_layer(LAST_CONV).output)
-    kernel = model.get_layer("heads").get_layer("severity").kernel.numpy()
+    kernel = model.heads["severity"].scores.kernel.numpy()
     predicted = np.argmax(model.predict_on_batch(pixels)["severity"], axis=-1)
     unit = pixels / 127.5 - 1
     half = unit.reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4))

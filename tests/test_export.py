@@ -45,7 +45,7 @@ def _save_model(run_dir: Path, spec: ModelSpec = SPEC) -> Path:
 
     keras.utils.set_random_seed(0)
     tasks = default_tasks()
-    model, _, _ = build_model(spec, tasks)
+    model = build_model(spec, tasks)
     normalise_batchnorm(model, synthetic_images(16, spec.image_size, seed=3))
     ModelBundle(model, spec, tasks, {"note": "random weights"}).save(run_dir / "model")
     return run_dir

@@ -104,7 +104,7 @@ def test_standardized_heads_adapt_to_each_folds_training_features(
         head = build_heads(DIM, tasks, 0, 0.0, standardize=True)
         trainer.fit([head], FoldData(shifted, data.targets, [], train, val), tmp_path)
         rows = shifted[:, train].reshape(-1, DIM)
-        norm = head.get_layer("standardize")
+        norm = head.standardizer
         np.testing.assert_allclose(np.ravel(norm.mean), rows.mean(axis=0), rtol=1e-4)
         np.testing.assert_allclose(np.ravel(norm.variance), rows.var(axis=0), rtol=1e-3)
 
@@ -118,5 +118,5 @@ def test_head_l2_shrinks_the_trained_weights(setting: tuple, tmp_path: Path) -> 
         keras.utils.set_random_seed(3)
         head = build_heads(DIM, tasks, 0, 0.0, l2=l2)
         HeadTrainer(tasks, cfg).fit([head], data, tmp_path / str(l2))
-        norms.append(sum(np.linalg.norm(head.get_layer(t.name).kernel) for t in tasks))
+        norms.append(sum(np.linalg.norm(head.heads[t.name].scores.kernel) for t in tasks))
     assert norms[1] < 0.5 * norms[0]

@@ -13,7 +13,7 @@ from model_support import assert_fold_models_score_as_cached, normalise_batchnor
 from cardamage.config import load_train_config
 from cardamage.data.synthetic import generate_dataset
 from cardamage.errors import CardamageError
-from cardamage.model.backbones import backbone_core, build_backbone
+from cardamage.model.backbones import build_backbone
 from cardamage.model.multitask import ModelBundle
 from cardamage.train.crossval import cross_validate
 
@@ -40,7 +40,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     weights = tmp / "pretrained.weights.h5"  # statistics that tell the photos apart
     source = build_backbone("mobilenet", "none", 64, alpha=0.25)
     normalise_batchnorm(source, np.random.default_rng(0).uniform(0, 255, (16, 64, 64, 3)))
-    backbone_core(source).save_weights(weights)
+    source.core.save_weights(weights)
     cross_validate(load_train_config(None, _options(tmp, data=data, weights=str(weights))))
     return tmp / "run", data.parent
 

@@ -11,7 +11,7 @@ from model_support import assert_fold_models_score_as_cached, normalise_batchnor
 
 from cardamage.config import load_train_config
 from cardamage.data.synthetic import generate_dataset
-from cardamage.model.backbones import BACKBONES, backbone_core, build_backbone
+from cardamage.model.backbones import BACKBONES, build_backbone
 from cardamage.model.multitask import ModelBundle
 from cardamage.train.crossval import cross_validate
 
@@ -25,7 +25,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     weights = tmp / "pretrained.weights.h5"  # a "pretrained" file: BatchNorm stays frozen
     source = build_backbone("mobilenet", "none", 32, alpha=0.25)
     normalise_batchnorm(source, np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)))
-    backbone_core(source).save_weights(weights)
+    source.core.save_weights(weights)
     options = {
         "data": data,
         "out": tmp / "run",
@@ -45,14 +45,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 
 def _layers(model_dir: Path) -> dict[str, list[np.ndarray]]:
-    core = backbone_core(ModelBundle.load(model_dir).model.get_layer("backbone"))
-    return {layer.name: layer.get_weights() for layer in core.layers if layer.weights}
+    layers = ModelBundle.load(model_dir).model.backbone.tunable_layers
+    return {layer.name: layer.get_weights() for layer in layers if layer.weights}
 
 
 def test_only_the_top_stage_trains_and_batchnorm_keeps_its_statistics(run: tuple) -> None:
     out, _, weights = run
     start = build_backbone("mobilenet", str(weights), 32, alpha=0.25)
-    before = {layer.name: layer.get_weights() for layer in backbone_core(start).layers}
+    before = {layer.name: layer.get_weights() for layer in start.tunable_layers}
     after = _layers(out / "model")
     names = list(after)
     top = names[names.index(TOP) :]

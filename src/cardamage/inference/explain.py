@@ -25,28 +25,28 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cardamage.errors import CardamageError
 from cardamage.inference.predictor import Predictor
-from cardamage.model.backbones import backbone_core, scale_layers, top_pooling
-from cardamage.model.multitask import ModelBundle
+from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, TaskHead
 from cardamage.tasks import Task
 
 
 @dataclass(frozen=True)
 class _Branch:
     """One backbone and the tasks on it, as a model: image -> [feature maps, pre-logit inputs],
-    one last conv feature map per scale the backbone sees.
+    one map per scale the backbone sees (``Backbone.feature_maps``: for a CNN its last conv
+    feature map, for a transformer its tokens on their patch grid).
 
-    The final Dense layer is applied by hand, so its logits are available before the activation.
+    Each head's final Dense layer is applied by hand: its logits come before the activation.
     """
 
     model: keras.Model
-    logit_layers: dict[str, keras.layers.Dense]
+    heads: dict[str, TaskHead]
     n_maps: int
 
 
 class Explainer:
     """Grad-CAM for a cardamage Keras model; the gradient models are built once and reused."""
 
-    def __init__(self, keras_model: keras.Model) -> None:
+    def __init__(self, keras_model: MultiTaskClassifier) -> None:
         if keras.backend.backend() != "tensorflow":
             raise CardamageError("heatmaps need the TensorFlow backend (KERAS_BACKEND=tensorflow)")
         self.model = keras_model
@@ -56,64 +56,36 @@ class Explainer:
     def for_predictor(cls, predictor: Predictor) -> Explainer:
         """Reuse the predictor's Keras model; engines without gradients (ONNX) load model.keras."""
         model = getattr(predictor.engine, "model", None)
-        if not isinstance(model, keras.Model):
+        if not isinstance(model, MultiTaskClassifier):
             model = ModelBundle.load(predictor.model_dir).model
         return cls(model)
 
     def heatmaps(self, pixels: np.ndarray, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
         """{task: (n, H, W) heatmap in [0, 1] at the input size} for (n, H, W, 3) pixels in
         [0, 255]; each map explains the predicted class, or the predicted labels together."""
-        known = [name for branch in self._branches for name in branch.logit_layers]
+        known = [name for branch in self._branches for name in branch.heads]
         unknown = [t.name for t in tasks if t.name not in known]
         if unknown:
             raise CardamageError(f"the model has no task {unknown} (it has {known})")
         x = tf.convert_to_tensor(np.asarray(pixels, dtype=np.float32))
         maps: dict[str, np.ndarray] = {}
         for branch in self._branches:
-            mine = [t for t in tasks if t.name in branch.logit_layers]
+            mine = [t for t in tasks if t.name in branch.heads]
             if mine:
                 maps.update(_branch_heatmaps(branch, x, mine))
         return {t.name: maps[t.name] for t in tasks}
 
 
-def _branches(model: keras.Model) -> list[_Branch]:
-    """One gradient model per heads model, following build_model's names: "heads" sits on
-    "backbone"; in the per_task layout "heads_<i>" sits on "backbone_<its task>"."""
+def _branches(model: MultiTaskClassifier) -> list[_Branch]:
+    """One gradient model per backbone and the heads on it."""
     image = keras.Input(model.input_shape[1:], name="image")
-    layers = {layer.name: layer for layer in model.layers}
     branches = []
-    for heads in (layer for name, layer in layers.items() if name.startswith("heads")):
-        tasks = list(heads.output)
-        backbone = layers.get(f"backbone_{tasks[0]}", layers.get("backbone"))
-        if backbone is None:
-            raise CardamageError(f"no backbone for the heads '{heads.name}' in the model")
-        maps, pooled = _feature_maps(backbone, image)
-        dense = {task: heads.get_layer(task) for task in tasks}
-        pre_logits = keras.Model(heads.input, [d.input for d in dense.values()])(pooled)
-        branches.append(_Branch(keras.Model(image, [*maps, *pre_logits]), dense, len(maps)))
+    for backbone, stack in model.stacks:
+        maps, features = backbone.feature_maps(image)
+        x = stack.standardizer(features) if stack.standardizer is not None else features
+        pre_logits = [head.pre_logits(x) for head in stack.heads.values()]
+        branches.append(_Branch(keras.Model(image, [*maps, *pre_logits]), stack.heads, len(maps)))
     return branches
-
-
-def _feature_maps(
-    backbone: keras.Model, image: keras.KerasTensor
-) -> tuple[list[keras.KerasTensor], keras.KerasTensor]:
-    """(last conv feature map of every scale, pooled features) of a backbone applied to
-    ``image``: a map is the input of the global average pooling that ends the keras.applications
-    model; the features also hold the pooled mid-level maps where the backbone has them."""
-    core = backbone_core(backbone)
-    with_map = keras.Model(core.input, [top_pooling(core).input, *core.outputs])
-    shrinks = scale_layers(backbone)
-    x = image
-    for layer in backbone.layers[1 : backbone.layers.index(core)]:  # preprocessing
-        if layer not in shrinks:
-            x = layer(x)
-    maps, pooled = [], []
-    for shrink in shrinks or [None]:
-        feature_map, *outputs = with_map(shrink(x) if shrink else x)
-        maps.append(feature_map)
-        pooled += outputs
-    join = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Concatenate)]
-    return maps, join[0](pooled) if join else pooled[0]
 
 
 def _branch_heatmaps(branch: _Branch, x: tf.Tensor, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
@@ -121,10 +93,10 @@ def _branch_heatmaps(branch: _Branch, x: tf.Tensor, tasks: Sequence[Task]) -> di
     with tf.GradientTape(persistent=True) as tape:
         outputs = branch.model(x, training=False)
         maps, pre_logits = outputs[: branch.n_maps], outputs[branch.n_maps :]
-        inputs = dict(zip(branch.logit_layers, pre_logits, strict=True))
+        inputs = dict(zip(branch.heads, pre_logits, strict=True))
         targets = {}
         for task in tasks:
-            dense = branch.logit_layers[task.name]
+            dense = branch.heads[task.name].scores
             pre = tf.cast(inputs[task.name], dense.kernel.dtype)
             logits = tf.matmul(pre, dense.kernel) + dense.bias
             targets[task.name] = tf.reduce_sum(_target(task, logits, dense.activation(logits)))

@@ -103,29 +103,23 @@ def _float32_model(model_dir: Path):
     """
     import keras
 
+    from cardamage.model.backbones import nested_layers
     from cardamage.model.multitask import ModelBundle, build_model
 
     bundle = ModelBundle.load(model_dir)
     model = bundle.model
-    if any(layer.dtype_policy.compute_dtype != "float32" for layer in _layers(model)):
+    if any(layer.dtype_policy.compute_dtype != "float32" for layer in nested_layers(model)):
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy("float32")
         try:
             spec = dataclasses.replace(bundle.spec, weights="none")
-            model, _, _ = build_model(spec, bundle.tasks)
+            model = build_model(spec, bundle.tasks)
         finally:
             keras.config.set_dtype_policy(previous)
         model.set_weights(bundle.model.get_weights())
     size = bundle.spec.image_size
     model(np.zeros((1, size, size, 3), np.float32))  # the ONNX exporter refuses uncalled models
     return model
-
-
-def _layers(layer) -> Iterator:
-    """Every layer inside a model, nested models included."""
-    for sub in getattr(layer, "layers", []):
-        yield sub
-        yield from _layers(sub)
 
 
 # ---- ONNX -----------------------------------------------------------------------------------

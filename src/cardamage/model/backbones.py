@@ -32,14 +32,13 @@ from cardamage.model.pypi_weights import PREFIX, resolve_pypi_weights
 
 #: The name of the pooling layer over the mid-level feature map.
 MID_POOL = "mid_level_pool"
-#: The prefix of the layers that shrink the photo for ``scales`` (``downscale_2``: half size).
-DOWNSCALE = "downscale_"
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
-    constructor: Callable[..., keras.Model]
+    #: the keras.applications constructor (None for a backbone whose class builds it all)
+    constructor: Callable[..., keras.Model] | None
     #: "tf" scales [0, 255] to [-1, 1] in the model; "builtin" means the application does it.
     preprocessing: str
     takes_alpha: bool = False
@@ -48,6 +47,8 @@ class BackboneSpec:
     mid_layer: str | None = None
     #: the first layer ``tune_top`` trains: the top stage, from just below ``mid_layer``
     top_starts: str | None = None
+    #: the Backbone class built for this entry (a keras.applications CNN by default)
+    cls: type[Backbone] | None = None
 
 
 def _app(attr: str) -> Callable[..., keras.Model]:
@@ -147,41 +148,188 @@ def _check_weights(weights: str) -> str | None:
 
 
 def build_backbone(
-    name: str,
+    architecture: str,
     weights: str,
     image_size: int,
     alpha: float | None = None,
     mid_level: bool = False,
     scales: Sequence[int] = (1,),
-) -> keras.Model:
-    """Pixels in [0, 255] -> pooled features, preprocessing inside the model. ``scales``:
+    **kwargs,
+) -> Backbone:
+    """The registry entry's Backbone: pixels in [0, 255] -> pooled features. ``scales``:
     integer factors that divide ``image_size``; the network runs on the photo shrunk by each."""
-    spec = get_backbone_spec(name)
-    check_scales(scales, image_size)
-    multiscale = is_multiscale(scales)
+    cls = get_backbone_spec(architecture).cls or ApplicationBackbone
+    return cls(
+        architecture=architecture,
+        image_size=image_size,
+        alpha=alpha,
+        mid_level=mid_level,
+        scales=tuple(scales),
+        weights=weights,
+        **kwargs,
+    )
+
+
+@keras.saving.register_keras_serializable(package="cardamage")
+class Backbone(keras.Model):
+    """What every backbone is: a functional model from float RGB pixels in [0, 255],
+    (image_size, image_size, 3), to pooled features (feature_dim,), preprocessing inside.
+
+    A subclass (KerasHub style) creates its layers as attributes, builds its graph from them and
+    calls ``super().__init__(inputs=pixels, outputs=features, ...)``; it implements
+    ``feature_maps`` (what Grad-CAM explains), ``tunable_layers`` (what fine-tuning unfreezes)
+    and, where it has a top stage, ``split`` (what tune_top caches and trains), and its
+    ``get_config`` holds its constructor's arguments (the weights come from the saved file).
+    """
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.output.shape[-1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.input.shape[1])
+
+    def feature_maps(
+        self, pixels: keras.KerasTensor
+    ) -> tuple[list[keras.KerasTensor], keras.KerasTensor]:
+        """(the maps Grad-CAM explains, one (h, w, channels) map per scale, each pooled into the
+        features by its mean over h x w; the features) of this backbone applied to ``pixels``."""
+        raise CardamageError(f"backbone '{self.name}' has no feature map to explain")
+
+    @property
+    def tunable_layers(self) -> list[keras.layers.Layer]:
+        """Its layers from input to output: fine-tuning unfreezes the last n of them."""
+        raise CardamageError(f"backbone '{self.name}' cannot be fine-tuned: set fine_tune_layers 0")
+
+    def split(self) -> tuple[keras.Model, keras.Model]:
+        """(bottom, top) with top(bottom(pixels)) == self(pixels), both made of this backbone's
+        own layers: ``tune_top`` caches the bottom's activations once per image and view, then
+        trains the top on them, which is fine-tuning the top stage at a fraction of the cost."""
+        raise CardamageError(f"backbone '{self.name}' has no top stage to tune: set tune_top false")
+
+    #: the name of the layer whose input ``split`` cuts at (the cache key of tune_top's features)
+    top_starts: str | None = None
+
+
+@keras.saving.register_keras_serializable(package="cardamage")
+class ApplicationBackbone(Backbone):
+    """A keras.applications CNN with its registry entry's preprocessing, optionally its pooled
+    mid-level block (``mid_level``) and several scales of the photo (``scales``)."""
+
+    def __init__(
+        self,
+        architecture: str,
+        image_size: int,
+        alpha: float | None = None,
+        mid_level: bool = False,
+        scales: Sequence[int] = (1,),
+        weights: str = "none",
+        **kwargs,
+    ) -> None:
+        spec = get_backbone_spec(architecture)
+        check_scales(scales, image_size)
+        multiscale = is_multiscale(scales)
+        app = _application(spec, weights, image_size, alpha, multiscale)
+        # === Layers ===
+        #: the global average pooling keras.applications ends with (pooling="avg"): the last
+        #: GlobalAveragePooling2D, its input the last feature map (ConvNeXt normalises after it)
+        self.top_pool = [
+            layer for layer in app.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)
+        ][-1]
+        self.core = _with_mid_level(app, spec) if mid_level else app
+        self.preprocessing = (
+            keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")
+            if spec.preprocessing == "tf"
+            else None
+        )
+        self.downscales = [_downscale(f) for f in scales] if multiscale else []
+        pooled_per_scale = len(self.core.outputs)
+        joined = pooled_per_scale * len(scales) > 1
+        self.join = keras.layers.Concatenate(name="pooled") if joined else None
+        # === Functional model ===
+        pixels = keras.Input((image_size, image_size, 3), name="pixels")
+        features = self._join([out for outs in self._per_scale(pixels, self.core) for out in outs])
+        super().__init__(inputs=pixels, outputs=features, **{"name": "backbone", **kwargs})
+        # === Config ===
+        self.architecture, self.alpha, self.mid_level = architecture, alpha, mid_level
+        self.scales = tuple(scales)
+        self.top_starts = spec.top_starts
+
+    def _per_scale(
+        self, pixels: keras.KerasTensor, core: keras.Model
+    ) -> list[list[keras.KerasTensor]]:
+        """``core``'s outputs on the preprocessed pixels, for every scale in ascending order."""
+        x = self.preprocessing(pixels) if self.preprocessing is not None else pixels
+        return [_as_list(core(shrink(x))) for shrink in self.downscales] or [_as_list(core(x))]
+
+    def _join(self, pooled: list[keras.KerasTensor]) -> keras.KerasTensor:
+        return self.join(pooled) if self.join is not None else pooled[0]
+
+    def feature_maps(
+        self, pixels: keras.KerasTensor
+    ) -> tuple[list[keras.KerasTensor], keras.KerasTensor]:
+        with_map = keras.Model(self.core.input, [self.top_pool.input, *self.core.outputs])
+        per_scale = self._per_scale(pixels, with_map)
+        pooled = [out for outs in per_scale for out in outs[1:]]
+        return [outs[0] for outs in per_scale], self._join(pooled)
+
+    @property
+    def tunable_layers(self) -> list[keras.layers.Layer]:
+        return list(self.core.layers)
+
+    def split(self) -> tuple[keras.Model, keras.Model]:
+        if self.top_starts is None:
+            return super().split()
+        if self.downscales:
+            raise CardamageError("tune_top trains one scale: set scales [1] or tune_top false")
+        cut = self.core.get_layer(self.top_starts).input
+        pixels = keras.Input(self.input_shape[1:], name="pixels")
+        x = self.preprocessing(pixels) if self.preprocessing is not None else pixels
+        bottom = keras.Model(self.core.input, cut, name=f"{self.core.name}_bottom")
+        activations = keras.Input(cut.shape[1:], name="activations")
+        top = keras.Model(cut, self.core.outputs, name=f"{self.core.name}_top")
+        features = self._join(_as_list(top(activations)))
+        return (
+            keras.Model(pixels, bottom(x), name="backbone_bottom"),
+            keras.Model(activations, features, name="backbone_top"),
+        )
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "architecture": self.architecture,
+            "image_size": self.image_size,
+            "alpha": self.alpha,
+            "mid_level": self.mid_level,
+            "scales": list(self.scales),
+        }
+
+
+def _application(
+    spec: BackboneSpec, weights: str, image_size: int, alpha: float | None, multiscale: bool
+) -> keras.Model:
     kwargs: dict = {
         "include_top": False,
-        "weights": _check_weights(resolve_pypi_weights(weights, name, alpha)),
+        "weights": _check_weights(resolve_pypi_weights(weights, spec.name, alpha)),
         # one network for every scale, so its input size stays open
         "input_shape": (None, None, 3) if multiscale else (image_size, image_size, 3),
         "pooling": "avg",
     }
     if alpha is not None:
         if not spec.takes_alpha:
-            raise CardamageError(f"backbone '{name}' has no width multiplier: remove 'alpha'")
+            raise CardamageError(f"backbone '{spec.name}' has no width multiplier: remove 'alpha'")
         kwargs["alpha"] = alpha
     try:
-        app = spec.constructor(**kwargs)
+        return spec.constructor(**kwargs)
     except CardamageError:
         raise
     except Exception as e:  # Keras raises ValueError/OSError/HTTP errors with long messages
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CardamageError(
-            f"cannot build backbone '{name}' with weights '{weights}': {reason}"
+            f"cannot build backbone '{spec.name}' with weights '{weights}': {reason}"
         ) from None
-    if mid_level:
-        app = _with_mid_level(app, spec)
-    return _with_preprocessing(app, spec, image_size, scales)
 
 
 def _with_mid_level(app: keras.Model, spec: BackboneSpec) -> keras.Model:
@@ -193,83 +341,20 @@ def _with_mid_level(app: keras.Model, spec: BackboneSpec) -> keras.Model:
     return keras.Model(app.input, [app.output, mid], name=app.name)
 
 
-def _with_preprocessing(
-    app: keras.Model, spec: BackboneSpec, image_size: int, scales: Sequence[int]
-) -> keras.Model:
-    pixels = keras.Input((image_size, image_size, 3), name="pixels")
-    x = (
-        keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit_range")(pixels)
-        if (spec.preprocessing == "tf")
-        else pixels
-    )
-    features = []
-    for factor in scales:
-        features += _as_list(app(_downscale(x, factor) if is_multiscale(scales) else x))
-    if len(features) > 1:
-        return keras.Model(
-            pixels, keras.layers.Concatenate(name="pooled")(features), name="backbone"
-        )
-    return keras.Model(pixels, features[0], name="backbone")
-
-
-def _downscale(x: keras.KerasTensor, factor: int) -> keras.KerasTensor:
+def _downscale(factor: int) -> keras.layers.Layer:
     """The photo shrunk by ``factor`` by averaging factor x factor pixels: an exact box filter,
     no aliasing, and an operation every export format has. Factor 1 gets its (identity) layer
-    too, so that every scale of a model is named by one."""
-    return keras.layers.AveragePooling2D(factor, name=f"{DOWNSCALE}{factor}")(x)
-
-
-def scale_layers(backbone: keras.Model) -> list[keras.layers.Layer]:
-    """The downscaling layers of a multi-scale backbone in the order its features are joined
-    (ascending factors); empty for a single-scale one."""
-    found = [layer for layer in backbone.layers if layer.name.startswith(DOWNSCALE)]
-    return sorted(found, key=lambda layer: int(layer.name.removeprefix(DOWNSCALE)))
+    too, so that every scale of a model has one."""
+    return keras.layers.AveragePooling2D(factor, name=f"downscale_{factor}")
 
 
 def _as_list(x: keras.KerasTensor | Sequence[keras.KerasTensor]) -> list[keras.KerasTensor]:
     return list(x) if isinstance(x, list | tuple) else [x]
 
 
-def backbone_core(backbone: keras.Model) -> keras.Model:
-    """The keras.applications model inside a backbone built here (the layers one fine-tunes)."""
-    return next(layer for layer in backbone.layers if isinstance(layer, keras.Model))
-
-
-def top_pooling(core: keras.Model) -> keras.layers.Layer:
-    """The global average pooling over the last feature map (the one Grad-CAM explains)."""
-    pools = [
-        layer
-        for layer in core.layers
-        if isinstance(layer, keras.layers.GlobalAveragePooling2D) and layer.name != MID_POOL
-    ]
-    if not pools:
-        raise CardamageError(f"backbone '{core.name}' does not end with average pooling")
-    return pools[-1]
-
-
-def split_backbone(backbone: keras.Model, name: str) -> tuple[keras.Model, keras.Model]:
-    """(bottom, top) with top(bottom(pixels)) == backbone(pixels), both made of the backbone's
-    own layers: ``tune_top`` caches the bottom's activations once per image and view, then
-    trains the top on them, which is fine-tuning the top stage at a fraction of the cost."""
-    spec = get_backbone_spec(name)
-    if spec.top_starts is None:
-        raise CardamageError(f"backbone '{name}' has no top stage to tune: set tune_top false")
-    if scale_layers(backbone):
-        raise CardamageError("tune_top trains one scale: set scales [1] or tune_top false")
-    core = backbone_core(backbone)
-    index = backbone.layers.index(core)
-    cut = core.get_layer(spec.top_starts).input
-
-    pixels = keras.Input(backbone.input_shape[1:], name="pixels")
-    x = pixels
-    for layer in backbone.layers[1:index]:  # preprocessing
-        x = layer(x)
-    bottom = keras.Model(core.input, cut, name=f"{core.name}_bottom")
-    activations = keras.Input(cut.shape[1:], name="activations")
-    features = keras.Model(cut, core.outputs, name=f"{core.name}_top")(activations)
-    for layer in backbone.layers[index + 1 :]:  # the concatenation of top and mid-level
-        features = layer(features)
-    return (
-        keras.Model(pixels, bottom(x), name="backbone_bottom"),
-        keras.Model(activations, features, name="backbone_top"),
-    )
+def nested_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Every layer inside a model, nested models included, depth first."""
+    found = []
+    for sub in getattr(layer, "layers", []):
+        found += [sub, *nested_layers(sub)]
+    return found

@@ -1,25 +1,125 @@
-"""A backbone with one head per task, and the Keras model bundle that inference loads.
+"""The multi-task classifier: backbones, one head per task, and the Keras model bundle.
 
-The frozen phase trains only the heads on cached backbone features; because the heads are a
-model of their own, the same weights then sit on top of the backbone unchanged.
+KerasHub style: ``MultiTaskClassifier`` is a functional model whose parts are attributes
+(``backbones`` and ``heads`` by task name, ``stacks`` one per backbone), built from a
+``ModelSpec`` and the tasks, which its config holds. The frozen phase trains a ``HeadStack``
+(the heads on one backbone) alone on cached features; the same weights then sit on top of the
+backbone unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
 
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
-from cardamage.model.backbones import build_backbone
+from cardamage.model.backbones import Backbone, build_backbone
 from cardamage.model.metadata import MODEL_FILE, ModelMeta, ModelSpec
 from cardamage.tasks import Task
 
-#: The heads' feature standardisation layer, adapted to each fold's training features.
-STANDARDIZE = "standardize"
+
+def _task(task: Task | dict) -> Task:
+    return task if isinstance(task, Task) else Task.from_dict(task)
+
+
+@keras.saving.register_keras_serializable(package="cardamage")
+class TaskHead(keras.layers.Layer):
+    """Features -> one task's probabilities: softmax for multiclass, sigmoid for multilabel.
+    ``scores`` is the final Dense layer (activation included); Grad-CAM applies its kernel to
+    ``pre_logits`` by hand to get the logits."""
+
+    def __init__(
+        self, task: Task | dict, units: int, dropout: float, l2: float = 0.0, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.task = _task(task)
+        self.units, self.rate, self.l2 = units, dropout, l2
+        name = self.task.name
+        penalty = keras.regularizers.L2(l2) if l2 else None
+        self.dropout = keras.layers.Dropout(dropout, name=f"{name}_dropout")
+        self.hidden = (
+            keras.layers.Dense(units, "relu", kernel_regularizer=penalty, name=f"{name}_hidden")
+            if units
+            else None
+        )
+        self.hidden_dropout = (
+            keras.layers.Dropout(dropout, name=f"{name}_hidden_dropout") if units else None
+        )
+        # float32 outputs keep losses stable under mixed precision
+        self.scores = keras.layers.Dense(
+            len(self.task.labels),
+            activation="softmax" if self.task.multiclass else "sigmoid",
+            kernel_regularizer=penalty,
+            dtype="float32",
+            name=name,
+        )
+
+    def pre_logits(self, x, training=None):
+        x = self.dropout(x, training=training)
+        if self.hidden is not None:
+            x = self.hidden_dropout(self.hidden(x), training=training)
+        return x
+
+    def call(self, x, training=None):
+        return self.scores(self.pre_logits(x, training=training))
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "task": self.task.to_dict(),
+            "units": self.units,
+            "dropout": self.rate,
+            "l2": self.l2,
+        }
+
+
+@keras.saving.register_keras_serializable(package="cardamage")
+class HeadStack(keras.Model):
+    """Features -> {task name: probabilities} for the tasks on one backbone. ``standardizer``
+    (None unless ``standardize``) scales every feature to zero mean and unit variance first,
+    so that one L2 penalty (``l2``, per weight) weighs every feature alike whatever its scale;
+    it is adapted to each fold's training features."""
+
+    def __init__(
+        self,
+        feature_dim: int,
+        tasks: Sequence[Task | dict],
+        head_units: int,
+        dropout: float,
+        standardize: bool = False,
+        l2: float = 0.0,
+        **kwargs,
+    ) -> None:
+        tasks = [_task(t) for t in tasks]
+        # === Layers ===
+        self.standardizer = keras.layers.Normalization(name="standardize") if standardize else None
+        self.heads = {
+            t.name: TaskHead(t, head_units, dropout, l2, name=f"{t.name}_head") for t in tasks
+        }
+        # === Functional model ===
+        features = keras.Input((feature_dim,), name="features")
+        x = self.standardizer(features) if standardize else features
+        outputs = {name: head(x) for name, head in self.heads.items()}
+        super().__init__(inputs=features, outputs=outputs, **{"name": "heads", **kwargs})
+        # === Config ===
+        self.feature_dim, self.tasks = feature_dim, tasks
+        self.head_units, self.rate, self.standardize, self.l2 = head_units, dropout, standardize, l2
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "feature_dim": self.feature_dim,
+            "tasks": [t.to_dict() for t in self.tasks],
+            "head_units": self.head_units,
+            "dropout": self.rate,
+            "standardize": self.standardize,
+            "l2": self.l2,
+        }
 
 
 def build_heads(
@@ -30,73 +130,105 @@ def build_heads(
     name: str = "heads",
     standardize: bool = False,
     l2: float = 0.0,
-) -> keras.Model:
-    """Features -> {task name: probabilities}: softmax for multiclass, sigmoid for multilabel.
-    ``standardize`` scales every feature to zero mean and unit variance first, so that one L2
-    penalty (``l2``, per weight) weighs every feature alike whatever its scale."""
-    features = keras.Input((feature_dim,), name="features")
-    inputs = keras.layers.Normalization(name=STANDARDIZE)(features) if standardize else features
-    penalty = keras.regularizers.L2(l2) if l2 else None
-    outputs = {}
-    for task in tasks:
-        x = keras.layers.Dropout(dropout, name=f"{task.name}_dropout")(inputs)
-        if head_units:
-            x = keras.layers.Dense(
-                head_units,
-                activation="relu",
-                kernel_regularizer=penalty,
-                name=f"{task.name}_hidden",
-            )(x)
-            x = keras.layers.Dropout(dropout, name=f"{task.name}_hidden_dropout")(x)
-        activation = "softmax" if task.multiclass else "sigmoid"
-        # float32 outputs keep losses stable under mixed precision
-        outputs[task.name] = keras.layers.Dense(
-            len(task.labels),
-            activation=activation,
-            kernel_regularizer=penalty,
-            dtype="float32",
-            name=task.name,
-        )(x)
-    return keras.Model(features, outputs, name=name)
+) -> HeadStack:
+    return HeadStack(feature_dim, tasks, head_units, dropout, standardize, l2, name=name)
 
 
-def build_model(
-    spec: ModelSpec, tasks: Sequence[Task]
-) -> tuple[keras.Model, list[keras.Model], list[keras.Model]]:
-    """Return (full model, backbones, heads). Shared layout: one backbone, one heads model."""
-    pixels = keras.Input((spec.image_size, spec.image_size, 3), name="image")
-    if spec.layout == "shared":
-        groups = [list(tasks)]
-    elif spec.layout == "per_task":
-        groups = [[t] for t in tasks]
-    else:
-        raise CardamageError(f"unknown model layout '{spec.layout}' (use 'shared' or 'per_task')")
-    backbones, heads, outputs = [], [], {}
-    for i, group in enumerate(groups):
-        backbone = build_backbone(
-            spec.backbone, spec.weights, spec.image_size, spec.alpha, spec.mid_level, spec.scales
-        )
-        backbone.name = "backbone" if len(groups) == 1 else f"backbone_{group[0].name}"
-        head = build_heads(
-            backbone.output_shape[-1],
-            group,
-            spec.head_units,
-            spec.dropout,
-            name="heads" if len(groups) == 1 else f"heads_{i}",
-            standardize=spec.standardize,
-            l2=spec.head_l2,
-        )
-        outputs.update(head(backbone(pixels)))
-        backbones.append(backbone)
-        heads.append(head)
-    return keras.Model(pixels, outputs, name="cardamage"), backbones, heads
+def task_groups(layout: str, tasks: Sequence[Task]) -> list[list[Task]]:
+    """The tasks on each backbone. Shared layout: one backbone for all."""
+    if layout == "shared":
+        return [list(tasks)]
+    if layout == "per_task":
+        return [[t] for t in tasks]
+    raise CardamageError(f"unknown model layout '{layout}' (use 'shared' or 'per_task')")
+
+
+@keras.saving.register_keras_serializable(package="cardamage")
+class MultiTaskClassifier(keras.Model):
+    """Pixels in [0, 255] -> {task name: probabilities}. ``stacks``: one (backbone, HeadStack)
+    pair per backbone (one in the shared layout, one per task in "per_task"); ``backbones``,
+    ``heads`` and ``standardizers`` name the parts by task. Its config is the spec (initial
+    weights aside: they are in the saved file) and the tasks."""
+
+    def __init__(self, spec: ModelSpec | dict, tasks: Sequence[Task | dict], **kwargs) -> None:
+        spec = spec if isinstance(spec, ModelSpec) else ModelSpec(**spec)
+        tasks = [_task(t) for t in tasks]
+        groups = task_groups(spec.layout, tasks)
+        # === Layers ===
+        backbones, stacks = [], []
+        for i, group in enumerate(groups):
+            backbone = build_backbone(
+                spec.backbone,
+                spec.weights,
+                spec.image_size,
+                spec.alpha,
+                spec.mid_level,
+                spec.scales,
+                name="backbone" if len(groups) == 1 else f"backbone_{group[0].name}",
+            )
+            backbones.append(backbone)
+            stacks.append(
+                build_heads(
+                    backbone.feature_dim,
+                    group,
+                    spec.head_units,
+                    spec.dropout,
+                    name="heads" if len(groups) == 1 else f"heads_{i}",
+                    standardize=spec.standardize,
+                    l2=spec.head_l2,
+                )
+            )
+        self.branch_backbones, self.branch_heads = backbones, stacks
+        # === Functional model ===
+        pixels = keras.Input((spec.image_size, spec.image_size, 3), name="image")
+        outputs = {}
+        for backbone, stack in zip(backbones, stacks, strict=True):
+            outputs.update(stack(backbone(pixels)))
+        super().__init__(inputs=pixels, outputs=outputs, **{"name": "cardamage", **kwargs})
+        # === Config ===
+        self.spec, self.tasks = spec, tasks
+
+    @property
+    def stacks(self) -> list[tuple[Backbone, HeadStack]]:
+        return list(zip(self.branch_backbones, self.branch_heads, strict=True))
+
+    @property
+    def backbones(self) -> dict[str, Backbone]:
+        return {name: b for b, s in self.stacks for name in s.heads}
+
+    @property
+    def heads(self) -> dict[str, TaskHead]:
+        return {name: head for s in self.branch_heads for name, head in s.heads.items()}
+
+    @property
+    def standardizers(self) -> dict[str, keras.layers.Normalization]:
+        return {n: s.standardizer for s in self.branch_heads if s.standardizer for n in s.heads}
+
+    @property
+    def backbone(self) -> Backbone:
+        """The backbone of the shared layout."""
+        if len(self.branch_backbones) != 1:
+            raise CardamageError("this model has one backbone per task: use model.backbones")
+        return self.branch_backbones[0]
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "spec": asdict(replace(self.spec, weights="none")),
+            "tasks": [t.to_dict() for t in self.tasks],
+        }
+
+
+def build_model(spec: ModelSpec, tasks: Sequence[Task]) -> MultiTaskClassifier:
+    return MultiTaskClassifier(spec, tasks)
 
 
 @dataclass
 class ModelBundle:
     """A trained Keras model with its tasks, thresholds and provenance: all inference needs."""
 
-    model: keras.Model
+    model: MultiTaskClassifier
     spec: ModelSpec
     tasks: list[Task]
     info: dict = field(default_factory=dict)
@@ -109,9 +241,13 @@ class ModelBundle:
 
     @classmethod
     def load(cls, directory: Path) -> ModelBundle:
+        from cardamage.model.format_v1 import from_functional
+
         meta = ModelMeta.read(directory)
         try:
             model = keras.saving.load_model(directory / MODEL_FILE, compile=False)
         except Exception as e:
             raise CardamageError(f"cannot load model {directory / MODEL_FILE}: {e}") from None
+        if not isinstance(model, MultiTaskClassifier):
+            model = from_functional(model, meta.spec, meta.tasks)
         return cls(model, meta.spec, meta.tasks, meta.info)

@@ -26,7 +26,6 @@ from cardamage.data.manifest import Manifest, load_manifest
 from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
 from cardamage.evaluate.report import plot_history, write_results_txt
-from cardamage.model.backbones import get_backbone_spec, split_backbone
 from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task
@@ -72,12 +71,12 @@ class Inputs:
     def _extract(self) -> None:
         cfg = self.cfg
         runtime.set_seed(cfg.run.seed)
-        _, backbones, _ = build_model(model_spec(cfg), self.tasks[:1])
-        self._weights = backbones[0].get_weights()
-        extractor, layer = backbones[0], None
+        backbone = build_model(model_spec(cfg), self.tasks[:1]).branch_backbones[0]
+        self._weights = backbone.get_weights()
+        extractor, layer = backbone, None
         if cfg.tune_top.enabled:
-            extractor, _ = split_backbone(backbones[0], cfg.model.backbone)
-            layer = get_backbone_spec(cfg.model.backbone).top_starts
+            extractor, _ = backbone.split()
+            layer = backbone.top_starts
         cache = cfg.run.cache_dir or default_cache_dir()
         request = FeatureRequest(
             model_spec(cfg), self.paths, cfg.data.augment, cfg.data.views, cfg.run.seed, layer
@@ -107,15 +106,13 @@ def train_model(
     cfg, tasks = inputs.cfg, inputs.tasks
     runtime.set_seed(seed)
     with runtime.distribution_scope():
-        model, backbones, heads = build_model(model_spec(cfg), tasks)
+        model = build_model(model_spec(cfg), tasks)
+        backbones, heads = model.branch_backbones, model.branch_heads
         for backbone in backbones:
             backbone.set_weights(inputs.backbone_weights)
         if cfg.tune_top.enabled:
             pretrained = cfg.model.weights != "none"
-            heads = [
-                tuned_top(b, h, cfg.model.backbone, pretrained)
-                for b, h in zip(backbones, heads, strict=True)
-            ]
+            heads = [tuned_top(b, h, pretrained) for b, h in model.stacks]
         history, head_epochs = inputs.heads.fit(
             heads, data, log_dir, schedule["heads"] if schedule else None
         )

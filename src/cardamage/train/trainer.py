@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from cardamage.config import TrainConfig
 from cardamage.data.pipeline import build_augmenter, feature_batches, image_dataset
-from cardamage.model.backbones import backbone_core, split_backbone
-from cardamage.model.multitask import STANDARDIZE
+from cardamage.model.backbones import Backbone, nested_layers
+from cardamage.model.multitask import HeadStack
 from cardamage.tasks import Task
 from cardamage.train.interrupt import CheckInterrupt
 
@@ -190,8 +190,8 @@ class HeadTrainer:
             y_train = _select(data.targets, data.train, names, views)
             y_val = _select(data.targets, data.val, names)
             n_epochs = epochs[i] if epochs is not None else cfg.heads.epochs
-            if STANDARDIZE in {layer.name for layer in head.layers}:
-                head.get_layer(STANDARDIZE).adapt(x_train)
+            if isinstance(head, HeadStack) and head.standardizer is not None:
+                head.standardizer.adapt(x_train)
             model = self._take(i, head)
             weights = sample_weights(
                 [t for t in self.tasks if t.name in names], y_train, cfg.heads.class_weights
@@ -266,33 +266,38 @@ def reset_optimizer(optimizer: keras.optimizers.Optimizer, learning_rate: float)
     optimizer.learning_rate = learning_rate
 
 
-def unfreeze_top(backbone: keras.Model, n_layers: int, pretrained: bool) -> None:
+def unfreeze_top(backbone: Backbone, n_layers: int, pretrained: bool) -> None:
     """Make the top ``n_layers`` of the backbone trainable (-1: all). A pretrained backbone keeps
     its BatchNorm frozen (small fine-tuning batches would wreck its ImageNet statistics); one
     trained from scratch needs its BatchNorm to learn."""
-    core = backbone_core(backbone)
+    layers = backbone.tunable_layers
     backbone.trainable = True
-    core.trainable = True
-    chosen = {id(layer) for layer in (core.layers if n_layers == -1 else core.layers[-n_layers:])}
-    for layer in core.layers:
+    _unfreeze(layers if n_layers == -1 else layers[-n_layers:], layers, pretrained)
+
+
+def _unfreeze(
+    chosen: Sequence[keras.layers.Layer], layers: Sequence[keras.layers.Layer], pretrained: bool
+) -> None:
+    ids = {id(layer) for layer in chosen}
+    for layer in layers:
         frozen_bn = pretrained and isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = id(layer) in chosen and not frozen_bn
+        layer.trainable = id(layer) in ids and not frozen_bn
 
 
-def tuned_top(
-    backbone: keras.Model, heads: keras.Model, name: str, pretrained: bool
-) -> keras.Model:
+def tuned_top(backbone: Backbone, heads: keras.Model, pretrained: bool) -> keras.Model:
     """The backbone's top stage with the heads on it, fed the activations below the top: made of
     the very layers of ``backbone`` and ``heads``, so training it trains them."""
-    _, top = split_backbone(backbone, name)
-    unfreeze_top(top, -1, pretrained)
+    _, top = backbone.split()
+    top.trainable = True
+    layers = nested_layers(top)
+    _unfreeze(layers, layers, pretrained)
     activations = keras.Input(top.input_shape[1:], name="activations")
     return keras.Model(activations, heads(top(activations)), name=f"tuned_{heads.name}")
 
 
 def fine_tune(
     model: keras.Model,
-    backbones: Sequence[keras.Model],
+    backbones: Sequence[Backbone],
     tasks: Sequence[Task],
     data: FoldData,
     cfg: TrainConfig,
