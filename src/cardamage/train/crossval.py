@@ -24,6 +24,7 @@ from cardamage.config import TrainConfig
 from cardamage.data.folds import make_folds
 from cardamage.data.manifest import Manifest, load_manifest
 from cardamage.evaluate.html_report import write_html_report
+from cardamage.evaluate.label_review import write_run_issues
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
 from cardamage.evaluate.report import plot_history, write_results_txt, write_summary_json
 from cardamage.io import atomic_path, atomic_write_json
@@ -295,6 +296,7 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     final = _final_model(inputs, results, best)
     ModelBundle(final, model_spec(cfg), tasks, info).save(cfg.out / "model")
     rundir.write_oof(cfg.out / "oof_predictions.csv", manifest, tasks, oof)
+    write_run_issues(cfg.out, manifest, tasks, oof)
     return {
         "folds": cfg.folds,
         "images": len(manifest),
