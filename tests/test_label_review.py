@@ -108,13 +108,8 @@ def write_labels(gen: Generated, labels: dict, path: Path) -> Path:
 def out_of_fold(gen: Generated, manifest) -> dict[str, np.ndarray]:
     """A real model's out-of-fold probabilities: logistic regression on quadrant means, grouped
     5-fold (copies of a photo never on both sides)."""
-    x = np.stack(
-        [
-            np.asarray(Image.open(gen.root / im), dtype=float)
-            / (255).reshape(2, SIZE // 2, 2, SIZE // 2, 3).mean(axis=(1, 3)).ravel()
-            for im in manifest.images
-        ]
-    )
+    pixels = np.stack([np.asarray(Image.open(gen.root / im)) / 255 for im in manifest.images])
+    x = pixels.reshape(-1, 2, SIZE // 2, 2, SIZE // 2, 3).mean(axis=(2, 4)).reshape(len(pixels), -1)
     folds = GroupKFold(5)
     groups = np.asarray(manifest.groups)
 
