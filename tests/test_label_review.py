@@ -218,3 +218,48 @@ def test_malformed_corrections_are_one_line_errors(reviewed, tmp_path: Path, row
     assert "\n" not in text
     assert text.startswith(str(path)) and message in text
     assert not out.exists()
+
+
+@pytest.fixture
+def run_dir(reviewed, tmp_path: Path) -> Path:
+    """A run directory as training leaves it, with its out-of-fold scores but no issues list."""
+    from cardamage.config import load_train_config
+    from cardamage.io import atomic_write_json
+    from cardamage.model.metadata import ModelMeta, ModelSpec
+    from cardamage.train.rundir import write_oof
+
+    gen, data, _ = reviewed
+    run = tmp_path / "run"
+    manifest, _ = load_manifest(data, gen.root, TASKS)
+    cfg = load_train_config(None, {"data": data, "out": run})
+    atomic_write_json(run / "config.json", cfg.model_dump(mode="json"))
+    (run / "manifest.csv").write_bytes(data.read_bytes())
+    write_oof(run / "oof_predictions.csv", manifest, TASKS, out_of_fold(gen, manifest))
+    ModelMeta(ModelSpec(backbone="mobilenet", weights="none", image_size=32), TASKS, {}).write(
+        run / "model"
+    )
+    return run
+
+
+def test_review_command_writes_and_prints_the_list(run_dir: Path, reviewed, capsys):
+    from cardamage.cli import main as cli
+
+    _, _, issues = reviewed
+    assert cli(["data", "review", str(run_dir), "--top", "2"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("severity") == 2 and "label_issues.csv" in shown
+    assert [i.group for i in read_issues(run_dir / "label_issues.csv")] == [i.group for i in issues]
+
+
+def test_apply_command_refuses_a_bad_file_in_one_line(reviewed, tmp_path: Path, capsys):
+    from cardamage.cli import main as cli
+
+    _, data, _ = reviewed
+    bad = tmp_path / "fix.csv"
+    bad.write_text("image,severity\nimages/g000_0.png,awful\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    argv = ["data", "review", "--apply", str(bad), "--data", str(data), "--out", str(out)]
+    assert cli(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"cardamage: error: {bad}:2: unknown label 'awful'")
+    assert "\n" not in error and not out.exists()
