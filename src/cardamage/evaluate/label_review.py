@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +72,12 @@ def task_issues(manifest: Manifest, task: Task, scores: np.ndarray) -> list[Issu
     """The units cleanlab flags for ``task``, lowest label quality first."""
     units = _units(manifest, task, scores)
     y = manifest.targets(task)[units.first]
-    if task.multiclass:
-        flagged, quality, suggested = _multiclass(y, units.scores)
-    else:
-        flagged, quality, suggested = _multilabel(y, units.scores, np.asarray(task.thresholds))
+    with warnings.catch_warnings():  # "too few examples in class": the list says it by being short
+        warnings.simplefilter("ignore", UserWarning)
+        if task.multiclass:
+            flagged, quality, suggested = _multiclass(y, units.scores)
+        else:
+            flagged, quality, suggested = _multilabel(y, units.scores, np.asarray(task.thresholds))
     order = [i for i in np.argsort(quality, kind="stable") if flagged[i]]
     return [
         Issue(
