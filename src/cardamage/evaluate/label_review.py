@@ -168,34 +168,39 @@ def review_run(run: Path) -> list[Issue]:
     from cardamage.model.metadata import ModelMeta
     from cardamage.train.rundir import resume_config
 
+    if (run / ISSUES_FILE).exists():
+        return read_issues(run / ISSUES_FILE)
     tasks = ModelMeta.read(run / "model").tasks  # with the thresholds tuned out of fold
     manifest, _ = load_manifest(
         run / "manifest.csv", resume_config(run).image_root, tasks, check_images=False
     )
-    if (run / ISSUES_FILE).exists():
-        return read_issues(run / ISSUES_FILE)
     return write_run_issues(
         run, manifest, tasks, read_oof(run / "oof_predictions.csv", manifest, tasks)
     )
 
 
 def read_issues(path: Path) -> list[Issue]:
+    """The list ``write_issues`` wrote."""
+
     def labels(cell: str) -> tuple[str, ...]:
         return tuple(filter(None, cell.split(LABEL_SEPARATOR)))
 
-    with open(path, encoding="utf-8", newline="") as f:
-        return [
-            Issue(
-                r["task"],
-                int(r["rank"]),
-                r["image"],
-                r["group"],
-                labels(r["given"]),
-                labels(r["suggested"]),
-                float(r["quality"]),
-            )
-            for r in csv.DictReader(f)
-        ]
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return [
+                Issue(
+                    r["task"],
+                    int(r["rank"]),
+                    r["image"],
+                    r["group"],
+                    labels(r["given"]),
+                    labels(r["suggested"]),
+                    float(r["quality"]),
+                )
+                for r in csv.DictReader(f)
+            ]
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise CardamageError(f"cannot read {path}: {e!r} (delete it to recompute)") from None
 
 
 def issues_table(issues: Sequence[Issue], top: int) -> str:
