@@ -53,6 +53,7 @@ def test_run_directory_contents(run: Path) -> None:
         "folds.json",
         "manifest.csv",
         "oof_predictions.csv",
+        "label_issues.csv",
         "model/model.keras",
         "model/model.json",
     ):

@@ -1,4 +1,5 @@
-"""`cardamage data import` (COCO / Roboflow, class folders, the original CSV) and `data inspect`."""
+"""`cardamage data import` (COCO / Roboflow, class folders, the original CSV), `data inspect`
+and `data review` (likely label issues of a run; a person's corrections applied)."""
 
 from __future__ import annotations
 
@@ -86,8 +87,45 @@ def _inspect(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _review_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("review", help="photos whose labels are probably wrong; apply fixes")
+    p.add_argument(
+        "run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="a run to list the issues of"
+    )
+    p.add_argument("--top", type=int, default=20, help="issues shown per task (default 20)")
+    p.add_argument("--apply", type=Path, help="corrections CSV: image, then a column per task")
+    p.add_argument("--data", type=Path, help="--apply: the manifest to correct")
+    p.add_argument("--images", type=Path, help="--apply: image root (default: --data's folder)")
+    p.add_argument("--out", type=Path, help="--apply: the corrected manifest to write")
+    p.add_argument("--config", type=Path, help="--apply: a train config whose 'tasks' to use")
+    p.set_defaults(run=_review)
+
+
+def _review(args: argparse.Namespace) -> int:
+    from cardamage.evaluate import label_review
+    from cardamage.train.rundir import RunDir
+
+    if args.apply is None:
+        if args.run_dir is None:
+            raise CardamageError("data review needs a run directory, or --apply")
+        run = RunDir(args.run_dir)
+        issues = label_review.review_run(run)
+        print(label_review.issues_table(issues, args.top))
+        print(f"written: {run.label_issues_file}")
+        return 0
+    if args.data is None or args.out is None:
+        raise CardamageError("--apply needs --data and --out")
+    tasks = _present_tasks(args.data, _tasks(args.config))
+    changed = label_review.apply_corrections(
+        args.apply, args.data, args.images or args.data.parent, tasks, args.out
+    )
+    print(f"{changed} rows corrected; written: {args.out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="import and inspect labelled photos")
+    p = sub.add_parser("data", help="import, inspect and review labelled photos")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     _import_parser(data_sub)
     _inspect_parser(data_sub)
+    _review_parser(data_sub)

@@ -24,6 +24,7 @@ from cardamage.config import TrainConfig
 from cardamage.data.folds import make_folds
 from cardamage.data.manifest import Manifest, load_manifest
 from cardamage.evaluate.html_report import write_html_report
+from cardamage.evaluate.label_review import write_run_issues
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
 from cardamage.evaluate.report import plot_history, write_results_txt
 from cardamage.model.metadata import ModelSpec
@@ -275,6 +276,7 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     final = _final_model(inputs, results, best)
     ModelBundle(final, model_spec(cfg), tasks, info).save(run.model_dir)
     run.write_oof(manifest, tasks, oof)
+    write_run_issues(run, manifest, tasks, oof)
     return {
         "folds": cfg.data.folds,
         "images": len(manifest),
