@@ -116,15 +116,16 @@ def _three_original_models(tmp_path: Path, savedmodel: bool) -> Path:
     """Per-task models as the original trained them (each its own backbone, /255 input)."""
     import keras
 
-    from cardamage.model.backbones import build_backbone
-
     keys = {}
     for prefix, labels in (
         ("damage", ["minor", "moderate", "severe", "whole"]),
         ("location", ["NULL", "front", "rear", "side"]),
         ("damagetype", ["NULL", "dent", "glass", "paint", "wheel"]),
     ):
-        backbone = build_backbone("mobilenet", "none", 160, alpha=0.25)
+        # a keras.applications network, as the original's, not one of cardamage's classes
+        backbone = keras.applications.MobileNet(
+            include_top=False, weights=None, input_shape=(160, 160, 3), alpha=0.25, pooling="avg"
+        )
         activation = "softmax" if prefix == "damage" else "sigmoid"
         model = keras.Sequential([backbone, keras.layers.Dense(len(labels), activation=activation)])
         model.build((None, 160, 160, 3))
