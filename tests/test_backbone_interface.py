@@ -89,7 +89,7 @@ def _targets(n: int) -> dict[str, np.ndarray]:
 
 def test_a_vit_trains_its_heads_predicts_saves_and_loads(tmp_path: Path) -> None:
     keras.utils.set_random_seed(0)
-    spec = ModelSpec("tinyvit", "none", SIZE, head_units=8, standardize=True)
+    spec = ModelSpec("tinyvit", "none", SIZE, head_units=8, standardize=True, mid_level=False)
     model = build_model(spec, TASKS)
     pixels, n = _pixels(24), 24
     features = model.backbone.predict(pixels, verbose=0)
@@ -113,7 +113,7 @@ def test_a_vit_trains_its_heads_predicts_saves_and_loads(tmp_path: Path) -> None
 
 def test_grad_cam_explains_a_vit_on_its_token_grid() -> None:
     keras.utils.set_random_seed(0)
-    model = build_model(ModelSpec("tinyvit", "none", SIZE, head_units=0), TASKS)
+    model = build_model(ModelSpec("tinyvit", "none", SIZE, head_units=0, mid_level=False), TASKS)
     maps = Explainer(model).heatmaps(_pixels(2, seed=2), TASKS)
     for heatmap in maps.values():
         assert heatmap.shape == (2, SIZE, SIZE) and np.isfinite(heatmap).all()
