@@ -27,6 +27,7 @@ demo: install
 	@echo "Results: $(DEMO_RUN)/results_*.txt, $(DEMO_RUN)/summary.json, curves in $(DEMO_RUN)/curves/"
 	@echo "Model:   $(DEMO_RUN)/model (model.keras + model.json with labels and thresholds)"
 	@echo "Report:  $(DEMO_RUN)/report.html (one self-contained page)"
+	@echo "Labels:  $(DEMO_RUN)/label_issues.csv, the likeliest wrong labels: $(BIN)/cardamage data review $(DEMO_RUN)"
 	@echo "Classify: $(BIN)/python main.py --config application_config.json --debug False"
 	@echo "          $(BIN)/cardamage predict $(DEMO_DATA)/heldout/images --model $(DEMO_RUN)"
 	@echo "App:     $(BIN)/cardamage serve --config application_config.json  (http://127.0.0.1:8000/)"
