@@ -500,6 +500,11 @@ class AppConfig(_Strict):
                     raise ValueError(f"'{prefix}_model_fp' needs '{prefix}_label_fp'")
         return self
 
+    @property
+    def predictor_engine(self) -> str:
+        """The engine ``load_predictor`` runs: the original's three models are Keras models."""
+        return "keras" if self.model is None else self.engine
+
     def load_predictor(self) -> Predictor:
         """The model this config names (a run, or the original's three) with its thresholds."""
         if self.model is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cardamage.errors import CardamageError
-from cardamage.quiet import import_keras_quietly
+from cardamage.quiet import import_keras_unless_onnx
 from cardamage.tasks import NULL_LABEL
 
 #: Our task names -> the keys the original application printed.
@@ -49,8 +49,7 @@ def load_predictor(config: Path):
     from cardamage.config import load_app_config
 
     cfg = load_app_config(config)
-    if cfg.model is None or not cfg.engine.startswith("onnx"):
-        import_keras_quietly()
+    import_keras_unless_onnx(cfg.predictor_engine)
     return cfg, cfg.load_predictor()
 
 

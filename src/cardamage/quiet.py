@@ -35,3 +35,10 @@ def import_keras_quietly() -> None:
         for line in captured.read().decode(errors="replace").splitlines():
             if line.strip() and not NOISE.match(line):
                 print(line, file=sys.stderr)
+
+
+def import_keras_unless_onnx(engine: str) -> None:
+    """Import Keras first with its start-up noise silenced, unless the engine is ONNX Runtime:
+    the ONNX path never imports TensorFlow."""
+    if not engine.startswith("onnx"):
+        import_keras_quietly()

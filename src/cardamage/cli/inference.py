@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cardamage.errors import CardamageError
-from cardamage.quiet import import_keras_quietly
+from cardamage.quiet import import_keras_unless_onnx
 
 if TYPE_CHECKING:
     from cardamage.inference.predictor import Predictor
@@ -18,13 +18,6 @@ if TYPE_CHECKING:
 
 #: What `predict` classifies with when given neither --model nor --config.
 DEFAULT_MODEL = Path("runs/demo")
-
-
-def quiet_keras_unless_onnx(engine: str) -> None:
-    """Import Keras first with its start-up noise silenced, unless the engine is ONNX Runtime:
-    the ONNX path never imports TensorFlow."""
-    if not engine.startswith("onnx"):
-        import_keras_quietly()
 
 
 #: `cardamage predict` exit status when some files could not be read (their rows say why).
@@ -77,7 +70,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     model = args.model or (None if args.config else DEFAULT_MODEL)
     cfg = load_app_config(args.config, {"model": model, "engine": args.engine})
-    quiet_keras_unless_onnx(cfg.engine)
+    import_keras_unless_onnx(cfg.predictor_engine)
     predictor = cfg.load_predictor()
     if args.output is None:
         ok, failed = predict_files(
@@ -136,10 +129,10 @@ def serve_settings(args: argparse.Namespace) -> tuple[ServeSettings, Predictor |
     flags = {"model": args.model, "engine": args.engine, "host": args.host, "port": args.port}
     if args.config is None:
         settings = load_settings(None, flags)
-        quiet_keras_unless_onnx(settings.engine)
+        import_keras_unless_onnx(settings.engine)
         return settings, None
     cfg = load_app_config(args.config, flags)
-    quiet_keras_unless_onnx(cfg.engine if cfg.model is not None else "keras")
+    import_keras_unless_onnx(cfg.predictor_engine)
     return settings_from(cfg), None if cfg.model is not None else cfg.load_predictor()
 
 
