@@ -172,6 +172,21 @@ class FineTuneConfig(_Strict):
     learning_rate: float = Field(1e-5, gt=0, description="learning rate of fine-tuning")
 
 
+class TrustConfig(_Strict):
+    """Knowing when not to answer: calibrated scores and the distribution check, both fitted on
+    out-of-fold predictions and features (see cardamage.trust)."""
+
+    calibrate: bool = Field(
+        True, description="calibrate scores on out-of-fold predictions (temperature, Platt)"
+    )
+    distribution: Literal["knn", "mahalanobis", "off"] = Field(
+        "knn", description="score of likeness to the training photos ('off': none)"
+    )
+    coverage: float = Field(
+        0.95, gt=0, lt=1, description="share of genuine photos the distribution check passes"
+    )
+
+
 class RunConfig(_Strict):
     """Where the run goes, its seed, and what it ships."""
 
@@ -198,6 +213,7 @@ class TrainConfig(_Strict):
     heads: HeadsConfig = HeadsConfig()
     tune_top: TuneTopConfig = TuneTopConfig()
     fine_tune: FineTuneConfig = FineTuneConfig()
+    trust: TrustConfig = TrustConfig()
     run: RunConfig
 
     @model_validator(mode="after")
@@ -226,7 +242,7 @@ class TrainConfig(_Strict):
 
 #: Sections whose keys are spelt with the section's name in flags and flat files
 #: (--fine-tune-layers); their `enabled` is the section's name alone (--tune-top).
-PREFIXED = ("tune_top", "fine_tune")
+PREFIXED = ("tune_top", "fine_tune", "trust")
 
 
 def flat_name(section: str, field: str) -> str:

@@ -102,6 +102,8 @@ def classify(predictor, path: str, debug: bool) -> bool:
         print(f"error: {e}", flush=True)
         return False
     print(original_format(prediction), flush=True)
+    if prediction.abstain:  # the original's dict stays as it was; the doubt goes beside it
+        print(f"abstain: {prediction.abstain_reason}", flush=True)
     if debug:
         elapsed = (time.perf_counter() - started) * 1000
         print(f"debug: {elapsed:.0f} ms; scores {prediction.to_dict()}", file=sys.stderr)
@@ -113,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg, predictor = load_predictor(args.config)
         debug = cfg.debug if args.debug is None else args.debug
-        predictor.scores(predictor.decode(_blank(predictor.image_size))[None])  # warm up
+        predictor.scores(predictor.decode(_blank(predictor.image_size)).pixels[None])  # warm up
         ok = all([classify(predictor, path, debug) for path in paths_from(args)])
     except CardamageError as e:
         print(f"error: {e}", file=sys.stderr)

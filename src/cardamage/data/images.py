@@ -11,6 +11,7 @@ import io
 import struct
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,15 @@ class ImageError(CardamageError):
     """An image that cannot be used; the message names the file and the reason."""
 
 
+@dataclass(frozen=True)
+class Photo:
+    """Pixels at model size and the size the photo came in (width, height), which the quality
+    checks need: a thumbnail blown up to 224 px looks big enough."""
+
+    pixels: np.ndarray
+    size: tuple[int, int]
+
+
 def load_image(
     source: Source,
     size: int | None = None,
@@ -68,14 +78,27 @@ def load_image(
     The whole frame is resized (no crop: damage can sit at the edges). Big JPEGs decode at a
     reduced DCT scale first, which is most of the speed of loading real uploads at model size.
     """
+    return load_photo(source, size, max_pixels=max_pixels, name=name).pixels
+
+
+def load_photo(
+    source: Source,
+    size: int | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> Photo:
+    """``load_image``'s pixels with the photo's size as stored (before EXIF orientation: the
+    checks use its shorter side, which a rotation keeps)."""
     with _opened(source, name, max_pixels) as im:
+        width, height = im.size
         if size is not None:
             im.draft("RGB", (size, size))
         im.load()
         rgb = _to_rgb(_orient(im))
         if size is not None and rgb.size != (size, size):
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        return np.array(rgb, dtype=np.uint8)
+        return Photo(np.array(rgb, dtype=np.uint8), (width, height))
 
 
 def check_image(

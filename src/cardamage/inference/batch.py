@@ -31,6 +31,8 @@ class Row:
     path: str
     prediction: dict | None = None
     error: str | None = None
+    #: the prediction's ``Trust.to_dict()``: abstain, reason, in_distribution, quality
+    trust: dict | None = None
 
 
 def find_images(inputs: Iterable[Path], recursive: bool) -> Iterator[Path]:
@@ -49,11 +51,12 @@ def predict_rows(predictor: Predictor, paths: Iterable[Path], batch_size: int) -
     """Rows in input order; decoding of the next batch overlaps the model on this one."""
     for batch in iter_decoded(predictor.decode, paths, batch_size):
         decoded = [future.result() for _, future in batch if future.exception() is None]
-        predictions = iter(predictor.predict_pixels(np.stack(decoded)) if decoded else [])
+        predictions = iter(predictor.predict_photos(decoded) if decoded else [])
         for path, future in batch:
             error = future.exception()
             if error is None:
-                yield Row(str(path), prediction=next(predictions).to_dict())
+                prediction = next(predictions)
+                yield Row(str(path), prediction.to_dict(), trust=prediction.trust.to_dict())
             elif isinstance(error, CardamageError):
                 yield Row(str(path), error=str(error))
             else:
@@ -72,7 +75,7 @@ class Writer:
         if fmt == "csv":
             self.csv = csv.writer(out)
             names = [t.name for t in self.tasks]
-            self.csv.writerow(["image", "error", "summary", *names, *self.columns])
+            self.csv.writerow(["image", "error", *TRUST_COLUMNS, "summary", *names, *self.columns])
         elif fmt == "json":
             out.write("[\n")
 
@@ -82,6 +85,7 @@ class Writer:
         else:
             record = {"image": row.path, "prediction": row.prediction, "error": row.error}
             if row.prediction is not None:
+                record["trust"] = row.trust
                 record["summary"] = summary(self.tasks, row.prediction)
             sep = ",\n" if self.fmt == "json" and self.count else ""
             self.out.write(sep + json.dumps(record) + ("\n" if self.fmt == "jsonl" else ""))
@@ -89,7 +93,7 @@ class Writer:
 
     def _flat(self, row: Row) -> list[str]:
         if row.prediction is None:
-            blanks = [""] * (1 + len(self.tasks) + len(self.columns))
+            blanks = [""] * (len(TRUST_COLUMNS) + 1 + len(self.tasks) + len(self.columns))
             return [row.path, row.error or "", *blanks]
         decided = []
         for task in self.tasks:
@@ -100,12 +104,33 @@ class Writer:
             for t in self.tasks
             for label in t.labels
         ]
-        return [row.path, "", summary(self.tasks, row.prediction), *decided, *scores]
+        return [
+            row.path,
+            "",
+            *trust_cells(row.trust),
+            summary(self.tasks, row.prediction),
+            *decided,
+            *scores,
+        ]
 
     def close(self) -> None:
         if self.fmt == "json":
             self.out.write("\n]\n")
         self.out.flush()
+
+
+#: The CSV's trust columns, before the summary: whether to leave the photo to a person, why,
+#: and its typicality (empty for models trained before the distribution check).
+TRUST_COLUMNS = ("abstain", "abstain_reason", "in_distribution")
+
+
+def trust_cells(trust: dict) -> list[str]:
+    seen = trust["in_distribution"]
+    return [
+        "yes" if trust["abstain"] else "no",
+        trust["reason"] or "",
+        "" if seen is None else f"{seen['score']:.4f}",
+    ]
 
 
 def describe(task: Task, prediction: dict) -> str:

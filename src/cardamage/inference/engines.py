@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from cardamage.errors import CardamageError
-from cardamage.model.metadata import MODEL_FILE, ModelMeta
+from cardamage.model.metadata import FEATURES, MODEL_FILE, ModelMeta
 
 #: ONNX exports live in the model directory, beside model.keras and model.json.
 ONNX_FILE = "model.onnx"
@@ -35,10 +35,14 @@ class Engine(Protocol):
 
 
 class KerasEngine:
+    """``model``: the MultiTaskClassifier (explanations use it); calls run its serving graph,
+    which also outputs the features."""
+
     name = "keras"
 
     def __init__(self, model) -> None:
         self.model = model
+        self.serving = model.with_features()
 
     @classmethod
     def load(cls, model_dir: Path) -> KerasEngine:
@@ -49,7 +53,7 @@ class KerasEngine:
         return cls(ModelBundle.load(model_dir).model)
 
     def __call__(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.model.predict_on_batch(np.asarray(pixels, dtype=np.float32))
+        out = self.serving.predict_on_batch(np.asarray(pixels, dtype=np.float32))
         return {name: np.asarray(value) for name, value in out.items()}
 
 
@@ -86,7 +90,7 @@ class OnnxEngine:
         """Refuse an export that would serve other tasks or other weights than model_dir's."""
         path = model_dir / self.filename
         tasks = {task.name for task in ModelMeta.read(model_dir).tasks}
-        if set(self.outputs) != tasks:
+        if set(self.outputs) - {FEATURES} != tasks:
             raise CardamageError(
                 f"{path} outputs {sorted(self.outputs)}, but the model's tasks are "
                 f"{sorted(tasks)}: export it again"

@@ -194,7 +194,7 @@ def explain_image(
     if predictor not in _EXPLAINERS:
         _EXPLAINERS[predictor] = Explainer.for_predictor(predictor)
     maps = _EXPLAINERS[predictor].heatmaps(
-        predictor.decode(photo)[None], _select(predictor.tasks, tasks)
+        predictor.decode(photo).pixels[None], _select(predictor.tasks, tasks)
     )
     return {
         name: base64.b64encode(overlay_png(photo, heatmap[0])).decode("ascii")

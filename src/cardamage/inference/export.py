@@ -30,7 +30,7 @@ from cardamage.inference.engines import (
     file_digest,
 )
 from cardamage.io import atomic_path, atomic_write_bytes
-from cardamage.model.metadata import MODEL_FILE, ModelMeta, resolve_model_dir
+from cardamage.model.metadata import FEATURES, MODEL_FILE, ModelMeta, resolve_model_dir
 from cardamage.tasks import Task
 
 Format = Literal["onnx", "savedmodel", "tflite"]
@@ -96,7 +96,8 @@ def int8_path(fp32_path: Path) -> Path:
 
 
 def _float32_model(model_dir: Path):
-    """The saved Keras model, computing in float32 and called once, as the exporters need.
+    """The saved Keras model's serving graph (scores and features), computing in float32 and
+    called once, as the exporters need.
 
     A model trained under mixed precision keeps float16 layers when loaded: its architecture is
     rebuilt in float32 (no weights download) and its float32 weights copied over.
@@ -118,8 +119,9 @@ def _float32_model(model_dir: Path):
             keras.config.set_dtype_policy(previous)
         model.set_weights(bundle.model.get_weights())
     size = bundle.spec.image_size
-    model(np.zeros((1, size, size, 3), np.float32))  # the ONNX exporter refuses uncalled models
-    return model
+    serving = model.with_features()  # the features travel with the scores, for every engine
+    serving(np.zeros((1, size, size, 3), np.float32))  # the ONNX exporter refuses uncalled models
+    return serving
 
 
 # ---- ONNX -----------------------------------------------------------------------------------
@@ -142,7 +144,8 @@ def _export_onnx(
 
 
 def _finish_onnx(path: Path, tasks: Sequence[Task], digest: str) -> None:
-    """Check outputs are named after the tasks, name the batch axis, record the source model.
+    """Check outputs are named after the tasks (and the features), name the batch axis, record
+    the source model.
 
     Keras' exporter (tf2onnx) names the outputs of a dict-output model after the dict keys, the
     task names; the check keeps a future exporter that numbers them from serving swapped tasks.
@@ -151,8 +154,10 @@ def _finish_onnx(path: Path, tasks: Sequence[Task], digest: str) -> None:
 
     proto = onnx.load(str(path))
     names = {output.name for output in proto.graph.output}
-    if names != {task.name for task in tasks}:
-        raise CardamageError(f"the ONNX exporter named the outputs {sorted(names)}, not the tasks")
+    if names != {task.name for task in tasks} | {FEATURES}:
+        raise CardamageError(
+            f"the ONNX exporter named the outputs {sorted(names)}, not the tasks and {FEATURES}"
+        )
     for value in [*proto.graph.input, *proto.graph.output]:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.helper.set_model_props(proto, {SOURCE_DIGEST_KEY: digest})

@@ -1,7 +1,10 @@
 """One Predictor behind every entry point: images in, structured predictions out.
 
 The backbone runs once per image for all tasks; thresholds come from the trained model
-(tuned out-of-fold) unless the caller overrides them.
+(tuned out-of-fold) unless the caller overrides them. Every prediction carries its ``Trust``:
+the quality checks, the distribution check on the features the engine gave beside the scores,
+and whether to abstain; scores are calibrated here, after any engine, by the model's
+out-of-fold calibration.
 """
 
 from __future__ import annotations
@@ -15,10 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from cardamage.config import resolve_thresholds
-from cardamage.data.images import load_image
+from cardamage.data.images import Photo, load_photo
+from cardamage.errors import CardamageError
 from cardamage.inference.engines import Engine, load_engine
-from cardamage.model.metadata import ModelMeta, resolve_model_dir
+from cardamage.model.metadata import FEATURES, ModelMeta, resolve_model_dir
 from cardamage.tasks import Task
+from cardamage.trust.calibrators import calibrate
+from cardamage.trust.distribution import DistributionCheck
+from cardamage.trust.quality import QualityRules, check_quality
+from cardamage.trust.verdict import Trust
 
 ImageSource = str | Path | bytes | np.ndarray
 Thresholds = Mapping[str, float | Sequence[float]]
@@ -61,8 +69,20 @@ class TaskPrediction:
 @dataclass(frozen=True)
 class Prediction:
     tasks: dict[str, TaskPrediction]
+    trust: Trust
+
+    @property
+    def abstain(self) -> bool:
+        """Whether a person should look instead: a bad photo, or one unlike the training set.
+        The scores are still there (a program may want them); they are not an answer."""
+        return self.trust.abstain
+
+    @property
+    def abstain_reason(self) -> str | None:
+        return self.trust.reason
 
     def to_dict(self) -> dict:
+        """Per task name, as the API and ``cardamage predict`` give them; ``trust`` apart."""
         return {name: p.to_dict() for name, p in self.tasks.items()}
 
 
@@ -73,10 +93,13 @@ class Predictor:
         engine: Engine,
         thresholds: Thresholds | None = None,
         model_dir: Path | None = None,
+        quality: QualityRules | None = None,
     ):
         self.meta = meta
         self.model_dir = model_dir
         self.engine = engine
+        self.quality = quality or QualityRules()
+        self.distribution = DistributionCheck.load(model_dir) if model_dir else None
         resolved = resolve_thresholds(thresholds or {}, meta.tasks)
         self.tasks = [
             t.with_thresholds(resolved[t.name]) if t.name in resolved else t for t in meta.tasks
@@ -85,25 +108,35 @@ class Predictor:
 
     @classmethod
     def load(
-        cls, path: Path | str, engine: str = "keras", thresholds: Thresholds | None = None
+        cls,
+        path: Path | str,
+        engine: str = "keras",
+        thresholds: Thresholds | None = None,
+        quality: QualityRules | None = None,
     ) -> Predictor:
         """From a run directory or a model directory."""
         model_dir = resolve_model_dir(path)
         meta = ModelMeta.read(model_dir)
-        return cls(meta, load_engine(engine, model_dir), thresholds, model_dir)
+        return cls(meta, load_engine(engine, model_dir), thresholds, model_dir, quality)
 
-    def decode(self, source: ImageSource) -> np.ndarray:
+    def decode(self, source: ImageSource) -> Photo:
         if isinstance(source, np.ndarray):
             from PIL import Image
 
             image = Image.fromarray(np.asarray(source, dtype=np.uint8)).convert("RGB")
             size = (self.image_size, self.image_size)
-            return np.asarray(image.resize(size, Image.Resampling.BILINEAR))
-        return load_image(source, self.image_size)
+            return Photo(np.asarray(image.resize(size, Image.Resampling.BILINEAR)), image.size)
+        return load_photo(source, self.image_size)
 
     def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw per-task probabilities for a batch of decoded images (n, size, size, 3)."""
-        return self.engine(np.asarray(pixels, dtype=np.float32))
+        """Calibrated per-task probabilities for a batch of decoded images (n, size, size, 3),
+        and the engine's ``features`` when it gives them."""
+        out = self.engine(np.asarray(pixels, dtype=np.float32))
+        calibration = self.meta.calibration
+        return {
+            name: calibrate(calibration.get(name), value) if name != FEATURES else value
+            for name, value in out.items()
+        }
 
     def predict(self, sources: Sequence[ImageSource], batch_size: int = 32) -> list[Prediction]:
         return list(self.iter_predict(sources, batch_size))
@@ -111,20 +144,39 @@ class Predictor:
     def iter_predict(
         self, sources: Iterable[ImageSource], batch_size: int = 32
     ) -> Iterator[Prediction]:
-        for pixels in self.iter_batches(sources, batch_size):
-            yield from self.predict_pixels(pixels)
+        for photos in self.iter_batches(sources, batch_size):
+            yield from self.predict_photos(photos)
 
-    def iter_batches(self, sources: Iterable[ImageSource], batch_size: int) -> Iterator[np.ndarray]:
+    def iter_batches(
+        self, sources: Iterable[ImageSource], batch_size: int
+    ) -> Iterator[list[Photo]]:
         """Decoded batches in input order; batch k+1 decodes while the caller works on batch k."""
         for decoded in iter_decoded(self.decode, sources, batch_size):
-            yield np.stack([future.result() for _, future in decoded])
+            yield [future.result() for _, future in decoded]
+
+    def predict_photos(self, photos: Sequence[Photo]) -> list[Prediction]:
+        scores = self.scores(np.stack([photo.pixels for photo in photos]))
+        features = scores.get(FEATURES)
+        if self.distribution is not None and features is None:
+            raise CardamageError(
+                f"the {self.engine.name} engine gives no features for the distribution check: "
+                "export the model again"
+            )
+        verdicts = self.distribution.verdicts(features) if self.distribution else None
+        return [
+            Prediction(
+                {t.name: TaskPrediction(t, scores[t.name][i]) for t in self.tasks},
+                Trust(
+                    verdicts[i] if verdicts else None,
+                    check_quality(photo.pixels, photo.size, self.quality),
+                ),
+            )
+            for i, photo in enumerate(photos)
+        ]
 
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
-        scores = self.scores(pixels)
-        return [
-            Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in self.tasks})
-            for i in range(len(pixels))
-        ]
+        """Pixels already at model size: the photo's own size is taken to be theirs."""
+        return self.predict_photos([Photo(p, (p.shape[1], p.shape[0])) for p in pixels])
 
 
 #: Threads decoding the next batch while the engine runs on this one (Pillow and ONNX Runtime
@@ -133,7 +185,7 @@ DECODE_THREADS = 2
 
 
 def iter_decoded(
-    decode: Callable[[ImageSource], np.ndarray], sources: Iterable, batch_size: int
+    decode: Callable[[ImageSource], Photo], sources: Iterable, batch_size: int
 ) -> Iterator[list[tuple[ImageSource, Future]]]:
     """Batches of (source, decode future) in input order, the next batch already decoding; a
     future holds its decoding error, so callers choose to raise it or report it per image."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cardamage.config import ModelConfig
@@ -15,6 +15,9 @@ from cardamage.tasks import Task
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
 META_FORMAT = "cardamage-model/1"
+#: The serving graph's output beside the tasks: the pooled backbone features (the distribution
+#: check's input), so every engine and export gives them.
+FEATURES = "features"
 #: Every scale of a multi-scale backbone is a multiple of the backbones' total stride: the one
 #: network then pads each exactly as a network built for that size would (MobileNetV2 and
 #: EfficientNet pad by the input size's parity), and none is under their 32 px minimum.
@@ -81,6 +84,8 @@ class ModelMeta:
     spec: ModelSpec
     tasks: list[Task]
     info: dict
+    #: per task, its out-of-fold calibration (cardamage.trust.calibrators); none: raw scores
+    calibration: dict = field(default_factory=dict)
 
     def write(self, directory: Path) -> None:
         atomic_write_json(
@@ -89,6 +94,7 @@ class ModelMeta:
                 "format": META_FORMAT,
                 "spec": asdict(self.spec),
                 "tasks": [t.to_dict() for t in self.tasks],
+                "calibration": self.calibration,
                 "info": self.info,
             },
         )
@@ -102,6 +108,7 @@ class ModelMeta:
                 ModelSpec(**{**LEGACY_SPEC, **meta["spec"]}),
                 [Task.from_dict(t) for t in meta["tasks"]],
                 meta.get("info", {}),
+                meta.get("calibration", {}),
             )
         except FileNotFoundError:
             raise CardamageError(f"no trained model in {directory} (missing {META_FILE})") from None

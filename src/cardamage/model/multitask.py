@@ -18,7 +18,7 @@ import keras
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
 from cardamage.model.backbones import Backbone, build_backbone
-from cardamage.model.metadata import MODEL_FILE, ModelMeta, ModelSpec
+from cardamage.model.metadata import FEATURES, MODEL_FILE, ModelMeta, ModelSpec
 from cardamage.tasks import Task
 
 
@@ -181,9 +181,7 @@ class MultiTaskClassifier(keras.Model):
         self.branch_backbones, self.branch_heads = backbones, stacks
         # === Functional model ===
         pixels = keras.Input((spec.image_size, spec.image_size, 3), name="image")
-        outputs = {}
-        for backbone, stack in zip(backbones, stacks, strict=True):
-            outputs.update(stack(backbone(pixels)))
+        outputs, _ = _forward(pixels, backbones, stacks)
         super().__init__(inputs=pixels, outputs=outputs, **{"name": "cardamage", **kwargs})
         # === Config ===
         self.spec, self.tasks = spec, tasks
@@ -211,6 +209,16 @@ class MultiTaskClassifier(keras.Model):
             raise CardamageError("this model has one backbone per task: use model.backbones")
         return self.branch_backbones[0]
 
+    def with_features(self) -> keras.Model:
+        """The same layers with one more output, ``features``: the first backbone's pooled
+        features, from the very pass the heads see, for the distribution check of every engine
+        (a training model cannot have it: Keras wants a loss for every output)."""
+        if FEATURES in self.heads:
+            raise CardamageError(f"a task may not be named '{FEATURES}': that output is reserved")
+        pixels = keras.Input(self.input_shape[1:], name="image")
+        outputs, features = _forward(pixels, self.branch_backbones, self.branch_heads)
+        return keras.Model(pixels, {**outputs, FEATURES: features[0]}, name="cardamage_serving")
+
     def get_config(self) -> dict:
         return {
             "name": self.name,
@@ -218,6 +226,17 @@ class MultiTaskClassifier(keras.Model):
             "spec": asdict(replace(self.spec, weights="none")),
             "tasks": [t.to_dict() for t in self.tasks],
         }
+
+
+def _forward(
+    pixels: keras.KerasTensor, backbones: Sequence[Backbone], stacks: Sequence[HeadStack]
+) -> tuple[dict[str, keras.KerasTensor], list[keras.KerasTensor]]:
+    """Every task's probabilities and every backbone's features, each backbone run once."""
+    outputs, features = {}, []
+    for backbone, stack in zip(backbones, stacks, strict=True):
+        features.append(backbone(pixels))
+        outputs.update(stack(features[-1]))
+    return outputs, features
 
 
 def build_model(spec: ModelSpec, tasks: Sequence[Task]) -> MultiTaskClassifier:
@@ -232,12 +251,13 @@ class ModelBundle:
     spec: ModelSpec
     tasks: list[Task]
     info: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / MODEL_FILE) as tmp:
             self.model.save(tmp)
-        ModelMeta(self.spec, self.tasks, self.info).write(directory)
+        ModelMeta(self.spec, self.tasks, self.info, self.calibration).write(directory)
 
     @classmethod
     def load(cls, directory: Path) -> ModelBundle:
@@ -250,4 +270,4 @@ class ModelBundle:
             raise CardamageError(f"cannot load model {directory / MODEL_FILE}: {e}") from None
         if not isinstance(model, MultiTaskClassifier):
             model = from_functional(model, meta.spec, meta.tasks)
-        return cls(model, meta.spec, meta.tasks, meta.info)
+        return cls(model, meta.spec, meta.tasks, meta.info, meta.calibration)

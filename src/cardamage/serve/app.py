@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Annotated
 
 import anyio
-import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
@@ -36,8 +35,9 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from cardamage import __version__
+from cardamage.data.images import Photo
 from cardamage.errors import CardamageError
-from cardamage.inference.predictor import Predictor
+from cardamage.inference.predictor import Prediction, Predictor
 from cardamage.serve.decoding import RejectedUpload, decode_all
 from cardamage.serve.errors import ApiError, error_responses, install_error_handlers
 from cardamage.serve.explain import Explainer
@@ -51,6 +51,7 @@ from cardamage.serve.schemas import (
     RejectedFile,
     TaskInfo,
     TrainingSummary,
+    TrustReport,
 )
 from cardamage.serve.service import ModelService
 from cardamage.serve.settings import ServeSettings
@@ -230,13 +231,14 @@ async def predict(
         usable = [(u, d) for u, d in zip(form.files, decoded, strict=True) if _is_image(d)]
         if not usable:
             raise _all_rejected(form.files, [d for d in decoded if not _is_image(d)])
-        futures = slot.submit([pixels for _, pixels in usable])
-    predictions = [p.to_dict() for p in await asyncio.gather(*map(asyncio.wrap_future, futures))]
+        futures = slot.submit([photo for _, photo in usable])
+    answers = await asyncio.gather(*map(asyncio.wrap_future, futures))
+    predictions = [p.to_dict() for p in answers]
     uploads = [u for u, _ in usable]
     explanations = await _explain(uploads, predictions, explainer) if explainer else []
     return PredictResponse(
         model=service.model_ref,
-        results=_results(form.files, decoded, predictions, explanations),
+        results=_results(form.files, decoded, answers, explanations),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )
 
@@ -254,8 +256,8 @@ def _explainer(service: ModelService) -> Explainer:
     return service.explainer
 
 
-def _is_image(decoded: np.ndarray | RejectedUpload) -> bool:
-    return isinstance(decoded, np.ndarray)
+def _is_image(decoded: Photo | RejectedUpload) -> bool:
+    return isinstance(decoded, Photo)
 
 
 async def _explain(
@@ -290,8 +292,8 @@ def _rejected_file(upload: Upload, rejection: RejectedUpload) -> RejectedFile:
 
 def _results(
     files: list[Upload],
-    decoded: list[np.ndarray | RejectedUpload],
-    predictions: list[dict],
+    decoded: list[Photo | RejectedUpload],
+    predictions: list[Prediction],
     explanations: list[dict[str, str]],
 ) -> list[PredictedFile | RejectedFile]:
     """One result per file, in upload order; predictions and explanations follow the images."""
@@ -302,10 +304,12 @@ def _results(
         if isinstance(item, RejectedUpload):
             results.append(_rejected_file(upload, item))
         else:
+            answer = next(answers)
             results.append(
                 PredictedFile(
                     filename=upload.filename,
-                    prediction=next(answers),
+                    prediction=answer.to_dict(),
+                    trust=TrustReport.model_validate(answer.trust.to_dict()),
                     explanation=next(heatmaps, None),
                 )
             )

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-import numpy as np
+from cardamage.data.images import Photo
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Overloaded(Exception):
 
 @dataclass(eq=False)
 class _Item(Generic[T]):
-    pixels: np.ndarray
+    photo: Photo
     enqueued: float
     future: Future[T] = field(default_factory=Future)
 
@@ -49,7 +49,7 @@ class MicroBatcher(Generic[T]):
 
     def __init__(
         self,
-        predict: Callable[[np.ndarray], Sequence[T]],
+        predict: Callable[[list[Photo]], Sequence[T]],
         *,
         max_batch: int,
         max_wait_s: float,
@@ -90,7 +90,7 @@ class MicroBatcher(Generic[T]):
             self._cond.notify_all()
         self._thread.join(timeout_s)
 
-    def _submit(self, images: Sequence[np.ndarray]) -> list[Future[T]]:
+    def _submit(self, images: Sequence[Photo]) -> list[Future[T]]:
         """Turn a reservation into queued images (for Reservation.submit)."""
         with self._cond:
             self._reserved -= 1
@@ -99,7 +99,7 @@ class MicroBatcher(Generic[T]):
                 self._cond.notify_all()
                 raise Overloaded(self._retry_after())
             now = time.monotonic()
-            items = [_Item(pixels, now) for pixels in images]
+            items = [_Item(photo, now) for photo in images]
             self._queue.extend(items)
             self._load += len(items)
             self._cond.notify_all()
@@ -141,7 +141,7 @@ class MicroBatcher(Generic[T]):
     def _execute(self, batch: list[_Item[T]]) -> None:
         started = time.perf_counter()
         try:
-            results = self._predict(np.stack([item.pixels for item in batch]))
+            results = self._predict([item.photo for item in batch])
         except Exception as e:  # the requests get the error; the worker lives on
             log.exception("batch of %d images failed", len(batch))
             for item in batch:
@@ -162,7 +162,7 @@ class Reservation(Generic[T]):
         self._batcher = batcher
         self._open = True
 
-    def submit(self, images: Sequence[np.ndarray]) -> list[Future[T]]:
+    def submit(self, images: Sequence[Photo]) -> list[Future[T]]:
         """Queue the request's images (one future each), or raise Overloaded."""
         self._open = False
         return self._batcher._submit(images)

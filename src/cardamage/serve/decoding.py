@@ -11,11 +11,10 @@ import io
 import struct
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cardamage.config import FORMAT_ALIASES
-from cardamage.data.images import ImageError, load_image, reason
+from cardamage.data.images import ImageError, Photo, load_photo, reason
 from cardamage.serve.uploads import Upload
 
 #: HTTP status of each per-file code, used when no file of a request could be used.
@@ -51,8 +50,8 @@ class DecodeRules:
     max_pixels: int
 
 
-def decode_upload(upload: Upload, rules: DecodeRules) -> np.ndarray:
-    """uint8 (size, size, 3) pixels, or RejectedUpload saying why not."""
+def decode_upload(upload: Upload, rules: DecodeRules) -> Photo:
+    """uint8 (size, size, 3) pixels with the photo's size, or RejectedUpload saying why not."""
     name = upload.filename
     if not upload.data:
         raise RejectedUpload("empty_file", f"'{name}' is empty (0 bytes)")
@@ -69,7 +68,7 @@ def decode_upload(upload: Upload, rules: DecodeRules) -> np.ndarray:
             f"{rules.max_pixels}",
         )
     try:
-        return load_image(upload.data, rules.size, max_pixels=rules.max_pixels, name=name)
+        return load_photo(upload.data, rules.size, max_pixels=rules.max_pixels, name=name)
     except ImageError as e:
         raise RejectedUpload("corrupt_image", str(e)) from None
 
@@ -91,9 +90,9 @@ def _header(upload: Upload) -> tuple[str, tuple[int, int]]:
         raise RejectedUpload("corrupt_image", message) from None
 
 
-def decode_all(uploads: list[Upload], rules: DecodeRules) -> list[np.ndarray | RejectedUpload]:
-    """Each upload's pixels or its rejection, in order; run in a worker thread (CPU-bound)."""
-    decoded: list[np.ndarray | RejectedUpload] = []
+def decode_all(uploads: list[Upload], rules: DecodeRules) -> list[Photo | RejectedUpload]:
+    """Each upload's photo or its rejection, in order; run in a worker thread (CPU-bound)."""
+    decoded: list[Photo | RejectedUpload] = []
     for upload in uploads:
         try:
             decoded.append(decode_upload(upload, rules))

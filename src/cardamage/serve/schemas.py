@@ -54,9 +54,39 @@ class MultilabelPrediction(BaseModel):
 TaskPrediction = Annotated[MulticlassPrediction | MultilabelPrediction, Field(discriminator="kind")]
 
 
+class QualityCheck(BaseModel):
+    name: str
+    value: float = Field(description="What was measured on the photo.")
+    threshold: float
+    passed: bool
+    message: str = Field(description="What a person reads when it fails.")
+
+
+class InDistribution(BaseModel):
+    score: float = Field(
+        description="Typicality: the share of genuine training photos (scored out of fold) "
+        "that looked less like the training set than this photo."
+    )
+    threshold: float = Field(description="The typicality a photo needs to pass.")
+    passed: bool
+
+
+class TrustReport(BaseModel):
+    abstain: bool = Field(
+        description="True when the photo should go to a person: a quality check failed or it "
+        "is unlike the training photos. The scores are still given; they are not an answer."
+    )
+    reason: str | None = Field(None, description="Why it abstains, for a person.")
+    in_distribution: InDistribution | None = Field(
+        None, description="Absent for models trained before the check existed."
+    )
+    quality: dict[str, QualityCheck] = Field(description="Each check by name.")
+
+
 class PredictedFile(BaseModel):
     filename: str
     prediction: dict[str, TaskPrediction] = Field(description="Per task name.")
+    trust: TrustReport
     explanation: dict[str, str] | None = Field(
         None,
         description="Per task: a base64 PNG heatmap of where the model looked (explain); "

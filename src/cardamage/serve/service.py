@@ -74,7 +74,7 @@ class ModelService:
         self.rules = DecodeRules(predictor.image_size, settings.formats, settings.max_pixels)
         self.explainer = load_explainer(predictor)
         self.batcher = MicroBatcher(
-            predictor.predict_pixels,
+            predictor.predict_photos,
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue=settings.max_queue,

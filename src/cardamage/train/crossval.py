@@ -27,13 +27,14 @@ from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.label_review import write_run_issues
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
 from cardamage.evaluate.report import plot_history, write_results_txt
-from cardamage.model.metadata import ModelSpec
+from cardamage.model.metadata import FEATURES, ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task
 from cardamage.train import interrupt, runtime
 from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
 from cardamage.train.rundir import FoldFiles, RunDir, versions
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
+from cardamage.trust.training import calibrate_out_of_fold, fit_distribution
 
 
 @dataclass
@@ -56,6 +57,13 @@ class Inputs:
         self.targets = {t.name: manifest.targets(t) for t in tasks}
         self._features: np.ndarray | None = None
         self._weights: list[np.ndarray] | None = None
+
+    @property
+    def clean_features(self) -> np.ndarray:
+        """Every image's features as the photo is (view 0, no augmentation)."""
+        if self._features is None:
+            self._extract()
+        return self._features[0]
 
     def fold(self, train: np.ndarray, val: np.ndarray) -> FoldData:
         if self._features is None:
@@ -250,14 +258,16 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     for result, (_, val) in zip(results, splits, strict=True):
         for name, value in result.scores.items():
             oof[name][val] = value
+    calibrated = calibrate_out_of_fold(inputs.tasks, targets, oof, splits, cfg.trust)
+    scores = calibrated.scores
     tasks = [
-        t.with_thresholds(tune_thresholds(targets[t.name], oof[t.name]))
+        t.with_thresholds(tune_thresholds(targets[t.name], scores[t.name]))
         if cfg.run.tune_thresholds and not t.multiclass
         else t
         for t in inputs.tasks
     ]
     best = max(results, key=lambda r: fold_score(r.metrics))
-    oof_metrics = {t.name: task_metrics(t, targets[t.name], oof[t.name]) for t in tasks}
+    oof_metrics = {t.name: task_metrics(t, targets[t.name], scores[t.name]) for t in tasks}
     for task in tasks:
         write_results_txt(
             run.results_file(task.name),
@@ -274,16 +284,36 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
         "versions": versions(),
     }
     final = _final_model(inputs, results, best)
-    ModelBundle(final, model_spec(cfg), tasks, info).save(run.model_dir)
+    ModelBundle(final, model_spec(cfg), tasks, info, calibrated.calibration).save(run.model_dir)
+    distribution = fit_distribution(_training_features(inputs, final), splits, cfg.trust)
+    if distribution is not None:
+        distribution.save(run.model_dir)
     run.write_oof(manifest, tasks, oof)
     write_run_issues(run, manifest, tasks, oof)
-    return {
+    summary = {
         "folds": cfg.data.folds,
         "images": len(manifest),
         "best_fold": best.index,
         "final_model": cfg.run.final_model,
         "tasks": {t.name: _task_summary(t, results, oof_metrics[t.name]) for t in tasks},
     }
+    for name, ece in calibrated.ece.items():
+        summary["tasks"][name]["calibration"] = {
+            "ece_before": ece["before"],
+            "ece_after": ece["after"],
+        }
+    if distribution is not None:
+        summary["distribution"] = distribution.summary()
+    return summary
+
+
+def _training_features(inputs: Inputs, final: keras.Model) -> np.ndarray:
+    """The shipped model's features of every training image: the cached ones while the backbone
+    stays as it was pretrained, else one pass of the tuned backbone."""
+    cfg = inputs.cfg
+    if not cfg.tune_top.enabled and not cfg.fine_tune.layers:
+        return inputs.clean_features
+    return predict_images(final.with_features(), inputs.paths, cfg.heads.batch_size)[FEATURES]
 
 
 def _task_summary(task: Task, results: list[FoldResult], oof_metrics: dict) -> dict:

@@ -1,0 +1,186 @@
+"""How much a photo's backbone features look like the training photos' (out-of-distribution).
+
+Two published scores on the pooled features, both standardised by the training statistics:
+``knn``, the mean cosine similarity to the k nearest training photos (Sun et al., 2022), and
+``mahalanobis``, minus the Mahalanobis distance under a Ledoit-Wolf covariance (Lee et al., 2018).
+``bench/trust.py`` compares them. A raw score means nothing to a person, so a photo's
+``typicality`` is the share of genuine photos, scored out of fold at training time, that scored
+lower: 0.03 means only 3 % of the training photos looked less typical. The flag passes photos at
+or above the quantile that lets the chosen ``coverage`` (default 95 %) of genuine photos pass.
+
+Fitted from features alone, applied to features alone: every engine (ONNX included) outputs the
+features beside the scores, and this module turns them into the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from sklearn.covariance import LedoitWolf
+
+from cardamage.errors import CardamageError
+from cardamage.io import atomic_path
+
+DISTRIBUTION_FILE = "distribution.npz"
+Method = Literal["knn", "mahalanobis"]
+METHODS: tuple[str, ...] = ("knn", "mahalanobis")
+#: Neighbours averaged by the knn score.
+K = 10
+#: Most training photos the knn score keeps (a random subset beyond): memory and time stay
+#: bounded (20,000 x 1,600 float16 features are 64 MB) on large training sets.
+MAX_BANK = 20_000
+DEFAULT_COVERAGE = 0.95
+
+
+@dataclass(frozen=True)
+class Density:
+    """A fitted score: higher is more like the training features."""
+
+    method: str
+    mean: np.ndarray
+    scale: np.ndarray
+    #: knn: the training features, standardised and L2-normalised; mahalanobis: the precision
+    bank: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray, method: str = "knn", seed: int = 0) -> Density:
+        if method not in METHODS:
+            raise CardamageError(f"unknown distribution method '{method}' (known: {METHODS})")
+        x = np.asarray(features, dtype=np.float64)
+        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+        z = (x - mean) / scale
+        if method == "mahalanobis":
+            bank = LedoitWolf(assume_centered=True).fit(z).precision_
+        else:
+            if len(z) > MAX_BANK:
+                z = z[np.random.default_rng(seed).choice(len(z), MAX_BANK, replace=False)]
+            bank = _unit(z)
+        return cls(
+            method, mean.astype(np.float32), scale.astype(np.float32), bank.astype(np.float32)
+        )
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        z = (np.asarray(features, dtype=np.float32) - self.mean) / self.scale
+        if self.method == "mahalanobis":
+            return -np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, self.bank, z), 0.0))
+        similarity = _unit(z) @ self.bank.T
+        k = min(K, similarity.shape[1])
+        return np.sort(similarity, axis=1)[:, -k:].mean(axis=1)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def out_of_fold_scores(
+    features: np.ndarray, splits: Iterable[tuple[np.ndarray, np.ndarray]], method: str
+) -> np.ndarray:
+    """Each photo scored by a density fitted without its fold: how genuine unseen photos score."""
+    scores = np.full(len(features), np.nan, dtype=np.float32)
+    for train, val in splits:
+        scores[val] = Density.fit(features[train], method).score(features[val])
+    if np.isnan(scores).any():
+        raise CardamageError("the folds do not cover every photo: no out-of-fold scores")
+    return scores
+
+
+@dataclass(frozen=True)
+class InDistribution:
+    """One photo's verdict."""
+
+    typicality: float
+    threshold: float
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "score": round(self.typicality, 4),
+            "threshold": round(self.threshold, 4),
+            "passed": self.passed,
+        }
+
+    @property
+    def message(self) -> str:
+        return (
+            f"unlike the training photos (typicality {self.typicality:.0%}, "
+            f"under {self.threshold:.0%})"
+        )
+
+
+@dataclass(frozen=True)
+class DistributionCheck:
+    """A density and the out-of-fold scores of genuine photos it is judged against."""
+
+    density: Density
+    reference: np.ndarray  # sorted out-of-fold scores of the training photos
+    coverage: float = DEFAULT_COVERAGE
+
+    @classmethod
+    def fit(
+        cls,
+        features: np.ndarray,
+        splits: list[tuple[np.ndarray, np.ndarray]],
+        method: str = "knn",
+        coverage: float = DEFAULT_COVERAGE,
+    ) -> DistributionCheck:
+        reference = np.sort(out_of_fold_scores(features, splits, method))
+        return cls(Density.fit(features, method), reference, coverage)
+
+    @property
+    def threshold(self) -> float:
+        """The typicality a photo needs: 1 - coverage of genuine photos score under it."""
+        return 1.0 - self.coverage
+
+    def typicality(self, features: np.ndarray) -> np.ndarray:
+        raw = self.density.score(features)
+        return np.searchsorted(self.reference, raw, side="right") / len(self.reference)
+
+    def verdicts(self, features: np.ndarray) -> list[InDistribution]:
+        return [
+            InDistribution(float(t), self.threshold, bool(t > self.threshold))
+            for t in self.typicality(features)
+        ]
+
+    def summary(self) -> dict:
+        """What the run records: the method and the rate it was set for."""
+        return {
+            "method": self.density.method,
+            "coverage": self.coverage,
+            "fitted_on": len(self.reference),
+        }
+
+    def save(self, directory: Path) -> Path:
+        settings = {"method": self.density.method, "coverage": self.coverage}
+        with atomic_path(Path(directory) / DISTRIBUTION_FILE) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                settings=np.array(json.dumps(settings)),
+                mean=self.density.mean,
+                scale=self.density.scale,
+                bank=self.density.bank.astype(
+                    np.float16 if settings["method"] == "knn" else np.float32
+                ),
+                reference=self.reference,
+            )
+        return Path(directory) / DISTRIBUTION_FILE
+
+    @classmethod
+    def load(cls, directory: Path) -> DistributionCheck | None:
+        """The model's check, or None for a model trained before it existed."""
+        path = Path(directory) / DISTRIBUTION_FILE
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as f:
+                settings = json.loads(str(f["settings"]))
+                density = Density(
+                    settings["method"], f["mean"], f["scale"], f["bank"].astype(np.float32)
+                )
+                return cls(density, f["reference"], float(settings["coverage"]))
+        except (OSError, ValueError, KeyError) as e:
+            raise CardamageError(f"cannot read {path}: {e}") from None
