@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import LedoitWolf, ShrunkCovariance
 
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
@@ -46,23 +46,34 @@ class Density:
     scale: np.ndarray
     #: knn: the training features, standardised and L2-normalised; mahalanobis: the precision
     bank: np.ndarray
+    #: mahalanobis: the covariance's shrinkage towards the identity
+    shrinkage: float | None = None
 
     @classmethod
-    def fit(cls, features: np.ndarray, method: str = "knn", seed: int = 0) -> Density:
+    def fit(
+        cls,
+        features: np.ndarray,
+        method: str = "knn",
+        seed: int = 0,
+        shrinkage: float | None = None,
+    ) -> Density:
+        """``shrinkage``: mahalanobis only, Ledoit-Wolf's estimate when None."""
         if method not in METHODS:
             raise CardamageError(f"unknown distribution method '{method}' (known: {METHODS})")
         x = np.asarray(features, dtype=np.float64)
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
         z = (x - mean) / scale
         if method == "mahalanobis":
-            bank = LedoitWolf(assume_centered=True).fit(z).precision_
+            if shrinkage is None:
+                shrinkage = float(LedoitWolf(assume_centered=True).fit(z).shrinkage_)
+            fitted = ShrunkCovariance(assume_centered=True, shrinkage=shrinkage).fit(z)
+            bank = fitted.precision_
         else:
             if len(z) > MAX_BANK:
                 z = z[np.random.default_rng(seed).choice(len(z), MAX_BANK, replace=False)]
             bank = _unit(z)
-        return cls(
-            method, mean.astype(np.float32), scale.astype(np.float32), bank.astype(np.float32)
-        )
+        f32 = np.float32
+        return cls(method, mean.astype(f32), scale.astype(f32), bank.astype(f32), shrinkage)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         z = (np.asarray(features, dtype=np.float32) - self.mean) / self.scale
@@ -79,14 +90,17 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def out_of_fold_scores(
     features: np.ndarray, splits: Iterable[tuple[np.ndarray, np.ndarray]], method: str
-) -> np.ndarray:
-    """Each photo scored by a density fitted without its fold: how genuine unseen photos score."""
+) -> tuple[np.ndarray, list[Density]]:
+    """Each photo scored by a density fitted without its fold: how genuine unseen photos score;
+    and the fold densities."""
     scores = np.full(len(features), np.nan, dtype=np.float32)
+    densities = []
     for train, val in splits:
-        scores[val] = Density.fit(features[train], method).score(features[val])
+        densities.append(Density.fit(features[train], method))
+        scores[val] = densities[-1].score(features[val])
     if np.isnan(scores).any():
         raise CardamageError("the folds do not cover every photo: no out-of-fold scores")
-    return scores
+    return scores, densities
 
 
 @dataclass(frozen=True)
@@ -128,8 +142,11 @@ class DistributionCheck:
         method: str = "knn",
         coverage: float = DEFAULT_COVERAGE,
     ) -> DistributionCheck:
-        reference = np.sort(out_of_fold_scores(features, splits, method))
-        return cls(Density.fit(features, method), reference, coverage)
+        scores, folds = out_of_fold_scores(features, splits, method)
+        # the folds' shrinkage, not a new estimate: Ledoit-Wolf shrinks less on more photos,
+        # which would stretch the distances of unseen photos past the folds' reference
+        shrinkage = np.mean([d.shrinkage for d in folds]) if method == "mahalanobis" else None
+        return cls(Density.fit(features, method, shrinkage=shrinkage), np.sort(scores), coverage)
 
     @property
     def threshold(self) -> float:
