@@ -85,8 +85,11 @@ def test_one_jpeg_gets_a_structured_prediction(client):
     assert body["model"]["id"] == "mobilenet-32px" and len(body["model"]["version"]) == 12
     assert body["elapsed_ms"] > 0
     [result] = body["results"]
-    assert set(result) == {"filename", "prediction"}
+    assert set(result) == {"filename", "prediction", "trust"}
     assert result["filename"] == "car.jpg"
+    trust = result["trust"]  # the tiny model predates the distribution check: quality only
+    assert set(trust["quality"]) == {"size", "dark", "bright", "uniform", "blur"}
+    assert trust["abstain"] == (not all(c["passed"] for c in trust["quality"].values()))
     prediction = result["prediction"]
     assert list(prediction) == TASK_NAMES
     assert prediction["severity"]["kind"] == "multiclass"

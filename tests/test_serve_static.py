@@ -170,3 +170,19 @@ def test_heatmaps_switched_on_after_an_upload_appear_with_caption_and_legend(
         page.uncheck("#explain", force=True)
         sync_api.expect(heatmap).to_be_hidden()
         page.close()
+
+
+def test_a_photo_the_model_will_not_answer_for_shows_why_not_a_severity(
+    browser, server, tmp_path
+):
+    dark = tmp_path / "night.jpg"
+    dark.write_bytes(encoded(car_photo().point(lambda v: v // 12), quality=90))
+    page = _open(browser, server.url, 1280, 900)
+    page.set_input_files("#picker", str(dark))
+    card = page.locator(".card").first
+    sync_api.expect(card.locator(".card__abstain")).to_contain_text("Not assessed")
+    sync_api.expect(card.locator(".abstain__reasons li").first).to_contain_text("too dark")
+    sync_api.expect(card.locator(".headline")).to_have_count(0)
+    sync_api.expect(card.locator(".bar")).to_have_count(0)
+    screenshot(page, "serve-page-abstain.png")
+    page.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from cardamage.data.images import load_photo
+from cardamage.data.images import Photo, load_image, load_photo
 from cardamage.trust.quality import QualityRules, check_quality
 
 RULES = QualityRules()
@@ -29,8 +29,8 @@ def _scene(size: int = 224) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def _failed(pixels: np.ndarray, size: tuple[int, int] | None = None) -> set[str]:
-    checks = check_quality(pixels, size or (pixels.shape[1], pixels.shape[0]), RULES)
+def _failed(pixels: np.ndarray) -> set[str]:
+    checks = check_quality(Photo.from_pixels(pixels), RULES)
     return {c.name for c in checks if not c.passed}
 
 
@@ -62,13 +62,13 @@ def test_tiny_photo_fails_size_from_its_own_size_not_the_model_size(tmp_path):
     Image.fromarray(_scene(40)).save(path)
     photo = load_photo(path, 224)
     assert photo.pixels.shape == (224, 224, 3) and photo.size == (40, 40)
-    checks = {c.name: c for c in check_quality(photo.pixels, photo.size, RULES)}
+    checks = {c.name: c for c in check_quality(photo, RULES)}
     assert not checks["size"].passed and checks["size"].value == 40
     assert checks["size"].message == "too small (40 px on the shorter side, under 64)"
 
 
 def test_every_check_reports_its_value_and_threshold():
-    checks = check_quality((_scene() * 0.12).astype(np.uint8), (224, 224), RULES)
+    checks = check_quality(Photo.from_pixels((_scene() * 0.12).astype(np.uint8)), RULES)
     dark = next(c for c in checks if c.name == "dark")
     assert dark.threshold == RULES.min_brightness and dark.value < dark.threshold
     assert dark.to_dict()["passed"] is False
@@ -79,3 +79,14 @@ def test_every_check_reports_its_value_and_threshold():
 def test_rules_refuse_nonsense(field):
     with pytest.raises(ValueError, match=field):
         QualityRules(**{field: -1})
+
+
+def test_a_small_model_sees_the_same_pixels_and_the_checks_a_sharp_photo(tmp_path):
+    """A 32 px model's pixels are blurred at 224 px; the checks measure the photo itself, and
+    the model still gets exactly what training decoded."""
+    path = tmp_path / "big.jpg"
+    Image.fromarray(_scene(224)).resize((896, 896)).save(path, quality=95)
+    photo = load_photo(path, 32)
+    np.testing.assert_array_equal(photo.pixels, load_image(path, 32))
+    assert _failed(photo.analysis) == set()
+    assert "blur" in _failed(photo.pixels)

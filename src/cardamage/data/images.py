@@ -57,13 +57,32 @@ class ImageError(CardamageError):
     """An image that cannot be used; the message names the file and the reason."""
 
 
+#: Side of the square image the quality checks measure, whatever the model's input size: a
+#: 32 px model's pixels would look blurred, a thumbnail blown up to 480 px big enough.
+ANALYSIS_SIZE = 224
+
+
 @dataclass(frozen=True)
 class Photo:
-    """Pixels at model size and the size the photo came in (width, height), which the quality
-    checks need: a thumbnail blown up to 224 px looks big enough."""
+    """Pixels at model size, with what the quality checks measure: the photo at
+    ``ANALYSIS_SIZE`` and the size it came in (width, height)."""
 
     pixels: np.ndarray
     size: tuple[int, int]
+    analysis: np.ndarray
+
+    @classmethod
+    def from_pixels(cls, pixels: np.ndarray) -> Photo:
+        """A photo known only at model size (the pixels are all there is of it)."""
+        pixels = np.asarray(pixels, dtype=np.uint8)
+        return cls(pixels, (pixels.shape[1], pixels.shape[0]), _square(pixels, ANALYSIS_SIZE))
+
+
+def _square(pixels: np.ndarray, side: int) -> np.ndarray:
+    if pixels.shape[:2] == (side, side):
+        return pixels
+    image = Image.fromarray(pixels).resize((side, side), Image.Resampling.BILINEAR)
+    return np.asarray(image)
 
 
 def load_image(
@@ -78,7 +97,8 @@ def load_image(
     The whole frame is resized (no crop: damage can sit at the edges). Big JPEGs decode at a
     reduced DCT scale first, which is most of the speed of loading real uploads at model size.
     """
-    return load_photo(source, size, max_pixels=max_pixels, name=name).pixels
+    with _opened(source, name, max_pixels) as im:
+        return _sized(_decoded(im, size), size)
 
 
 def load_photo(
@@ -88,17 +108,32 @@ def load_photo(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
 ) -> Photo:
-    """``load_image``'s pixels with the photo's size as stored (before EXIF orientation: the
-    checks use its shorter side, which a rotation keeps)."""
+    """``load_image``'s pixels (the very same), with what the quality checks measure. The
+    analysis image comes from the same decode when that kept ANALYSIS_SIZE's detail (any photo
+    a few times the model's size), else from a second decode at a finer DCT scale."""
     with _opened(source, name, max_pixels) as im:
-        width, height = im.size
-        if size is not None:
-            im.draft("RGB", (size, size))
-        im.load()
-        rgb = _to_rgb(_orient(im))
-        if size is not None and rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        return Photo(np.array(rgb, dtype=np.uint8), (width, height))
+        stored = im.size
+        rgb = _decoded(im, size)
+    if min(rgb.size) < min(ANALYSIS_SIZE, *stored):  # the draft dropped detail the checks need
+        with _opened(source, name, max_pixels) as im:
+            analysis = _sized(_decoded(im, ANALYSIS_SIZE), ANALYSIS_SIZE)
+    else:
+        analysis = _sized(rgb, ANALYSIS_SIZE)
+    return Photo(_sized(rgb, size), stored, analysis)
+
+
+def _decoded(im: Image.Image, size: int | None) -> Image.Image:
+    """8-bit RGB, upright; a JPEG at the coarsest DCT scale still at least ``size``."""
+    if size is not None:
+        im.draft("RGB", (size, size))
+    im.load()
+    return _to_rgb(_orient(im))
+
+
+def _sized(rgb: Image.Image, size: int | None) -> np.ndarray:
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.array(rgb, dtype=np.uint8)
 
 
 def check_image(

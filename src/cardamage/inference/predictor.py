@@ -125,7 +125,8 @@ class Predictor:
 
             image = Image.fromarray(np.asarray(source, dtype=np.uint8)).convert("RGB")
             size = (self.image_size, self.image_size)
-            return Photo(np.asarray(image.resize(size, Image.Resampling.BILINEAR)), image.size)
+            pixels = np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+            return Photo(pixels, image.size, Photo.from_pixels(np.asarray(image)).analysis)
         return load_photo(source, self.image_size)
 
     def scores(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -168,7 +169,7 @@ class Predictor:
                 {t.name: TaskPrediction(t, scores[t.name][i]) for t in self.tasks},
                 Trust(
                     verdicts[i] if verdicts else None,
-                    check_quality(photo.pixels, photo.size, self.quality),
+                    check_quality(photo, self.quality),
                 ),
             )
             for i, photo in enumerate(photos)
@@ -176,7 +177,7 @@ class Predictor:
 
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
         """Pixels already at model size: the photo's own size is taken to be theirs."""
-        return self.predict_photos([Photo(p, (p.shape[1], p.shape[0])) for p in pixels])
+        return self.predict_photos([Photo.from_pixels(p) for p in pixels])
 
 
 #: Threads decoding the next batch while the engine runs on this one (Pillow and ONNX Runtime

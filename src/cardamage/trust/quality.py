@@ -1,8 +1,8 @@
 """Checks a photo must pass before any model looks at it: big enough, lit, sharp, not blank.
 
 They need no model, so they hold for every engine and every trained model alike. Brightness,
-contrast and sharpness are measured on the photo at ``ANALYSIS_SIZE`` (what the model sees,
-whatever its input size), so one threshold means the same for a 160 px and a 480 px model;
+contrast and sharpness are measured on the photo at 224 px (``Photo.analysis``), whatever the
+model's input size, so one threshold means the same for a 32 px and a 480 px model;
 sharpness is the variance of the Laplacian (Pech-Pacheco et al., 2000), the usual blur measure.
 """
 
@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-#: Side of the square grey image the checks measure.
-ANALYSIS_SIZE = 224
+from cardamage.data.images import Photo
+
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -50,13 +49,10 @@ class QualityCheck:
         return {**asdict(self), "value": round(self.value, 3)}
 
 
-def check_quality(
-    pixels: np.ndarray, original_size: tuple[int, int], rules: QualityRules
-) -> list[QualityCheck]:
-    """Every check on one photo: ``pixels`` uint8 (h, w, 3) as decoded for the model,
-    ``original_size`` (width, height) as given."""
-    grey = _grey(pixels)
-    side = float(min(original_size))
+def check_quality(photo: Photo, rules: QualityRules) -> list[QualityCheck]:
+    """Every check on one photo, measured on its analysis image and its stored size."""
+    grey = np.asarray(photo.analysis, dtype=np.float32) @ _LUMA
+    side = float(min(photo.size))
     brightness, contrast = float(grey.mean()), float(grey.std())
     sharpness = float(ndimage.laplace(grey).var())
     return [
@@ -82,13 +78,6 @@ def check_quality(
             "blur", sharpness, rules.min_sharpness, "blurred (sharpness {v:.1f}, under {t:g})"
         ),
     ]
-
-
-def _grey(pixels: np.ndarray) -> np.ndarray:
-    image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
-    if image.size != (ANALYSIS_SIZE, ANALYSIS_SIZE):
-        image = image.resize((ANALYSIS_SIZE, ANALYSIS_SIZE), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.float32) @ _LUMA
 
 
 def _at_least(name: str, value: float, threshold: float, message: str) -> QualityCheck:

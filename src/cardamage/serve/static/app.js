@@ -251,6 +251,12 @@
           return;
         }
         prediction = result.prediction;
+        if (result.trust && result.trust.abstain) {
+          // no severity, no bars: the model's scores are not an answer for this photo
+          card.classList.add("card--abstain");
+          replace(abstainBox(result.trust));
+          return;
+        }
         replace(renderPrediction(prediction));
         if (result.explanation) this.heatmaps(result.explanation);
         // switched on while this photo was on its way without heatmaps: fetch them now
@@ -281,6 +287,24 @@
     const text = el("div");
     text.append(el("strong", "", "Photo rejected"), el("span", "", message));
     box.append(text);
+    return box;
+  }
+
+  function abstainBox(trust) {
+    const box = el("div", "card__abstain");
+    box.setAttribute("role", "status");
+    box.append(el("strong", "", "Not assessed: a person should look at this photo"));
+    const reasons = el("ul", "abstain__reasons");
+    for (const check of Object.values(trust.quality)) {
+      if (!check.passed) reasons.append(el("li", "", check.message));
+    }
+    const seen = trust.in_distribution;
+    if (seen && !seen.passed) {
+      reasons.append(
+        el("li", "", `It looks unlike the photos the model was trained on (typicality ${pct(seen.score)}, needs over ${pct(seen.threshold)}).`)
+      );
+    }
+    box.append(reasons);
     return box;
   }
 
