@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from cardamage.config import QualityRules
 from cardamage.data.images import Photo, load_image, load_photo
-from cardamage.trust.quality import QualityRules, check_quality
+from cardamage.trust.quality import check_quality
 
 RULES = QualityRules()
 

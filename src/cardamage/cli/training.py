@@ -152,7 +152,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from cardamage.inference.predictor import Predictor
 
     predictor = Predictor.load(args.model)
-    metrics, rows = evaluate_model(
+    metrics, rows, abstention = evaluate_model(
         predictor, args.data, args.images or args.data.parent, args.batch_size
     )
     if args.show:
@@ -166,9 +166,29 @@ def _evaluate(args: argparse.Namespace) -> int:
             else f"mAP {m['mAP']:.3f}, exact match {m['exact_match']:.3f}"
         )
         print(f"  {task.name:<12} macro-F1 {m['macro_f1']:.3f}, {main}")
-    for path in record_evaluation(args.model, args.out, args.data, metrics):
+    print(abstention_line(abstention, predictor.tasks))
+    for path in record_evaluation(args.model, args.out, args.data, metrics, abstention):
         print(f"wrote {path}")
     return 0
+
+
+def abstention_line(abstention: dict, tasks) -> str:
+    """'answered 285 of 300 photos (95 %): severity accuracy 0.881 on them (0.863 on all);
+    left out: 10 unlike the training photos, 5 blurred'."""
+    line = (
+        f"answered {abstention['answered']} of {abstention['n']} photos "
+        f"({abstention['coverage']:.0%})"
+    )
+    main = next((t for t in tasks if t.multiclass), None)
+    entry = abstention["tasks"].get(main.name, {}) if main else {}
+    if "answered" in entry:
+        line += (
+            f": {main.name} accuracy {entry['answered']['accuracy']:.3f} on them "
+            f"({entry['all']['accuracy']:.3f} on all)"
+        )
+    if abstention["reasons"]:
+        line += "; left out: " + ", ".join(f"{n} {k}" for k, n in abstention["reasons"].items())
+    return line
 
 
 def _print_rows(rows: list[dict], names: list[str]) -> None:

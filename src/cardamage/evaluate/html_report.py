@@ -34,6 +34,7 @@ from cardamage.errors import CardamageError
 from cardamage.evaluate.calibration import reliability
 from cardamage.evaluate.metrics import decide
 from cardamage.evaluate.report import LABEL_COLUMNS, fmt
+from cardamage.evaluate.selective import COMPARED
 from cardamage.io import atomic_write_text
 from cardamage.model.metadata import ModelMeta
 from cardamage.tasks import Task, display_label
@@ -318,7 +319,59 @@ def _heldout(run: _Run) -> dict | None:
         if task.multiclass
     ]
     table = {"header": ["Task", "Scored on", "n", *(t for t, _ in columns)], "rows": rows}
-    return {"data": run.heldout["data"], "table": table, "figures": figures}
+    abstention = run.heldout.get("abstention")
+    return {
+        "data": run.heldout["data"],
+        "table": table,
+        "figures": figures,
+        "abstention": _abstention(run, abstention) if abstention else None,
+    }
+
+
+def _abstention(run: _Run, report: dict) -> dict:
+    """Coverage, all vs answered, and the risk-coverage curve of each multiclass task."""
+    reasons = ", ".join(f"{n} {kind}" for kind, n in report["reasons"].items()) or "none"
+    rows = []
+    for task in run.tasks:
+        entry = report["tasks"][task.name]
+        for source in ("all", "answered"):
+            if source in entry:
+                cells = [fmt(entry[source][k]) if k in entry[source] else "" for k in COMPARED]
+                rows.append([task_title(task.name), source, *cells])
+    figures = [
+        _figure(
+            _risk_coverage_png(
+                task, report["tasks"][task.name]["risk_coverage"], report["coverage"]
+            ),
+            f"{task_title(task.name)}: risk-coverage curve",
+            "Error rate among the photos the model is surest about, for each share of photos "
+            "answered; the line marks the share the abstention rule answers.",
+        )
+        for task in run.tasks
+        if task.multiclass
+    ]
+    return {
+        "sentence": (
+            f"It answered {report['answered']} of {report['n']} photos "
+            f"({report['coverage']:.0%}) and left the rest to a person; why: {reasons}."
+        ),
+        "table": {"header": ["Task", "Photos", *COMPARED], "rows": rows},
+        "figures": figures,
+    }
+
+
+def _risk_coverage_png(task: Task, curve: dict, answered: float) -> str:
+    fig = _canvas(5.0, 3.4)
+    ax = fig.add_subplot()
+    ax.plot(curve["coverage"], curve["risk"], marker="o", markersize=3, color="#2563eb")
+    ax.axvline(answered, color="#b45309", linestyle="--", linewidth=1)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, max(0.05, max(curve["risk"]) * 1.15))
+    ax.set_xlabel("share of photos answered (most confident first)")
+    ax.set_ylabel("error rate")
+    ax.set_title(f"{task_title(task.name)}: risk against coverage")
+    fig.tight_layout()
+    return _png(fig)
 
 
 def _task(run: _Run, task: Task) -> dict:
@@ -338,11 +391,19 @@ def _task(run: _Run, task: Task) -> dict:
             "One curve per label; the dot is the label's operating point at its threshold.",
         )
     calibration = reliability(truth, scores, multiclass=task.multiclass)
+    fitted = run.summary["tasks"][task.name].get("calibration")
+    after = (
+        f" The shipped model calibrates its scores: ECE {fitted['ece_before']:.3f} before, "
+        f"{fitted['ece_after']:.3f} after (fitted on the other folds' photos)."
+        if fitted
+        else ""
+    )
     second = _figure(
         _reliability_png(task, calibration),
         f"{title}: reliability diagram",
         f"Calibration error (ECE) {calibration['ece']:.3f}: the mean gap between a score and "
-        "how often it is right. Bars on the diagonal: a score of 0.8 is right 80% of the time.",
+        "how often it is right. Bars on the diagonal: a score of 0.8 is right 80% of the time."
+        + after,
     )
     curves = [
         _figure(_chart_uri(path.read_bytes()), f"{title} {metric}", f"Fold {fold}")

@@ -76,4 +76,4 @@ def load_original(cfg: AppConfig) -> Predictor:
     tasks = [_task(name, keys) for name, keys in found.items()]
     engine = OriginalEngine({n: _load_keras_or_savedmodel(k.model_fp) for n, k in found.items()})
     meta = ModelMeta(ModelSpec("original", "", ORIGINAL_SIZE), tasks, {"format": "original"})
-    return Predictor(meta, engine, cfg.thresholds)
+    return Predictor(meta, engine, cfg.thresholds, quality=cfg.quality)

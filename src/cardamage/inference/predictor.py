@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cardamage.config import resolve_thresholds
+from cardamage.config import QualityRules, resolve_thresholds
 from cardamage.data.images import Photo, load_photo
 from cardamage.errors import CardamageError
 from cardamage.inference.engines import Engine, load_engine
@@ -25,7 +25,7 @@ from cardamage.model.metadata import FEATURES, ModelMeta, resolve_model_dir
 from cardamage.tasks import Task
 from cardamage.trust.calibrators import calibrate
 from cardamage.trust.distribution import DistributionCheck
-from cardamage.trust.quality import QualityRules, check_quality
+from cardamage.trust.quality import check_quality
 from cardamage.trust.verdict import Trust
 
 ImageSource = str | Path | bytes | np.ndarray

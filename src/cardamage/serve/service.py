@@ -87,7 +87,7 @@ def load_predictor(settings: ServeSettings) -> Predictor:
     """The configured model with the configured thresholds (a given Predictor is used as is)."""
     if settings.model is None:
         raise CardamageError(NO_MODEL)
-    predictor = Predictor.load(settings.model, settings.engine)
+    predictor = Predictor.load(settings.model, settings.engine, quality=settings.quality)
     return with_thresholds(predictor, settings.thresholds)
 
 
@@ -99,7 +99,11 @@ def with_thresholds(
         return predictor
     current = {t.name: list(t.thresholds) for t in predictor.tasks}
     return Predictor(
-        predictor.meta, predictor.engine, {**current, **overrides}, predictor.model_dir
+        predictor.meta,
+        predictor.engine,
+        {**current, **overrides},
+        predictor.model_dir,
+        predictor.quality,
     )
 
 

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 
 from cardamage.config import (
     AppConfig,
+    QualityRules,
     ServeConfig,
     Thresholds,
     format_validation_error,
@@ -28,6 +29,7 @@ class ServeSettings(ServeConfig):
     engine: str = "keras"
     #: Per task: one threshold for every label, or per label (overrides the model's).
     thresholds: Thresholds = Field(default_factory=dict)
+    quality: QualityRules = Field(default_factory=QualityRules)
 
 
 def load_settings(
@@ -46,5 +48,9 @@ def load_settings(
 def settings_from(cfg: AppConfig) -> ServeSettings:
     """The server's view of an application config: its `serve` section and the model."""
     return ServeSettings(
-        **dict(cfg.serve), model=cfg.model, engine=cfg.engine, thresholds=cfg.thresholds
+        **dict(cfg.serve),
+        model=cfg.model,
+        engine=cfg.engine,
+        thresholds=cfg.thresholds,
+        quality=cfg.quality,
     )

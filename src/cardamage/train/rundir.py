@@ -245,10 +245,16 @@ class RunDir:
         return rows
 
 
-def write_evaluation(directory: Path, data: Path, metrics: dict[str, dict]) -> Path:
-    """A held-out evaluation's metrics per task, with the labelled set they came from."""
+def write_evaluation(
+    directory: Path, data: Path, metrics: dict[str, dict], abstention: dict | None = None
+) -> Path:
+    """A held-out evaluation's metrics per task, with the labelled set they came from and, for
+    a model that may abstain, its abstention report."""
     path = Path(directory) / EVALUATION_FILE
-    write_summary_json(path, {"data": str(data), "tasks": metrics})
+    record = {"data": str(data), "tasks": metrics}
+    if abstention is not None:
+        record["abstention"] = abstention
+    write_summary_json(path, record)
     return path
 
 

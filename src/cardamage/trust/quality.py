@@ -11,29 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from cardamage.config import QualityRules
 from cardamage.data.images import Photo
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-class QualityRules(BaseModel):
-    """Thresholds of the checks. Measured at 224 px: lensor-coco's real photos have brightness
-    42-214, contrast from 9.4 and sharpness from 5 (1st percentile 12.5: close-ups of smooth
-    paint), the generator's from 43, 23 and 23; a Gaussian blur of radius 2 px brings real
-    photos to a median sharpness of 6.8 (95th percentile 15), of 3 px to 2.5 (4.4)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_side: int = Field(64, ge=1, description="Shorter side of the photo as given, in px.")
-    min_brightness: float = Field(25.0, ge=0, le=255, description="Mean grey level, 0-255.")
-    max_brightness: float = Field(235.0, ge=0, le=255, description="Mean grey level, 0-255.")
-    min_contrast: float = Field(8.0, ge=0, description="Standard deviation of the grey levels.")
-    min_sharpness: float = Field(
-        10.0, ge=0, description="Variance of the Laplacian of the grey image at 224 px."
-    )
 
 
 @dataclass(frozen=True)
