@@ -14,6 +14,7 @@ from cardamage.config import load_train_config
 from cardamage.data.synthetic import generate_dataset
 from cardamage.inference.predictor import Predictor
 from cardamage.train.crossval import cross_validate
+from cardamage.trust.calibrators import calibrate
 
 TASKS = ("severity", "location", "damage_type")
 
@@ -109,12 +110,13 @@ def test_best_fold_choice_ships_that_folds_model(dataset: Path, tmp_path: Path) 
         load_train_config(None, options(dataset, out, final_model="best_fold"))
     )
     images = sorted((dataset.parent / "images").glob("*.jpg"))[:3]
-    shipped = Predictor.load(out).predict(images)
+    shipped = Predictor.load(out)
+    shipped_scores = shipped.predict(images)
     fold = Predictor.load(out / "folds" / f"fold_{summary['best_fold']}" / "model").predict(images)
-    for a, b in zip(shipped, fold, strict=True):
-        np.testing.assert_allclose(
-            a.tasks["severity"].scores, b.tasks["severity"].scores, atol=1e-6
-        )
+    calibration = shipped.meta.calibration["severity"]  # the fold's weights, the run's calibration
+    for a, b in zip(shipped_scores, fold, strict=True):
+        expected = calibrate(calibration, b.tasks["severity"].scores[None])[0]
+        np.testing.assert_allclose(a.tasks["severity"].scores, expected, atol=1e-6)
 
 
 def test_existing_run_is_not_overwritten(run: Path, dataset: Path, capsys) -> None:

@@ -172,9 +172,7 @@ def test_heatmaps_switched_on_after_an_upload_appear_with_caption_and_legend(
         page.close()
 
 
-def test_a_photo_the_model_will_not_answer_for_shows_why_not_a_severity(
-    browser, server, tmp_path
-):
+def test_a_photo_the_model_will_not_answer_for_shows_why_not_a_severity(browser, server, tmp_path):
     dark = tmp_path / "night.jpg"
     dark.write_bytes(encoded(car_photo().point(lambda v: v // 12), quality=90))
     page = _open(browser, server.url, 1280, 900)

@@ -124,7 +124,9 @@ class Writer:
 TRUST_COLUMNS = ("abstain", "abstain_reason", "in_distribution")
 
 
-def trust_cells(trust: dict) -> list[str]:
+def trust_cells(trust: dict | None) -> list[str]:
+    if trust is None:  # a row made without a verdict
+        return [""] * len(TRUST_COLUMNS)
     seen = trust["in_distribution"]
     return [
         "yes" if trust["abstain"] else "no",

@@ -213,7 +213,7 @@ class MultiTaskClassifier(keras.Model):
         """The same layers with one more output, ``features``: the first backbone's pooled
         features, from the very pass the heads see, for the distribution check of every engine
         (a training model cannot have it: Keras wants a loss for every output)."""
-        if FEATURES in self.heads:
+        if FEATURES in {t.name for t in self.tasks}:
             raise CardamageError(f"a task may not be named '{FEATURES}': that output is reserved")
         pixels = keras.Input(self.input_shape[1:], name="image")
         outputs, features = _forward(pixels, self.branch_backbones, self.branch_heads)

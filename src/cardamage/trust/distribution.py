@@ -5,7 +5,8 @@ L2-normalised features to the k nearest training photos' (Sun et al., 2022; stan
 features first drowned the signal: 59 % of non-car images flagged instead of 100 % in a test), and
 ``mahalanobis``, minus the Mahalanobis distance of the standardised features under a shrunk
 (Ledoit-Wolf) covariance (Lee et al., 2018).
-``bench/trust.py`` compares them. A raw score means nothing to a person, so a photo's
+``bench/trust.py`` compares them: on lensor-coco Mahalanobis separated real photos from non-car
+images best (AUROC 0.997 against 0.983), hence the default. A raw score means nothing to a person, so a photo's
 ``typicality`` is the share of genuine photos, scored out of fold at training time, that scored
 lower: 0.03 means only 3 % of the training photos looked less typical. The flag passes photos at
 or above the quantile that lets the chosen ``coverage`` (default 95 %) of genuine photos pass.
@@ -20,7 +21,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from sklearn.covariance import LedoitWolf, ShrunkCovariance
@@ -29,7 +29,6 @@ from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
 
 DISTRIBUTION_FILE = "distribution.npz"
-Method = Literal["knn", "mahalanobis"]
 METHODS: tuple[str, ...] = ("knn", "mahalanobis")
 #: Neighbours averaged by the knn score.
 K = 10
@@ -55,7 +54,7 @@ class Density:
     def fit(
         cls,
         features: np.ndarray,
-        method: str = "knn",
+        method: str = "mahalanobis",
         seed: int = 0,
         shrinkage: float | None = None,
     ) -> Density:
@@ -143,7 +142,7 @@ class DistributionCheck:
         cls,
         features: np.ndarray,
         splits: list[tuple[np.ndarray, np.ndarray]],
-        method: str = "knn",
+        method: str = "mahalanobis",
         coverage: float = DEFAULT_COVERAGE,
     ) -> DistributionCheck:
         scores, folds = out_of_fold_scores(features, splits, method)
