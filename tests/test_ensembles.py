@@ -91,6 +91,7 @@ def test_flip_tta_scores_a_photo_and_its_mirror_alike(folds) -> None:
     assert np.abs(plain["severity"] - flipped["severity"]).max() > 1e-4  # the mirror differs
 
 
+@pytest.mark.slow
 def test_the_shipped_ensemble_is_the_mean_of_the_saved_fold_models(run: tuple) -> None:
     out, root = run
     meta = json.loads((out / "model" / "model.json").read_text())

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cardamage.errors import CardamageError
 from cardamage.inference.predictor import Predictor
-from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, TaskHead
+from cardamage.model.multitask import HeadStack, ModelBundle, MultiTaskClassifier, TaskHead
 from cardamage.tasks import Task
 
 
@@ -92,13 +92,19 @@ def _branches(model: MultiTaskClassifier) -> list[_Branch]:
     branches = []
     for backbone, stacks in model.branches:
         maps, features = backbone.feature_maps(image)
-        pre_logits = []
-        for stack in stacks:
-            x = stack.standardizer(features) if stack.standardizer is not None else features
-            pre_logits += [head.pre_logits(x) for head in stack.heads.values()]
+        pre_logits = [t for stack in stacks for t in _pre_logits(stack)(features).values()]
         members = [dict(stack.heads) for stack in stacks]
         branches.append(_Branch(keras.Model(image, [*maps, *pre_logits]), members, len(maps)))
     return branches
+
+
+def _pre_logits(stack: HeadStack) -> keras.Model:
+    """Features -> {task: its final Dense layer's input}, made of the stack's own layers: a
+    model of its own, so that the same-named layers of ensemble members stay apart."""
+    features = keras.Input((stack.feature_dim,), name="features")
+    x = stack.standardizer(features) if stack.standardizer is not None else features
+    outputs = {name: head.pre_logits(x) for name, head in stack.heads.items()}
+    return keras.Model(features, outputs, name=f"{stack.name}_pre_logits")
 
 
 def _branch_heatmaps(branch: _Branch, x: tf.Tensor, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
