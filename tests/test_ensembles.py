@@ -18,7 +18,7 @@ from cardamage.inference.explain import Explainer
 from cardamage.inference.export import export_model, synthetic_images
 from cardamage.inference.predictor import Predictor
 from cardamage.model.backbones import build_backbone
-from cardamage.model.metadata import ModelSpec
+from cardamage.model.metadata import META_FILE, ModelMeta, ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model, fold_ensemble, with_options
 from cardamage.tasks import default_tasks
 from cardamage.train.crossval import cross_validate, predict_images
@@ -158,3 +158,12 @@ def test_a_fold_ensemble_of_tuned_backbones_is_refused(tmp_path: Path, extra: di
     options = {"data": tmp_path / "x.csv", "out": tmp_path / "r", "final_model": "fold_ensemble"}
     with pytest.raises(CardamageError, match="fold_ensemble"):
         load_train_config(None, options | extra)
+
+
+def test_a_model_json_with_no_heads_is_refused(tmp_path: Path) -> None:
+    ModelMeta(SPEC, TASKS, {}).write(tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    meta["spec"]["ensemble"] = 0
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CardamageError, match="ensemble 0"):
+        ModelMeta.read(tmp_path)

@@ -55,6 +55,8 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(self.scales))  # a list when read from JSON
+        if not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise CardamageError(f"ensemble {self.ensemble!r}: give a whole number of heads >= 1")
 
 
 def is_multiscale(scales: Sequence[int]) -> bool:

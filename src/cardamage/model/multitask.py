@@ -199,6 +199,8 @@ class MultiTaskClassifier(keras.Model):
         self.mirror = HorizontalFlip(name="mirror") if spec.flip_tta else None
         # === Functional model ===
         pixels = keras.Input((spec.image_size, spec.image_size, 3), name="image")
+        # views[0] is the photo as given: what explanations (and any per-photo output beside
+        # the scores) take from; the mirrored pass only adds to the averaged probabilities
         views = [pixels, self.mirror(pixels)] if self.mirror is not None else [pixels]
         scores: dict[str, list] = {}
         for backbone, members in self._members(backbones, stacks, spec.ensemble):
