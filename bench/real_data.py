@@ -42,7 +42,7 @@ from cardamage.data.folds import make_folds
 from cardamage.data.importers import import_coco
 from cardamage.data.manifest import Manifest, load_manifest, write_manifest
 from cardamage.evaluate.metrics import task_metrics, tune_thresholds
-from cardamage.model.multitask import ModelBundle, fold_ensemble, with_options
+from cardamage.model.multitask import ModelBundle, fold_ensemble, with_flip_tta
 from cardamage.tasks import Task, TaskKind
 from cardamage.train.crossval import cross_validate, predict_images
 from cardamage.train.rundir import RunDir
@@ -174,7 +174,7 @@ def variant_models(run: RunDir, folds: int) -> dict[str, object]:
         [ModelBundle.load(run.fold_model_dir(i)).model for i in range(1, folds + 1)]
     )
     flip = {
-        f"{name}+flip": with_options(m, True)
+        f"{name}+flip": with_flip_tta(m, True)
         for name, m in (("single", single), ("folds", ensemble))
     }
     return {"single": single, "folds": ensemble, **flip}

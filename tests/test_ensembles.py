@@ -19,7 +19,7 @@ from cardamage.inference.export import export_model, synthetic_images
 from cardamage.inference.predictor import Predictor
 from cardamage.model.backbones import build_backbone
 from cardamage.model.metadata import META_FILE, ModelMeta, ModelSpec
-from cardamage.model.multitask import ModelBundle, build_model, fold_ensemble, with_options
+from cardamage.model.multitask import ModelBundle, build_model, fold_ensemble, with_flip_tta
 from cardamage.tasks import default_tasks
 from cardamage.train.crossval import cross_validate, predict_images
 
@@ -83,7 +83,7 @@ def test_a_fold_ensemble_scores_the_mean_of_its_fold_models(folds) -> None:
 def test_flip_tta_scores_a_photo_and_its_mirror_alike(folds) -> None:
     pixels = _pixels(6)
     mirrored = pixels[:, :, ::-1]
-    single, tta = folds[0], with_options(folds[0], flip_tta=True)
+    single, tta = folds[0], with_flip_tta(folds[0], True)
     plain, flipped = _scores(single, pixels), _scores(single, mirrored)
     for name, value in _scores(tta, pixels).items():
         np.testing.assert_allclose(value, _scores(tta, mirrored)[name], atol=1e-6)
@@ -109,7 +109,7 @@ def test_the_shipped_ensemble_is_the_mean_of_the_saved_fold_models(run: tuple) -
 
 
 def test_saving_and_loading_keeps_both_options(folds, tmp_path: Path) -> None:
-    model = with_options(fold_ensemble(folds), flip_tta=True)
+    model = with_flip_tta(fold_ensemble(folds), True)
     ModelBundle(model, model.spec, TASKS).save(tmp_path)
     again = ModelBundle.load(tmp_path)
     assert again.spec.ensemble == again.model.spec.ensemble == 3
@@ -123,7 +123,7 @@ def test_saving_and_loading_keeps_both_options(folds, tmp_path: Path) -> None:
 def test_onnx_scores_an_ensemble_with_flip_tta_as_keras(folds, tmp_path: Path) -> None:
     images = list(synthetic_images(5, 48, seed=9))
     for name, model in {
-        "flip": with_options(folds[0], flip_tta=True),
+        "flip": with_flip_tta(folds[0], True),
         "ensemble": fold_ensemble(folds),
     }.items():
         ModelBundle(model, model.spec, TASKS).save(tmp_path / name)
@@ -140,7 +140,7 @@ def test_onnx_scores_an_ensemble_with_flip_tta_as_keras(folds, tmp_path: Path) -
 def test_grad_cam_explains_the_unflipped_pass_and_the_members_mean(folds) -> None:
     pixels = _pixels(3)
     single = Explainer(folds[0]).heatmaps(pixels, TASKS)
-    tta = Explainer(with_options(folds[0], flip_tta=True)).heatmaps(pixels, TASKS)
+    tta = Explainer(with_flip_tta(folds[0], True)).heatmaps(pixels, TASKS)
     twins = Explainer(fold_ensemble([folds[0], folds[0]])).heatmaps(pixels, TASKS)
     for name, heatmap in single.items():
         np.testing.assert_allclose(tta[name], heatmap, atol=1e-5)

@@ -275,7 +275,7 @@ def build_model(spec: ModelSpec, tasks: Sequence[Task]) -> MultiTaskClassifier:
     return MultiTaskClassifier(spec, tasks)
 
 
-def with_options(model: MultiTaskClassifier, flip_tta: bool) -> MultiTaskClassifier:
+def with_flip_tta(model: MultiTaskClassifier, flip_tta: bool) -> MultiTaskClassifier:
     """The same weights in a model with flip test-time augmentation on or off (it adds none)."""
     rebuilt = build_model(replace(model.spec, weights="none", flip_tta=flip_tta), model.tasks)
     copy_weights(model, rebuilt)
