@@ -12,7 +12,14 @@ e.g. ``--size 160 --scales 1 --tune-top`` for the previous recipe.
 the same training and numbers as recomputing them every epoch, in minutes instead of hours.
 bench/train.py times the original as it ran.
 
+``--held-out`` scores prediction-time ensembles on photos no model saw instead: ours trains on
+lensor-coco's train split alone (grouped folds inside it), then scores its val and test splits
+(photos whose group also has a train photo left out) with the shipped single model, with flip
+test-time augmentation, with the fold ensemble and with both, side by side, for each seed of
+``--seeds`` (their spread is the seed noise).
+
     python bench/real_data.py
+    python bench/real_data.py --held-out --seeds 42 7
 """
 
 from __future__ import annotations
@@ -33,10 +40,12 @@ from original_recipe import original_oof
 from cardamage.config import load_train_config
 from cardamage.data.folds import make_folds
 from cardamage.data.importers import import_coco
-from cardamage.data.manifest import load_manifest
+from cardamage.data.manifest import Manifest, load_manifest, write_manifest
 from cardamage.evaluate.metrics import task_metrics, tune_thresholds
+from cardamage.model.multitask import ModelBundle, fold_ensemble, with_flip_tta
 from cardamage.tasks import Task, TaskKind
-from cardamage.train.crossval import cross_validate
+from cardamage.train.crossval import cross_validate, predict_images
+from cardamage.train.rundir import RunDir
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LENSOR = SHARED / "data" / "lensor-coco"
@@ -66,6 +75,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--standardize", action=argparse.BooleanOptionalAction, help="ours")
     p.add_argument("--patience", type=int, help="ours: early-stopping patience")
     p.add_argument("--seed", type=int, default=42, help="folds and both recipes' initial weights")
+    p.add_argument(
+        "--held-out",
+        action="store_true",
+        help="ours only: train on the train split, score val and test: single vs ensembles",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[42, 7], help="--held-out's seeds")
     p.add_argument("--work", type=Path)
     return p.parse_args()
 
@@ -133,13 +148,99 @@ def oof_scores(tasks, targets, oof, tuned: bool) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    if not LENSOR.exists() or not WEIGHTS.exists():
-        print(f"skipped: {LENSOR} or {WEIGHTS} is absent")
-        return
-    args = parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-real-"))
-    manifest_csv, config = import_lensor(work)
+#: What --held-out compares: the shipped single model and the prediction-time ensembles
+VARIANTS = ("single", "single+flip", "folds", "folds+flip")
+
+
+def split_by_source(manifest: Manifest) -> tuple[Manifest, dict[str, Manifest]]:
+    """The train split, and the val and test photos of groups that have no train photo."""
+    split = [Path(image).parts[0] for image in manifest.images]
+    train = [i for i, name in enumerate(split) if name == "train"]
+    seen = {manifest.groups[i] for i in train}
+    held = {
+        name: manifest.subset(
+            i for i, s in enumerate(split) if s == name and manifest.groups[i] not in seen
+        )
+        for name in ("val", "test")
+    }
+    return manifest.subset(train), held
+
+
+def variant_models(run: RunDir, folds: int) -> dict[str, object]:
+    """The run's shipped model (refit), every fold's heads on its backbone, each with and
+    without flip test-time augmentation: built as `final_model` and `flip_tta` build them."""
+    single = ModelBundle.load(run.model_dir).model
+    ensemble = fold_ensemble(
+        [ModelBundle.load(run.fold_model_dir(i)).model for i in range(1, folds + 1)]
+    )
+    flip = {
+        f"{name}+flip": with_flip_tta(m, True)
+        for name, m in (("single", single), ("folds", ensemble))
+    }
+    return {"single": single, "folds": ensemble, **flip}
+
+
+def held_out(args: argparse.Namespace, work: Path, manifest_csv: Path, config: Path) -> None:
+    """Train ours on the train split per seed, score val and test with every variant."""
+    tasks = our_config(args, config, manifest_csv, work / "unused", args.seeds[0]).build_tasks()
+    manifest, _ = load_manifest(manifest_csv, LENSOR / "images", tasks)
+    train, held = split_by_source(manifest)
+    train_csv = work / "lensor_train.csv"
+    write_manifest(train, train_csv, tasks)
+    left_out = len(manifest) - len(train) - sum(map(len, held.values()))
+    print(
+        f"train split {len(train)} photos; held out: "
+        + ", ".join(f"{name} {len(m)}" for name, m in held.items())
+        + f" ({left_out} left out: their group has a train photo)"
+    )
+    photos = [p for m in held.values() for p in m.paths()]
+    n_val = len(held["val"])
+    rows = {"val": np.arange(n_val), "test": np.arange(n_val, len(photos))}
+    rows["val+test"] = np.arange(len(photos))
+    targets = {t.name: np.concatenate([m.targets(t) for m in held.values()]) for t in tasks}
+    table: dict[tuple[int, str], dict[str, dict[str, float]]] = {}
+    for seed in args.seeds:
+        cfg = our_config(args, config, train_csv, work / f"held_out_{seed}", seed)
+        started = time.perf_counter()
+        cross_validate(cfg)
+        trained_s = time.perf_counter() - started
+        run = RunDir(cfg.run.out)
+        shipped = ModelBundle.load(run.model_dir).tasks  # thresholds tuned out of fold
+        for variant, model in variant_models(run, cfg.data.folds).items():
+            started = time.perf_counter()
+            scores = predict_images(model, photos, 16)
+            print(f"seed {seed} {variant}: {time.perf_counter() - started:.0f} s to score")
+            for split, index in rows.items():
+                table.setdefault((seed, split), {})[variant] = oof_scores(
+                    shipped,
+                    {n: y[index] for n, y in targets.items()},
+                    {n: v[index] for n, v in scores.items()},
+                    tuned=False,
+                )
+        print(f"seed {seed}: trained in {trained_s:.0f} s")
+    print_held_out(table, args.seeds)
+
+
+def print_held_out(table: dict, seeds: list[int]) -> None:
+    """Per seed all metrics on val+test; then the headline per split and seed."""
+    header = "".join(f"{v:>12}" for v in VARIANTS)
+    width = 34
+    for seed in seeds:
+        print(f"\n{f'held out, val+test, seed {seed}':<{width}}{header}")
+        by_variant = table[(seed, "val+test")]
+        for key in by_variant["single"]:
+            print(f"{key:<{width}}" + "".join(f"{by_variant[v][key]:>12.3f}" for v in VARIANTS))
+    for key in ("severity macro-F1", "damage-type mAP", "damage-type macro-F1"):
+        print(f"\n{key + ', seed / split':<{width}}{header}")
+        for (seed, split), by_variant in table.items():
+            print(
+                f"{f'{seed} {split}':<{width}}"
+                + "".join(f"{by_variant[v][key]:>12.3f}" for v in VARIANTS)
+            )
+
+
+def our_config(args: argparse.Namespace, config: Path, manifest_csv: Path, out: Path, seed: int):
+    """Our recipe's train config (the recipe file, then the flags marked "ours")."""
     ours = {
         "image_size": args.size,
         "scales": args.scales,
@@ -152,22 +253,35 @@ def main() -> None:
         "head_l2": args.head_l2,
         "standardize": args.standardize,
     }
-    cfg = load_train_config(
+    return load_train_config(
         [config, args.recipe],
         {
             **{key: value for key, value in ours.items() if value is not None},
             "data": manifest_csv,
             "images": LENSOR / "images",
-            "out": work / "ours",
+            "out": out,
             "backbone": "mobilenetv2",
             "alpha": args.alpha,
             "weights": str(args.weights),
             "folds": args.folds,
-            "seed": args.seed,
-            "cache_dir": work / "cache",
+            "seed": seed,
+            "cache_dir": out.parent / "cache",
             "overwrite": True,
         },
     )
+
+
+def main() -> None:
+    if not LENSOR.exists() or not WEIGHTS.exists():
+        print(f"skipped: {LENSOR} or {WEIGHTS} is absent")
+        return
+    args = parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-real-"))
+    manifest_csv, config = import_lensor(work)
+    if args.held_out:
+        held_out(args, work, manifest_csv, config)
+        return
+    cfg = our_config(args, config, manifest_csv, work / "ours", args.seed)
     tasks = cfg.build_tasks()
     manifest, _ = load_manifest(cfg.data.data, cfg.image_root, tasks)
     splits = make_folds(manifest, tasks, cfg.data.folds, cfg.run.seed)

@@ -119,6 +119,10 @@ class ModelConfig(_Strict):
         False, description="scale the features by each fold's training statistics"
     )
     head_l2: float = Field(0.0, ge=0, description="L2 penalty on the heads' weights")
+    # test-time augmentation inside the model: every engine and export runs both passes
+    flip_tta: bool = Field(
+        False, description="also score the mirrored photo (one more backbone pass), averaged"
+    )
 
     @field_validator("scales")
     @classmethod
@@ -201,9 +205,12 @@ class RunConfig(_Strict):
         True, description="tune the multilabel thresholds on out-of-fold scores"
     )
     #: "refit": heads (and fine-tuning) retrained on all images for the folds' median epochs;
-    #: "best_fold": the original's choice, the best fold's model
-    final_model: Literal["refit", "best_fold"] = Field(
-        "refit", description="refit on all images, or the best fold's model (the original's)"
+    #: "best_fold": the original's choice, the best fold's model; "fold_ensemble": the heads of
+    #: every fold on the one backbone pass, their probabilities averaged (frozen backbone only)
+    final_model: Literal["refit", "best_fold", "fold_ensemble"] = Field(
+        "refit",
+        description="refit on all images, the best fold's model (the original's), or every "
+        "fold's heads averaged on one backbone pass",
     )
     cache_dir: Path | None = Field(None, description="feature cache (default: the user cache)")
     overwrite: bool = Field(False, description="replace a non-empty run directory")
@@ -232,6 +239,13 @@ class TrainConfig(_Strict):
             )
         if self.tune_top.enabled and self.model.scales != (1,):
             raise ValueError("tune_top trains one scale: set model.scales [1] or tune_top false")
+        if self.run.final_model == "fold_ensemble" and (
+            self.tune_top.enabled or self.fine_tune.layers
+        ):
+            raise ValueError(
+                "run.final_model fold_ensemble puts every fold's heads on one backbone, which "
+                "tune_top and fine_tune change per fold: set them off or choose another final_model"
+            )
         return self
 
     @property

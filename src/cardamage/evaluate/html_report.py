@@ -180,9 +180,13 @@ def _number(value: float | int | None) -> str:
 
 
 def _shipped(summary: dict) -> str:
-    """Which model the run ships: refitted on all images (the default) or the best fold's."""
-    if summary.get("final_model", "best_fold") == "refit":
+    """Which model the run ships: refitted on all images (the default), every fold's heads
+    averaged, or the best fold's."""
+    final = summary.get("final_model", "best_fold")
+    if final == "refit":
         return "model refitted on all images"
+    if final == "fold_ensemble":
+        return f"the heads of all {summary['folds']} folds, averaged"
     return f"model of fold {summary['best_fold']}"
 
 

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cardamage.errors import CardamageError
 from cardamage.inference.predictor import Predictor
-from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, TaskHead
+from cardamage.model.multitask import HeadStack, ModelBundle, MultiTaskClassifier, TaskHead
 from cardamage.tasks import Task
 
 
@@ -33,18 +33,28 @@ from cardamage.tasks import Task
 class _Branch:
     """One backbone and the tasks on it, as a model: image -> [feature maps, pre-logit inputs],
     one map per scale the backbone sees (``Backbone.feature_maps``: for a CNN its last conv
-    feature map, for a transformer its tokens on their patch grid).
+    feature map, for a transformer its tokens on their patch grid), then each ensemble
+    member's pre-logit inputs, task by task.
 
     Each head's final Dense layer is applied by hand: its logits come before the activation.
     """
 
     model: keras.Model
-    heads: dict[str, TaskHead]
+    #: per ensemble member (one without an ensemble), its heads by task name
+    members: list[dict[str, TaskHead]]
     n_maps: int
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.members[0])
 
 
 class Explainer:
-    """Grad-CAM for a cardamage Keras model; the gradient models are built once and reused."""
+    """Grad-CAM for a cardamage Keras model; the gradient models are built once and reused.
+
+    It explains the photo as given: with flip test-time augmentation the mirrored pass is left
+    out (its map would be the mirror image of another photo's). With an ensemble of heads the
+    score explained is the members' mean logit of what their mean probabilities predict."""
 
     def __init__(self, keras_model: MultiTaskClassifier) -> None:
         if keras.backend.backend() != "tensorflow":
@@ -63,43 +73,58 @@ class Explainer:
     def heatmaps(self, pixels: np.ndarray, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
         """{task: (n, H, W) heatmap in [0, 1] at the input size} for (n, H, W, 3) pixels in
         [0, 255]; each map explains the predicted class, or the predicted labels together."""
-        known = [name for branch in self._branches for name in branch.heads]
+        known = [name for branch in self._branches for name in branch.tasks]
         unknown = [t.name for t in tasks if t.name not in known]
         if unknown:
             raise CardamageError(f"the model has no task {unknown} (it has {known})")
         x = tf.convert_to_tensor(np.asarray(pixels, dtype=np.float32))
         maps: dict[str, np.ndarray] = {}
         for branch in self._branches:
-            mine = [t for t in tasks if t.name in branch.heads]
+            mine = [t for t in tasks if t.name in branch.tasks]
             if mine:
                 maps.update(_branch_heatmaps(branch, x, mine))
         return {t.name: maps[t.name] for t in tasks}
 
 
 def _branches(model: MultiTaskClassifier) -> list[_Branch]:
-    """One gradient model per backbone and the heads on it."""
+    """One gradient model per backbone and the heads on it (every ensemble member's)."""
     image = keras.Input(model.input_shape[1:], name="image")
     branches = []
-    for backbone, stack in model.stacks:
+    for backbone, stacks in model.branches:
         maps, features = backbone.feature_maps(image)
-        x = stack.standardizer(features) if stack.standardizer is not None else features
-        pre_logits = [head.pre_logits(x) for head in stack.heads.values()]
-        branches.append(_Branch(keras.Model(image, [*maps, *pre_logits]), stack.heads, len(maps)))
+        pre_logits = [t for stack in stacks for t in _pre_logits(stack)(features).values()]
+        members = [dict(stack.heads) for stack in stacks]
+        branches.append(_Branch(keras.Model(image, [*maps, *pre_logits]), members, len(maps)))
     return branches
+
+
+def _pre_logits(stack: HeadStack) -> keras.Model:
+    """Features -> {task: its final Dense layer's input}, made of the stack's own layers: a
+    model of its own, so that the same-named layers of ensemble members stay apart."""
+    features = keras.Input((stack.feature_dim,), name="features")
+    x = stack.standardizer(features) if stack.standardizer is not None else features
+    outputs = {name: head.pre_logits(x) for name, head in stack.heads.items()}
+    return keras.Model(features, outputs, name=f"{stack.name}_pre_logits")
 
 
 def _branch_heatmaps(branch: _Branch, x: tf.Tensor, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
     """One forward pass for all of a backbone's tasks, one gradient per task."""
     with tf.GradientTape(persistent=True) as tape:
         outputs = branch.model(x, training=False)
-        maps, pre_logits = outputs[: branch.n_maps], outputs[branch.n_maps :]
-        inputs = dict(zip(branch.heads, pre_logits, strict=True))
+        maps, pre_logits = outputs[: branch.n_maps], iter(outputs[branch.n_maps :])
+        inputs = [{name: next(pre_logits) for name in heads} for heads in branch.members]
         targets = {}
         for task in tasks:
-            dense = branch.heads[task.name].scores
-            pre = tf.cast(inputs[task.name], dense.kernel.dtype)
-            logits = tf.matmul(pre, dense.kernel) + dense.bias
-            targets[task.name] = tf.reduce_sum(_target(task, logits, dense.activation(logits)))
+            logits, probs = [], []
+            for heads, pre in zip(branch.members, inputs, strict=True):
+                dense = heads[task.name].scores
+                logits.append(
+                    tf.matmul(tf.cast(pre[task.name], dense.kernel.dtype), dense.kernel)
+                    + dense.bias
+                )
+                probs.append(dense.activation(logits[-1]))
+            mean_logits, mean_probs = tf.add_n(logits) / len(logits), tf.add_n(probs) / len(probs)
+            targets[task.name] = tf.reduce_sum(_target(task, mean_logits, mean_probs))
     as_float32 = [tf.cast(m, tf.float32) for m in maps]
     heatmaps = {}
     for name, target in targets.items():

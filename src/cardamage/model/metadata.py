@@ -24,7 +24,8 @@ FEATURES = "features"
 SCALE_MULTIPLE = 32
 
 
-#: The train config's model section owns the architecture defaults; ModelSpec takes them.
+#: The train config's model section owns the architecture defaults; ModelSpec takes them
+#: (all but ``ensemble``, which the run's final_model decides).
 _DEFAULT = {name: field.default for name, field in ModelConfig.model_fields.items()}
 #: What model.json files written before a field existed meant by its absence.
 LEGACY_SPEC = {"mid_level": False}
@@ -49,9 +50,16 @@ class ModelSpec:
     mid_level: bool = _DEFAULT["mid_level"]
     #: factors the photo is also shrunk by (see cardamage.model.backbones); (1,): one scale
     scales: tuple[int, ...] = _DEFAULT["scales"]
+    #: the mirrored photo scored too (one more backbone pass), probabilities averaged
+    flip_tta: bool = _DEFAULT["flip_tta"]
+    #: head stacks per backbone whose probabilities are averaged: a run's fold heads with
+    #: final_model "fold_ensemble" (set by the run, not a model-section option)
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(self.scales))  # a list when read from JSON
+        if not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise CardamageError(f"ensemble {self.ensemble!r}: give a whole number of heads >= 1")
 
 
 def is_multiscale(scales: Sequence[int]) -> bool:

@@ -17,7 +17,7 @@ import keras
 
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
-from cardamage.model.backbones import Backbone, build_backbone
+from cardamage.model.backbones import Backbone, build_backbone, nested_layers
 from cardamage.model.metadata import FEATURES, MODEL_FILE, ModelMeta, ModelSpec
 from cardamage.tasks import Task
 
@@ -144,11 +144,25 @@ def task_groups(layout: str, tasks: Sequence[Task]) -> list[list[Task]]:
 
 
 @keras.saving.register_keras_serializable(package="cardamage")
+class HorizontalFlip(keras.layers.Layer):
+    """The photo mirrored left to right, always (RandomFlip flips at random, and only when
+    training): the second pass of flip test-time augmentation."""
+
+    def call(self, pixels):
+        return keras.ops.flip(pixels, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="cardamage")
 class MultiTaskClassifier(keras.Model):
     """Pixels in [0, 255] -> {task name: probabilities}. ``stacks``: one (backbone, HeadStack)
-    pair per backbone (one in the shared layout, one per task in "per_task"); ``backbones``,
-    ``heads`` and ``standardizers`` name the parts by task. Its config is the spec (initial
-    weights aside: they are in the saved file) and the tasks."""
+    pair per backbone (one in the shared layout, one per task in "per_task") and ensemble
+    member; ``backbones``, ``heads`` and ``standardizers`` name the parts by task. Its config is
+    the spec (initial weights aside: they are in the saved file) and the tasks.
+
+    Two prediction-time ensembles live inside the graph, so every engine and export runs them:
+    ``spec.ensemble`` head stacks on each backbone (a run's fold heads: the backbone runs once)
+    and ``spec.flip_tta``, the backbone run again on the mirrored photo. A task's output is the
+    mean of the probabilities of every head stack on every view."""
 
     def __init__(self, spec: ModelSpec | dict, tasks: Sequence[Task | dict], **kwargs) -> None:
         spec = spec if isinstance(spec, ModelSpec) else ModelSpec(**spec)
@@ -167,28 +181,44 @@ class MultiTaskClassifier(keras.Model):
                 name="backbone" if len(groups) == 1 else f"backbone_{group[0].name}",
             )
             backbones.append(backbone)
-            stacks.append(
-                build_heads(
-                    backbone.feature_dim,
-                    group,
-                    spec.head_units,
-                    spec.dropout,
-                    name="heads" if len(groups) == 1 else f"heads_{i}",
-                    standardize=spec.standardize,
-                    l2=spec.head_l2,
+            name = "heads" if len(groups) == 1 else f"heads_{i}"
+            for member in range(1, spec.ensemble + 1):
+                stacks.append(
+                    build_heads(
+                        backbone.feature_dim,
+                        group,
+                        spec.head_units,
+                        spec.dropout,
+                        name=name if spec.ensemble == 1 else f"{name}_member{member}",
+                        standardize=spec.standardize,
+                        l2=spec.head_l2,
+                    )
                 )
-            )
+        #: branch_heads holds each backbone's ensemble members in turn (flat: Keras saves lists)
         self.branch_backbones, self.branch_heads = backbones, stacks
+        self.mirror = HorizontalFlip(name="mirror") if spec.flip_tta else None
         # === Functional model ===
         pixels = keras.Input((spec.image_size, spec.image_size, 3), name="image")
-        outputs, _ = _forward(pixels, backbones, stacks)
+        members = self._members(backbones, stacks, spec.ensemble)
+        outputs, _ = _forward(pixels, members, self.mirror)
         super().__init__(inputs=pixels, outputs=outputs, **{"name": "cardamage", **kwargs})
         # === Config ===
         self.spec, self.tasks = spec, tasks
 
+    @staticmethod
+    def _members(
+        backbones: Sequence[Backbone], stacks: Sequence[HeadStack], size: int
+    ) -> list[tuple[Backbone, list[HeadStack]]]:
+        return [(b, list(stacks[i * size : (i + 1) * size])) for i, b in enumerate(backbones)]
+
+    @property
+    def branches(self) -> list[tuple[Backbone, list[HeadStack]]]:
+        """Each backbone with its ensemble members (one without an ensemble)."""
+        return self._members(self.branch_backbones, self.branch_heads, self.spec.ensemble)
+
     @property
     def stacks(self) -> list[tuple[Backbone, HeadStack]]:
-        return list(zip(self.branch_backbones, self.branch_heads, strict=True))
+        return [(backbone, stack) for backbone, members in self.branches for stack in members]
 
     @property
     def backbones(self) -> dict[str, Backbone]:
@@ -196,11 +226,17 @@ class MultiTaskClassifier(keras.Model):
 
     @property
     def heads(self) -> dict[str, TaskHead]:
+        self._check_single("heads")
         return {name: head for s in self.branch_heads for name, head in s.heads.items()}
 
     @property
     def standardizers(self) -> dict[str, keras.layers.Normalization]:
+        self._check_single("standardizers")
         return {n: s.standardizer for s in self.branch_heads if s.standardizer for n in s.heads}
+
+    def _check_single(self, what: str) -> None:
+        if self.spec.ensemble != 1:
+            raise CardamageError(f"an ensemble has several {what} per task: use model.branches")
 
     @property
     def backbone(self) -> Backbone:
@@ -216,7 +252,7 @@ class MultiTaskClassifier(keras.Model):
         if FEATURES in {t.name for t in self.tasks}:
             raise CardamageError(f"a task may not be named '{FEATURES}': that output is reserved")
         pixels = keras.Input(self.input_shape[1:], name="image")
-        outputs, features = _forward(pixels, self.branch_backbones, self.branch_heads)
+        outputs, features = _forward(pixels, self.branches, self.mirror)
         return keras.Model(pixels, {**outputs, FEATURES: features[0]}, name="cardamage_serving")
 
     def get_config(self) -> dict:
@@ -229,18 +265,70 @@ class MultiTaskClassifier(keras.Model):
 
 
 def _forward(
-    pixels: keras.KerasTensor, backbones: Sequence[Backbone], stacks: Sequence[HeadStack]
+    pixels: keras.KerasTensor,
+    branches: Sequence[tuple[Backbone, Sequence[HeadStack]]],
+    mirror: keras.layers.Layer | None,
 ) -> tuple[dict[str, keras.KerasTensor], list[keras.KerasTensor]]:
-    """Every task's probabilities and every backbone's features, each backbone run once."""
-    outputs, features = {}, []
-    for backbone, stack in zip(backbones, stacks, strict=True):
-        features.append(backbone(pixels))
-        outputs.update(stack(features[-1]))
-    return outputs, features
+    """Every task's probabilities, averaged over each backbone's ensemble members and the views
+    (the photo, and mirrored with flip TTA), and each backbone's features of the photo as given
+    (views[0]: what explanations and the distribution check take from)."""
+    views = [pixels, mirror(pixels)] if mirror is not None else [pixels]
+    scores: dict[str, list] = {}
+    features = []
+    for backbone, members in branches:
+        for index, view in enumerate(views):
+            pooled = backbone(view)
+            if index == 0:
+                features.append(pooled)
+            for stack in members:
+                for task, probabilities in stack(pooled).items():
+                    scores.setdefault(task, []).append(probabilities)
+    return {task: _mean(task, values) for task, values in scores.items()}, features
+
+
+def _mean(task: str, probabilities: list) -> keras.KerasTensor:
+    """One task's probabilities averaged over ensemble members and views (float32, as the
+    heads' outputs, under mixed precision too)."""
+    if len(probabilities) == 1:
+        return probabilities[0]
+    return keras.layers.Average(dtype="float32", name=f"{task}_mean")(probabilities)
 
 
 def build_model(spec: ModelSpec, tasks: Sequence[Task]) -> MultiTaskClassifier:
     return MultiTaskClassifier(spec, tasks)
+
+
+def with_flip_tta(model: MultiTaskClassifier, flip_tta: bool) -> MultiTaskClassifier:
+    """The same weights in a model with flip test-time augmentation on or off (it adds none)."""
+    rebuilt = build_model(replace(model.spec, weights="none", flip_tta=flip_tta), model.tasks)
+    copy_weights(model, rebuilt)
+    return rebuilt
+
+
+def fold_ensemble(models: Sequence[MultiTaskClassifier]) -> MultiTaskClassifier:
+    """The heads of every model on the first one's backbones, probabilities averaged: the
+    fold models of a run whose backbones stayed frozen (the same weights in every fold)."""
+    first = models[0]
+    if any(m.spec.ensemble != 1 or m.spec.layout != first.spec.layout for m in models):
+        raise CardamageError("a fold ensemble is made of single models of one layout")
+    spec = replace(first.spec, weights="none", ensemble=len(models))
+    ensemble = build_model(spec, first.tasks)
+    for (backbone, members), *folds in zip(
+        ensemble.branches, *(m.branches for m in models), strict=True
+    ):
+        copy_weights(folds[0][0], backbone)
+        for stack, (_, [fold_stack]) in zip(members, folds, strict=True):
+            copy_weights(fold_stack, stack)
+    return ensemble
+
+
+def copy_weights(source: keras.Layer, target: keras.Layer) -> None:
+    """Weights of one layer into another of the same architecture; a standardiser then takes
+    its mean and variance from the copied statistics (as loading a saved one does)."""
+    target.set_weights(source.get_weights())
+    for layer in [target, *nested_layers(target)]:
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()
 
 
 @dataclass
