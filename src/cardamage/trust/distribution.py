@@ -7,8 +7,9 @@ features first drowned the signal: 59 % of non-car images flagged instead of 100
 (Ledoit-Wolf) covariance (Lee et al., 2018).
 ``bench/trust.py`` compares them: on lensor-coco Mahalanobis separated real photos from non-car
 images best (AUROC 0.997 against 0.983), hence the default. A raw score means nothing to a
-person, so a photo's ``typicality`` is the share of genuine photos, scored out of fold at training time, that scored
-lower: 0.03 means only 3 % of the training photos looked less typical. The flag passes photos at
+person, so a photo's ``typicality`` is the share of genuine photos, scored out of fold at
+training time, that scored lower: 0.03 means only 3 % of the training photos looked less
+typical. The flag passes photos at
 or above the quantile that lets the chosen ``coverage`` (default 95 %) of genuine photos pass.
 
 Fitted from features alone, applied to features alone: every engine (ONNX included) outputs the
