@@ -60,7 +60,12 @@ class TaskPrediction:
 
 @dataclass(frozen=True)
 class Prediction:
+    """One photo's predictions; ``abstain``: the photo should not be trusted (its reason in
+    ``abstain_reason``), so claims leave it out."""
+
     tasks: dict[str, TaskPrediction]
+    abstain: bool = False
+    abstain_reason: str | None = None
 
     def to_dict(self) -> dict:
         return {name: p.to_dict() for name, p in self.tasks.items()}
