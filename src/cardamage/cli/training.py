@@ -26,17 +26,26 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one a core)"
     )
+    p.add_argument(
+        "--claims",
+        action="store_true",
+        help="draw --n claims instead of photos: each one car seen from 2-6 views; writes "
+        "labels.csv with a claim column and the cars' labels in claims.csv",
+    )
     p.set_defaults(run=_synth)
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from cardamage.data.synthetic import generate_dataset
+    from cardamage.data.synthetic import generate_claims, generate_dataset
 
     if args.n < 1 or args.size < 32 or args.workers < 1:
         raise CardamageError("--n and --workers must be at least 1 and --size at least 32")
-    manifest = generate_dataset(
-        args.out, n=args.n, size=args.size, seed=args.seed, progress=True, workers=args.workers
-    )
+    options = {"n": args.n, "size": args.size, "seed": args.seed, "workers": args.workers}
+    if args.claims:
+        manifest, cars = generate_claims(args.out, progress=True, **options)
+        print(f"wrote {args.n} claims: the photos' labels in {manifest}, the cars' in {cars}")
+        return 0
+    manifest = generate_dataset(args.out, progress=True, **options)
     print(f"wrote {args.n} images and {manifest}")
     return 0
 
