@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cardamage.errors import CardamageError
-from cardamage.inference.predictor import Prediction
 from cardamage.tasks import Task
+
+if TYPE_CHECKING:
+    from cardamage.inference.predictor import Prediction
 
 NO_DAMAGE = "whole"
 RULES = ("noisy_or", "max", "mean")

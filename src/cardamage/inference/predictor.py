@@ -11,14 +11,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cardamage.config import resolve_thresholds
 from cardamage.data.images import load_image
+from cardamage.errors import CardamageError
 from cardamage.inference.engines import Engine, load_engine
 from cardamage.model.metadata import ModelMeta, resolve_model_dir
 from cardamage.tasks import Task
+
+if TYPE_CHECKING:
+    from cardamage.inference.claims import ClaimAssessment
 
 ImageSource = str | Path | bytes | np.ndarray
 Thresholds = Mapping[str, float | Sequence[float]]
@@ -123,6 +128,32 @@ class Predictor:
         """Decoded batches in input order; batch k+1 decodes while the caller works on batch k."""
         for decoded in iter_decoded(self.decode, sources, batch_size):
             yield np.stack([future.result() for _, future in decoded])
+
+    def assess(
+        self, sources: Sequence[ImageSource], claim: str = "claim", rule: str | None = None
+    ) -> ClaimAssessment:
+        """Several photos of one car -> one assessment (``cardamage.inference.claims``); a photo
+        that cannot be decoded is left out with its error, NoEvidence when none can be used."""
+        from cardamage.inference.claims import DEFAULT_RULE, ClaimPhoto, assess_claim
+
+        names = [
+            s if isinstance(s, str | Path) else f"photo {i + 1}" for i, s in enumerate(sources)
+        ]
+        decoded: list[np.ndarray | CardamageError] = []
+        for source in sources:
+            try:
+                decoded.append(self.decode(source))
+            except CardamageError as e:
+                decoded.append(e)
+        good = [d for d in decoded if isinstance(d, np.ndarray)]
+        predictions = iter(self.predict_pixels(np.stack(good)) if good else [])
+        photos = [
+            ClaimPhoto(str(name), error=str(d))
+            if isinstance(d, CardamageError)
+            else ClaimPhoto(str(name), next(predictions))
+            for name, d in zip(names, decoded, strict=True)
+        ]
+        return assess_claim(claim, photos, rule or DEFAULT_RULE)
 
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
         scores = self.scores(pixels)
