@@ -90,3 +90,29 @@ def test_no_usable_photo_is_no_assessment():
 def test_unknown_rule_is_refused():
     with pytest.raises(Exception, match="unknown claim rule 'median'"):
         assess_claim("c", [photo("a", WHOLE)], "median")
+
+
+def test_a_claims_truth_from_its_photos_is_the_worst_severity_and_the_union():
+    from pathlib import Path
+
+    from cardamage.data.manifest import Manifest
+    from cardamage.evaluate.claims import claim_members, photo_truth
+
+    manifest = Manifest(
+        source=Path("p.csv"),
+        image_root=Path("/"),
+        images=("a", "b", "c", "d"),
+        labels={
+            "severity": (("whole",), ("moderate",), ("minor",), ("whole",)),
+            "location": ((), ("front",), ("side",), ()),
+            "damage_type": ((), ("dent",), ("paint",), ()),
+        },
+        groups=None,
+        lines=(2, 3, 4, 5),
+        claims=("c1", "c1", "c1", ""),
+    )
+    members = claim_members(manifest)
+    assert members == {"c1": [0, 1, 2], "d": [3]}
+    truth = photo_truth(manifest, list(TASKS.values()), members)
+    assert truth["severity"].argmax(axis=1).tolist() == [1, 3]  # moderate; whole
+    assert truth["location"].tolist() == [[1, 0, 1], [0, 0, 0]]

@@ -147,10 +147,17 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        help="write evaluation.json here (default: RUN/heldout, shown in the run's report)",
+        help="write evaluation.json here (default: RUN/heldout, or RUN/heldout_claims for a "
+        "--data with a claim column; both shown in the run's report)",
     )
     p.add_argument(
         "--show", type=int, default=0, help="print the first N predictions with the truth"
+    )
+    p.add_argument(
+        "--claim-labels",
+        type=Path,
+        help="the cars' labels (claim,<task columns>, as synth --claims writes in claims.csv) "
+        "for a --data with a claim column; default: what each claim's photos add up to",
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(run=_evaluate)
@@ -161,13 +168,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     from cardamage.inference.predictor import Predictor
 
     predictor = Predictor.load(args.model)
-    metrics, rows = evaluate_model(
-        predictor, args.data, args.images or args.data.parent, args.batch_size
+    metrics, rows, claims = evaluate_model(
+        predictor, args.data, args.images or args.data.parent, args.batch_size, args.claim_labels
     )
     if args.show:
         _print_rows(rows[: args.show], [t.name for t in predictor.tasks])
     print(f"\nheld-out scores on {len(rows)} images:")
-    for task in predictor.tasks:
+    _print_scores(predictor.tasks, metrics)
+    if claims is not None:
+        print(f"\nper claim ({claims['n_claims']} claims, photos combined by {claims['rule']}):")
+        _print_scores(predictor.tasks, claims["tasks"])
+    for path in record_evaluation(args.model, args.out, args.data, metrics, claims):
+        print(f"wrote {path}")
+    return 0
+
+
+def _print_scores(tasks: list, metrics: dict) -> None:
+    for task in tasks:
         m = metrics[task.name]
         main = (
             f"accuracy {m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}"
@@ -175,9 +192,6 @@ def _evaluate(args: argparse.Namespace) -> int:
             else f"mAP {m['mAP']:.3f}, exact match {m['exact_match']:.3f}"
         )
         print(f"  {task.name:<12} macro-F1 {m['macro_f1']:.3f}, {main}")
-    for path in record_evaluation(args.model, args.out, args.data, metrics):
-        print(f"wrote {path}")
-    return 0
 
 
 def _print_rows(rows: list[dict], names: list[str]) -> None:

@@ -158,7 +158,7 @@ def _write_csv(path: Path | str, header: list[str], rows: Iterable[Sequence]) ->
     atomic_write_text(path, buffer.getvalue())
 
 
-def _parse_labels(cell: str, task: Task) -> tuple[str, ...]:
+def parse_labels(cell: str, task: Task) -> tuple[str, ...]:
     """Labels in a cell: ``[front; side]``, ``front;side``; ``[]``, empty and ``NULL`` mean none.
 
     Known labels come back in the task's label order; unknown ones (for the caller to report)
@@ -356,7 +356,7 @@ class _Check:
     def _labels(
         self, line: int, task: Task, index: int, column: str, cells: list[str]
     ) -> tuple[str, ...]:
-        values = _parse_labels(cells[index], task)
+        values = parse_labels(cells[index], task)
         for label in task.unknown(values):
             self.report(line, _unknown_label(label, column, task))
         if task.multiclass and len(values) != 1:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cardamage.data.manifest import load_manifest
+from cardamage.data.manifest import CLAIM_COLUMN, load_manifest
+from cardamage.errors import CardamageError
+from cardamage.evaluate.claims import claim_evaluation
 from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.metrics import decide, task_metrics
 from cardamage.inference.predictor import Predictor
@@ -14,17 +16,24 @@ from cardamage.train.rundir import RunDir, write_evaluation
 
 
 def evaluate_model(
-    predictor: Predictor, data: Path, image_root: Path, batch_size: int = 32
-) -> tuple[dict, list[dict]]:
-    """Return (metrics per task, one row per image with truth and prediction)."""
+    predictor: Predictor,
+    data: Path,
+    image_root: Path,
+    batch_size: int = 32,
+    claim_labels: Path | None = None,
+) -> tuple[dict, list[dict], dict | None]:
+    """Return (metrics per task, one row per image with truth and prediction, claim-level
+    metrics when the manifest has a claim column, else None)."""
     manifest, _ = load_manifest(data, image_root, predictor.tasks)
-    parts: dict[str, list[np.ndarray]] = {t.name: [] for t in predictor.tasks}
-    for prediction in predictor.iter_predict(manifest.paths(), batch_size):
-        for name, task_prediction in prediction.tasks.items():
-            parts[name].append(task_prediction.scores)
-    scores = {name: np.stack(values) for name, values in parts.items()}
+    if claim_labels is not None and manifest.claims is None:
+        raise CardamageError(f"--claim-labels needs a '{CLAIM_COLUMN}' column in {data}")
+    predictions = list(predictor.iter_predict(manifest.paths(), batch_size))
     tasks = predictor.tasks
+    scores = {t.name: np.stack([p.tasks[t.name].scores for p in predictions]) for t in tasks}
     metrics = {t.name: task_metrics(t, manifest.targets(t), scores[t.name]) for t in tasks}
+    claims = None
+    if manifest.claims is not None:
+        claims = claim_evaluation(manifest, tasks, predictions, claim_labels)
     rows = []
     for i, image in enumerate(manifest.images):
         row = {"image": image}
@@ -33,18 +42,23 @@ def evaluate_model(
             chosen = [label for label, on in zip(task.labels, predicted, strict=True) if on]
             row[task.name] = (";".join(manifest.labels[task.name][i]), ";".join(chosen))
         rows.append(row)
-    return metrics, rows
+    return metrics, rows, claims
 
 
-def record_evaluation(model: Path, out: Path | None, data: Path, metrics: dict) -> list[Path]:
-    """Write evaluation.json to ``out`` (default: the run's heldout/ when ``model`` is a
-    finished run); an evaluation in the run's heldout/ also rewrites its report, which shows
-    it. Returns the files written."""
+def record_evaluation(
+    model: Path, out: Path | None, data: Path, metrics: dict, claims: dict | None = None
+) -> list[Path]:
+    """Write evaluation.json to ``out`` (default, when ``model`` is a finished run: its
+    heldout/, or heldout_claims/ for a set of claims, so the photos' held-out figures stay);
+    an evaluation in either also rewrites the run's report, which shows both. Returns the
+    files written."""
     run = RunDir(model)
     finished = run.summary_file.is_file()
     if out is None and not finished:
         return []
-    written = [write_evaluation(out or run.heldout_dir, data, metrics)]
-    if finished and written[0].parent.resolve() == run.heldout_dir.resolve():
+    default = run.heldout_dir if claims is None else run.heldout_claims_dir
+    written = [write_evaluation(out or default, data, metrics, claims)]
+    shown = {run.heldout_dir.resolve(), run.heldout_claims_dir.resolve()}
+    if finished and written[0].parent.resolve() in shown:
         written.append(write_html_report(run.path))
     return written
