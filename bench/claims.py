@@ -69,6 +69,37 @@ def _decisions(task: Task, prediction: Prediction) -> np.ndarray:
     return (p.scores >= np.asarray(p.task.thresholds)).astype(float)
 
 
+def compare(
+    tasks: dict[str, Task],
+    truth: dict[str, np.ndarray],
+    members: dict[str, list[int]],
+    images: tuple[str, ...],
+    predictions: list[Prediction],
+) -> dict[str, dict[str, float]]:
+    """Macro-F1 per method and task over the claims."""
+    decided: dict[str, dict[str, list[np.ndarray]]] = {}
+    for claim, rows in members.items():
+        ps = [predictions[i] for i in rows]
+        for rule in RULES:
+            photos = [ClaimPhoto(images[i], predictions[i]) for i in rows]
+            assessment = assess_claim(claim, photos, rule)
+            for name in TASKS:
+                found = claim_decisions(tasks[name], decision_scores(assessment.tasks[name]))
+                decided.setdefault(f"claim ({rule})", {}).setdefault(name, []).append(found)
+        for method, decide in (("best single photo", single_photo), ("majority vote", majority)):
+            for name in TASKS:
+                decided.setdefault(method, {}).setdefault(name, []).append(decide(tasks[name], ps))
+    return {
+        method: {name: score(tasks[name], truth[name], rows[name]) for name in TASKS}
+        for method, rows in decided.items()
+    }
+
+
+def claim_decisions(task: Task, scores: np.ndarray) -> np.ndarray:
+    """The claim's 0/1 decisions from ``decision_scores`` (labels: over their thresholds)."""
+    return scores if task.multiclass else (scores >= np.asarray(task.thresholds)).astype(float)
+
+
 def score(task: Task, truth: np.ndarray, decided: list[np.ndarray]) -> float:
     """Macro-F1 of 0/1 decisions (thresholds at one half decide them as given)."""
     judged = task if task.multiclass else task.with_thresholds([0.5] * len(task.labels))
@@ -113,51 +144,21 @@ def run(work: Path, args: argparse.Namespace) -> dict:
     predictions = predictor.predict(manifest.paths())
     members = claim_members(manifest)
     truth = read_claim_truth(cars, predictor.tasks, list(members))
-    methods: dict[str, dict[str, list[np.ndarray]]] = {}
-
-    def add(method: str, name: str, decided: np.ndarray) -> None:
-        methods.setdefault(method, {}).setdefault(name, []).append(decided)
-
-    for claim, rows in members.items():
-        ps = [predictions[i] for i in rows]
-        for rule in RULES:
-            assessment = assess_claim(
-                claim, [ClaimPhoto(manifest.images[i], predictions[i]) for i in rows], rule
-            )
-            for name in TASKS:
-                scores = decision_scores(assessment.tasks[name])
-                add(
-                    f"claim ({rule})",
-                    name,
-                    scores
-                    if tasks[name].multiclass
-                    else (scores >= tasks[name].thresholds).astype(float),
-                )
-        for name in TASKS:
-            add("best single photo", name, single_photo(tasks[name], ps))
-            add("majority vote", name, majority(tasks[name], ps))
-    figures = {
-        method: {name: score(tasks[name], truth[name], decided[name]) for name in TASKS}
-        for method, decided in methods.items()
-    }
+    figures = compare(tasks, truth, members, manifest.images, predictions)
     photo_accuracy = task_metrics(
         tasks["severity"],
         manifest.targets(tasks["severity"]),
         np.stack([p.tasks["severity"].scores for p in predictions]),
     )
-    print(
-        f"\n{len(members)} claims, {len(manifest)} photos at {args.size} px; model trained on {args.n_train} photos"
-    )
+    print(f"\n{len(members)} claims, {len(manifest)} photos at {args.size} px", end="; ")
+    print(f"model trained on {args.n_train} photos")
     print(
         f"per photo (each photo's own labels): severity macro-F1 {photo_accuracy['macro_f1']:.3f}"
     )
-    print(
-        f"\n{'method':<22} {'severity macro-F1':>18} {'damage-type macro-F1':>21} {'location macro-F1':>18}"
-    )
+    header = ("severity macro-F1", "damage-type macro-F1", "location macro-F1")
+    print(f"\n{'method':<22} " + " ".join(f"{h:>21}" for h in header))
     for method, f in figures.items():
-        print(
-            f"{method:<22} {f['severity']:>18.3f} {f['damage_type']:>21.3f} {f['location']:>18.3f}"
-        )
+        print(f"{method:<22} " + " ".join(f"{f[name]:>21.3f}" for name in TASKS))
     print(f"\n{time.time() - start:.0f} s")
     return {
         "claims": len(members),
