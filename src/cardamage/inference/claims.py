@@ -27,8 +27,17 @@ if TYPE_CHECKING:
     from cardamage.inference.predictor import Prediction
 
 NO_DAMAGE = "whole"
-RULES = ("noisy_or", "max", "mean")
 DEFAULT_RULE = "noisy_or"
+
+
+#: Per-photo probabilities of one event (axis 0: photos) -> the claim's probability.
+COMBINE = {
+    # the car is that damaged unless every photo independently says it is not
+    "noisy_or": lambda p: 1.0 - np.prod(1.0 - p, axis=0),
+    "max": lambda p: p.max(axis=0),
+    "mean": lambda p: p.mean(axis=0),
+}
+RULES = tuple(COMBINE)
 
 
 class NoEvidence(CardamageError):
@@ -107,10 +116,6 @@ class ClaimAssessment:
             "left_out": [{"photo": p, "reason": r} for p, r in self.left_out],
         }
 
-    def prediction_dict(self) -> dict:
-        """Per task the shape of ``Prediction.to_dict()``: what per-photo row writers read."""
-        return {name: t.to_dict() for name, t in self.tasks.items()}
-
 
 def levels(task: Task) -> list[int]:
     """The task's label indices from least to most damaged: ``whole`` first, then file order."""
@@ -121,23 +126,13 @@ def levels(task: Task) -> list[int]:
     return order
 
 
-def combine(p: np.ndarray, rule: str) -> np.ndarray:
-    """Per-photo probabilities of one event (axis 0: photos) -> the claim's probability."""
-    if rule == "max":
-        return p.max(axis=0)
-    if rule == "mean":
-        return p.mean(axis=0)
-    if rule == "noisy_or":  # the car has it unless every photo independently missed it
-        return 1.0 - np.prod(1.0 - p, axis=0)
-    raise CardamageError(f"unknown claim rule '{rule}' (one of: {', '.join(RULES)})")
-
-
 def assess_claim(
     claim: str, photos: Sequence[ClaimPhoto], rule: str = DEFAULT_RULE
 ) -> ClaimAssessment:
     """The one aggregation behind ``cardamage assess``, ``POST /v1/claims``, claim-level
     evaluation and the benchmark. Raises NoEvidence when no photo can be used."""
-    combine(np.zeros((1, 1)), rule)  # an unknown rule fails before any work
+    if rule not in COMBINE:
+        raise CardamageError(f"unknown claim rule '{rule}' (one of: {', '.join(COMBINE)})")
     used = [p for p in photos if p.prediction is not None and not p.prediction.abstain]
     left_out = tuple(
         (p.name, p.error or (p.prediction.abstain_reason if p.prediction else None) or "abstained")
@@ -164,7 +159,7 @@ def _ordinal(task: Task, names: list[str], scores: np.ndarray, rule: str) -> Cla
     order = levels(task)
     ranked = scores[:, order]  # columns from least to most damaged
     per_photo = np.cumsum(ranked[:, ::-1], axis=1)[:, ::-1]  # P(>= level), per photo
-    at_least = np.concatenate([[1.0], combine(per_photo[:, 1:], rule)])
+    at_least = np.concatenate([[1.0], COMBINE[rule](per_photo[:, 1:])])
     at_least = np.minimum.accumulate(np.clip(at_least, 0.0, 1.0))
     exact = at_least - np.append(at_least[1:], 0.0)
     level = max(k for k in range(len(order)) if k == 0 or at_least[k] >= 0.5)
