@@ -150,7 +150,7 @@ class LeftOut(BaseModel):
 
 class ClaimAssessment(BaseModel):
     claim: str
-    rule: str = Field(description="How the photos' severities were combined, e.g. 'noisy_or'.")
+    rule: str = Field(description="How the photos' severities were combined, e.g. 'max'.")
     assessment: dict[str, ClaimTask] = Field(description="Per task name.")
     photos: list[str] = Field(description="The photos used, those that drove the decision first.")
     left_out: list[LeftOut] = Field(description="Photos not used (unreadable, abstained).")
