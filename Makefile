@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` (install, generate data, train 5 folds, classify
-# held-out photos) and `make test`. EXTRAS=gpu installs the CUDA build of TensorFlow instead.
+# held-out photos, then assess held-out claims: several photos of one car) and `make test`. EXTRAS=gpu installs the CUDA build of TensorFlow instead.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 EXTRAS ?= cpu
@@ -23,6 +23,9 @@ demo: install
 	$(BIN)/cardamage train --config configs/demo.json --overwrite
 	$(BIN)/cardamage evaluate --model $(DEMO_RUN) --data $(DEMO_DATA)/heldout/labels.csv \
 		--show 15 --out $(DEMO_RUN)/heldout
+	$(BIN)/cardamage synth --claims --out $(DEMO_DATA)/claims --n 100 --size 224 --seed 2
+	$(BIN)/cardamage evaluate --model $(DEMO_RUN) --data $(DEMO_DATA)/claims/labels.csv \
+		--claim-labels $(DEMO_DATA)/claims/claims.csv --out $(DEMO_RUN)/heldout_claims
 	@echo
 	@echo "Results: $(DEMO_RUN)/results_*.txt, $(DEMO_RUN)/summary.json, curves in $(DEMO_RUN)/curves/"
 	@echo "Model:   $(DEMO_RUN)/model (model.keras + model.json with labels and thresholds)"
@@ -30,6 +33,7 @@ demo: install
 	@echo "Labels:  $(DEMO_RUN)/label_issues.csv, the likeliest wrong labels: $(BIN)/cardamage data review $(DEMO_RUN)"
 	@echo "Classify: $(BIN)/python main.py --config application_config.json --debug False"
 	@echo "          $(BIN)/cardamage predict $(DEMO_DATA)/heldout/images --model $(DEMO_RUN)"
+	@echo "Claims:  $(BIN)/cardamage assess --manifest $(DEMO_DATA)/claims/labels.csv --out claims_out"
 	@echo "App:     $(BIN)/cardamage serve --config application_config.json  (http://127.0.0.1:8000/)"
 
 # The suite CI runs, slow end-to-end tests (kill-and-resume, exports, original models) included.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cardamage.data.folds import make_folds
+from cardamage.data.folds import fold_units, make_folds
 from cardamage.data.manifest import Manifest
 from cardamage.errors import CardamageError
 from cardamage.tasks import default_tasks
@@ -100,3 +101,18 @@ def test_class_smaller_than_folds_is_named() -> None:
 def test_too_few_groups() -> None:
     with pytest.raises(CardamageError, match="5 folds need at least 5 groups"):
         make_folds(manifest(30, ["a", "b", "c"] * 10), default_tasks(), 5, seed=0)
+
+
+def test_claims_kept_together_and_bridged_by_groups() -> None:
+    claims = ["" if i % 10 == 9 else f"c{i // 4}" for i in range(300)]  # some photos of no claim
+    groups = [f"g{i}" for i in range(300)]
+    groups[3] = groups[4] = "copies"  # a copy of claim c0's photo in claim c1
+    m = replace(manifest(300, groups), claims=tuple(claims))
+    units = fold_units(m)
+    assert units[0] == units[3] == units[4] == units[7]  # c0, the copy, c1 are one unit
+    assert units[9] != units[19]  # photos of no claim stand alone
+    splits = make_folds(m, default_tasks(), 5, seed=0)
+    check_partition(splits, 300)
+    for train, val in splits:
+        assert not set(units[train]) & set(units[val])
+        assert not {claims[i] for i in train} & {claims[i] for i in val} - {""}

@@ -19,9 +19,9 @@ from markupsafe import escape
 
 from cardamage.cli import main as cli
 from cardamage.config import load_train_config
-from cardamage.data.synthetic import generate_dataset
+from cardamage.data.synthetic import generate_claims, generate_dataset
 from cardamage.errors import CardamageError
-from cardamage.evaluate.heldout import record_evaluation
+from cardamage.evaluate.heldout import Evaluation, record_evaluation
 from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.metrics import task_metrics
 from cardamage.model.metadata import ModelMeta
@@ -242,12 +242,41 @@ def test_evaluate_records_heldout_and_rewrites_report(run_dir, dataset, tmp_path
     assert f"On 32 photos it never saw, severity is right {accuracy} % of the time" in page
 
 
+def test_evaluate_on_claims_scores_per_claim_beside_per_photo(run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("folds"))
+    photos, cars = generate_claims(tmp_path / "claims", n=6, size=64, seed=4)
+    args = ["evaluate", "--model", str(run), "--data", str(photos)]
+    assert cli([*args, "--claim-labels", str(cars)]) == 0
+    assert "per claim (6 claims, photos combined by" in capsys.readouterr().out
+    assert not (run / "heldout").exists()  # the photos' held-out figures are left alone
+    evaluation = json.loads((run / "heldout_claims" / "evaluation.json").read_text())
+    claims = evaluation["claims"]
+    assert claims["n_claims"] == 6 and claims["truth"] == str(cars)
+    assert claims["n_photos"] == evaluation["tasks"]["severity"]["n"] > 6
+    assert {t: m["n"] for t, m in claims["tasks"].items()} == dict.fromkeys(claims["tasks"], 6)
+    page = (run / "report.html").read_text(encoding="utf-8")
+    section = page[page.index('id="claims"') : page.index('id="task-')]
+    tasks = RunDir(run).model_meta().tasks
+    assert section.count("<tr>") == 1 + 2 * len(tasks) and "per claim" in section
+    assert '<a href="#claims">' in page
+    # without the cars' labels, a claim's truth is what its photos add up to
+    assert cli([*args, "--out", str(tmp_path / "derived")]) == 0
+    derived = json.loads((tmp_path / "derived" / "evaluation.json").read_text())["claims"]
+    assert derived["truth"].startswith("the photos' labels")
+    partial = tmp_path / "partial.csv"
+    partial.write_text("claim,severity\nc00001,minor\n")
+    assert cli([*args, "--claim-labels", str(partial), "--out", str(tmp_path / "x")]) == 2
+    assert "no column location, damage_type" in capsys.readouterr().err
+
+
 def test_evaluation_elsewhere_leaves_the_run_alone(run_copy, tmp_path):
     metrics = _heldout_metrics(RunDir(run_copy).model_meta().tasks)
-    written = record_evaluation(run_copy, tmp_path / "elsewhere", Path("t.csv"), metrics)
+    result = Evaluation(metrics, [], {}, None)
+    written = record_evaluation(run_copy, tmp_path / "elsewhere", Path("t.csv"), result)
     assert written == [tmp_path / "elsewhere" / "evaluation.json"]
     assert not (run_copy / "heldout").exists() and not (run_copy / "report.html").exists()
-    assert record_evaluation(run_copy / "model", None, Path("t.csv"), metrics) == []
+    assert record_evaluation(run_copy / "model", None, Path("t.csv"), result) == []
 
 
 def _write_label_issues(run: Path, rows: list[tuple]) -> None:

@@ -319,6 +319,15 @@ def test_original_csv_keeps_an_explicit_group_column(tmp_path):
     assert report.manifest.groups == ("car1", "car2")
 
 
+def test_original_csv_keeps_a_claim_column(tmp_path):
+    _image(tmp_path / "a.jpg", 1)
+    _image(tmp_path / "b.jpg", 2)
+    source = tmp_path / "tidy.csv"
+    source.write_text("image,severity,claim\na.jpg,minor,c1\nb.jpg,severe,c1\n")
+    import_original_csv(source, tmp_path, tmp_path / "out.csv", [SEVERITY])
+    assert _rows(tmp_path / "out.csv")[1]["claim"] == "c1"
+
+
 @pytest.mark.skipif(not LENSOR.is_dir(), reason="../shared/data/lensor-coco is absent")
 def test_lensor_coco_export(tmp_path):
     """The real Roboflow export: ~1,820 rows; the train split's ~3 copies per photo collapse."""

@@ -200,6 +200,25 @@ def test_group_column_is_read_and_must_be_filled(tmp_path, root):
     assert [(p.line, "'group'" in p.message) for p in problems] == [(4, True)]
 
 
+def test_claim_column_is_optional_per_row_and_written_back(tmp_path, root):
+    path = _csv(
+        tmp_path,
+        TIDY_HEADER + ",claim",
+        "a.png,minor,front,dent,claim-1",
+        "b.png,whole,,,claim-1",
+        "c.png,minor,side,paint,",
+    )
+    manifest, problems = read_manifest(path, root, TASKS)
+    assert problems == []
+    assert manifest.claims == ("claim-1", "claim-1", "")
+    assert manifest.subset([2, 0]).claims == ("", "claim-1")
+    write_manifest(manifest, tmp_path / "out.csv", TASKS)
+    again, _ = read_manifest(tmp_path / "out.csv", root, TASKS)
+    assert again.claims == manifest.claims
+    plain, _ = read_manifest(_csv(tmp_path, TIDY_HEADER, GOOD_ROW, name="p.csv"), root, TASKS)
+    assert plain.claims is None
+
+
 @pytest.mark.parametrize(
     ("header", "missing", "has"),
     [

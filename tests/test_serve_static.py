@@ -70,7 +70,7 @@ def test_upload_shows_severity_bars_and_rejections(browser, server, photos, pred
     page.set_input_files("#picker", [str(p) for p in photos.values()])
     cards = page.locator(".card")
     sync_api.expect(cards).to_have_count(3)
-    sync_api.expect(page.locator(".headline")).to_have_count(2)
+    sync_api.expect(page.locator(".card .headline")).to_have_count(2)
     sync_api.expect(page.locator(".card__error")).to_have_count(1)
 
     expected = predictor.predict([photos["front-bumper.jpg"].read_bytes()])[0]
@@ -97,6 +97,29 @@ def test_upload_shows_severity_bars_and_rejections(browser, server, photos, pred
     page.set_input_files("#picker", str(photos["notes.txt"]))  # a request with no usable file
     sync_api.expect(cards).to_have_count(4)
     sync_api.expect(cards.nth(3).locator(".card__error")).to_contain_text("not an image")
+    page.close()
+
+
+def test_photos_added_together_are_one_claim_card(browser, server, photos, predictor):
+    page = _open(browser, server.url, 1280, 900)
+    page.set_input_files("#picker", [str(p) for p in photos.values()])
+    claim = page.locator(".claim")
+    sync_api.expect(claim).to_have_count(1)
+    sync_api.expect(claim.locator(".claim__result")).to_have_count(1)
+    assert "3 photos of one car" in claim.locator(".claim__title").inner_text()
+    sync_api.expect(claim.locator(".card")).to_have_count(3)  # each photo's card inside it
+    good = [photos["front-bumper.jpg"].read_bytes(), photos["rear-quarter.png"].read_bytes()]
+    expected = predictor.assess(good).tasks["severity"].labels[0]
+    shown = "no damage" if expected == "whole" else expected
+    value = claim.locator(".claim__summary .headline__value").inner_text()
+    assert value.lower() == shown
+    assert "notes.txt" in claim.locator(".claim__left-out").inner_text()
+    used = claim.locator(".claim__photos-used").inner_text()
+    assert "front-bumper.jpg" in used and "rear-quarter.png" in used
+    screenshot(page, "serve-claim.png")
+    page.set_input_files("#picker", str(photos["front-bumper.jpg"]))  # one photo: no claim
+    sync_api.expect(page.locator(".card")).to_have_count(4)
+    sync_api.expect(claim).to_have_count(1)
     page.close()
 
 

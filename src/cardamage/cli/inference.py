@@ -29,6 +29,13 @@ PREDICT_EPILOG = f"""exit status:
   2  the command could not run: no trained model, a bad option or another error"""
 
 
+ASSESS_EPILOG = f"""exit status:
+  0  every photo was read and every claim assessed
+  {SOME_UNREADABLE}  some photos could not be read, or some claims had no usable photo: their
+     rows carry the error (a claim is assessed from the photos that could be read)
+  2  the command could not run: no trained model, a bad option or another error"""
+
+
 def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
@@ -37,13 +44,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
-    p.add_argument(
-        "--model",
-        type=Path,
-        help="run or model directory (default: runs/demo, the model `make demo` trains)",
-    )
-    p.add_argument("--engine", help="keras (default), onnx or onnx-int8")
-    p.add_argument("--config", type=Path, help="application_config.json: model, engine, thresholds")
+    _model_options(p)
     p.add_argument("--recursive", action="store_true", help="look into sub-folders")
     p.add_argument(
         "--format",
@@ -63,15 +64,31 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_predict)
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="run or model directory (default: runs/demo, the model `make demo` trains)",
+    )
+    p.add_argument("--engine", help="keras (default), onnx or onnx-int8")
+    p.add_argument("--config", type=Path, help="application_config.json: model, engine, thresholds")
+
+
+def _load_predictor(args: argparse.Namespace) -> Predictor:
+    """The model --model or --config name (runs/demo when neither), Keras imported quietly."""
     from cardamage.config import load_app_config
-    from cardamage.inference.batch import predict_files
-    from cardamage.io import atomic_path
 
     model = args.model or (None if args.config else DEFAULT_MODEL)
     cfg = load_app_config(args.config, {"model": model, "engine": args.engine})
     import_keras_unless_onnx(cfg.predictor_engine)
-    predictor = cfg.load_predictor()
+    return cfg.load_predictor()
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from cardamage.inference.batch import predict_files
+    from cardamage.io import atomic_path
+
+    predictor = _load_predictor(args)
     if args.output is None:
         ok, failed = predict_files(
             predictor,
@@ -95,6 +112,62 @@ def _predict(args: argparse.Namespace) -> int:
             )
     print(f"predicted {ok} image(s), {failed} could not be read", file=sys.stderr)
     return SOME_UNREADABLE if failed else 0
+
+
+def _assess_parser(sub: argparse._SubParsersAction) -> None:
+    from cardamage.inference.claims import DEFAULT_RULE, RULES
+
+    p = sub.add_parser(
+        "assess",
+        help="assess claims (several photos of one car): one row per claim, each photo's beside",
+        epilog=ASSESS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "folders", nargs="*", type=Path, help="a folder per claim, or one folder of such folders"
+    )
+    p.add_argument("--manifest", type=Path, help="a CSV with 'image' and 'claim' columns instead")
+    p.add_argument("--images", type=Path, help="the manifest's image root (default: its folder)")
+    _model_options(p)
+    p.add_argument("--out", type=Path, required=True, help="writes claims.<fmt>, photos.<fmt>")
+    p.add_argument("--format", choices=["csv", "json", "jsonl"], default="csv")
+    p.add_argument(
+        "--rule",
+        choices=RULES,
+        default=DEFAULT_RULE,
+        help=f"how photos' severities combine (default {DEFAULT_RULE}, measured best)",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(run=_assess)
+
+
+def _assess(args: argparse.Namespace) -> int:
+    from cardamage.inference.assess import assess_files, claims_from_folders, claims_from_manifest
+    from cardamage.io import atomic_path
+
+    if (args.manifest is None) == (not args.folders):
+        raise CardamageError("give either folders (a folder per claim) or --manifest photos.csv")
+    if args.manifest is not None:
+        claims = claims_from_manifest(args.manifest, args.images)
+    else:
+        claims = claims_from_folders(args.folders)
+    predictor = _load_predictor(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    paths = [args.out / f"{name}.{args.format}" for name in ("claims", "photos")]
+    with contextlib.ExitStack() as stack:
+        files = [
+            stack.enter_context(
+                open(stack.enter_context(atomic_path(path)), "w", encoding="utf-8", newline="")
+            )
+            for path in paths
+        ]
+        done = assess_files(predictor, claims, args.format, *files, args.batch_size, args.rule)
+    print(
+        f"assessed {done.assessed} claim(s), {done.unassessed} without a usable photo, "
+        f"{done.unreadable} photo(s) unreadable: {paths[0]}, {paths[1]}",
+        file=sys.stderr,
+    )
+    return SOME_UNREADABLE if done.unassessed or done.unreadable else 0
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -168,5 +241,6 @@ def _export(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     _predict_parser(sub)
+    _assess_parser(sub)
     _serve_parser(sub)
     _export_parser(sub)

@@ -26,17 +26,26 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one a core)"
     )
+    p.add_argument(
+        "--claims",
+        action="store_true",
+        help="draw --n claims instead of photos: each one car seen from 2-6 views; writes "
+        "labels.csv with a claim column and the cars' labels in claims.csv",
+    )
     p.set_defaults(run=_synth)
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from cardamage.data.synthetic import generate_dataset
+    from cardamage.data.synthetic import generate_claims, generate_dataset
 
     if args.n < 1 or args.size < 32 or args.workers < 1:
         raise CardamageError("--n and --workers must be at least 1 and --size at least 32")
-    manifest = generate_dataset(
-        args.out, n=args.n, size=args.size, seed=args.seed, progress=True, workers=args.workers
-    )
+    options = {"n": args.n, "size": args.size, "seed": args.seed, "workers": args.workers}
+    if args.claims:
+        manifest, cars = generate_claims(args.out, progress=True, **options)
+        print(f"wrote {args.n} claims: the photos' labels in {manifest}, the cars' in {cars}")
+        return 0
+    manifest = generate_dataset(args.out, progress=True, **options)
     print(f"wrote {args.n} images and {manifest}")
     return 0
 
@@ -138,10 +147,17 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        help="write evaluation.json here (default: RUN/heldout, shown in the run's report)",
+        help="write evaluation.json here (default: RUN/heldout, or RUN/heldout_claims for a "
+        "--data with a claim column; both shown in the run's report)",
     )
     p.add_argument(
         "--show", type=int, default=0, help="print the first N predictions with the truth"
+    )
+    p.add_argument(
+        "--claim-labels",
+        type=Path,
+        help="the cars' labels (claim,<task columns>, as synth --claims writes in claims.csv) "
+        "for a --data with a claim column; default: what each claim's photos add up to",
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(run=_evaluate)
@@ -152,13 +168,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     from cardamage.inference.predictor import Predictor
 
     predictor = Predictor.load(args.model)
-    metrics, rows, abstention = evaluate_model(
-        predictor, args.data, args.images or args.data.parent, args.batch_size
+    result = evaluate_model(
+        predictor, args.data, args.images or args.data.parent, args.batch_size, args.claim_labels
     )
     if args.show:
-        _print_rows(rows[: args.show], [t.name for t in predictor.tasks])
-    print(f"\nheld-out scores on {len(rows)} images:")
-    for task in predictor.tasks:
+        _print_rows(result.rows[: args.show], [t.name for t in predictor.tasks])
+    print(f"\nheld-out scores on {len(result.rows)} images:")
+    _print_scores(predictor.tasks, result.metrics)
+    print(abstention_line(result.abstention, predictor.tasks))
+    claims = result.claims
+    if claims is not None:
+        print(f"\nper claim ({claims['n_claims']} claims, photos combined by {claims['rule']}):")
+        _print_scores(predictor.tasks, claims["tasks"])
+    for path in record_evaluation(args.model, args.out, args.data, result):
+        print(f"wrote {path}")
+    return 0
+
+
+def _print_scores(tasks: list, metrics: dict) -> None:
+    for task in tasks:
         m = metrics[task.name]
         main = (
             f"accuracy {m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}"
@@ -166,10 +194,6 @@ def _evaluate(args: argparse.Namespace) -> int:
             else f"mAP {m['mAP']:.3f}, exact match {m['exact_match']:.3f}"
         )
         print(f"  {task.name:<12} macro-F1 {m['macro_f1']:.3f}, {main}")
-    print(abstention_line(abstention, predictor.tasks))
-    for path in record_evaluation(args.model, args.out, args.data, metrics, abstention):
-        print(f"wrote {path}")
-    return 0
 
 
 def abstention_line(abstention: dict, tasks) -> str:

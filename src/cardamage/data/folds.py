@@ -1,4 +1,5 @@
-"""Cross-validation splits that respect classes, label sets and groups of near-identical photos."""
+"""Cross-validation splits that respect classes, label sets, groups of near-identical photos and
+claims (photos of one car)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ Split = tuple[np.ndarray, np.ndarray]
 
 def make_folds(manifest: Manifest, tasks: Sequence[Task], k: int, seed: int) -> list[Split]:
     """Stratified on the first multiclass task, else multi-label iterative stratification;
-    grouped whenever the manifest has groups (no group on both sides of a split)."""
-    groups = np.asarray(manifest.groups) if manifest.groups is not None else None
+    grouped whenever the manifest has groups or claims (no group, no claim on both sides of a
+    split)."""
+    groups = fold_units(manifest)
     n_units = len(set(groups)) if groups is not None else len(manifest)
     if n_units < k:
         unit = "groups" if groups is not None else "images"
@@ -42,6 +44,33 @@ def make_folds(manifest: Manifest, tasks: Sequence[Task], k: int, seed: int) -> 
             MultilabelStratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(y, y)
         )
     return _grouped_multilabel(y, groups, k, seed)
+
+
+def fold_units(manifest: Manifest) -> np.ndarray | None:
+    """Each photo's fold-group: photos that share a group or a claim, directly or through each
+    other, get one unit (a claim's photos and their copies never straddle a split); None when
+    the manifest has neither column."""
+    keys = [
+        [f"group:{g}" for g in manifest.groups] if manifest.groups is not None else None,
+        [f"claim:{c}" if c else "" for c in manifest.claims] if manifest.claims else None,
+    ]
+    columns = [column for column in keys if column is not None]
+    if not columns:
+        return None
+    parent = list(range(len(manifest)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for column in columns:
+        first: dict[str, int] = {}
+        for i, key in enumerate(column):
+            if key:
+                parent[root(i)] = root(first.setdefault(key, i))
+    return np.asarray([f"unit{root(i)}" for i in range(len(manifest))])
 
 
 def _check_class_sizes(task: Task, y: np.ndarray, groups: np.ndarray | None, k: int) -> None:

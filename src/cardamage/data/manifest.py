@@ -1,9 +1,10 @@
 """The labelled-image table: a user's CSV, validated in one pass.
 
 Two formats are read, told apart by the header: the tidy one this project writes
-(``image,<task names>[,group]``) and the original project's (``name,damage,location,damagetype``
-with ``[a;b]`` lists and ``NULL`` placeholders). Every problem is collected with its line, so a
-user fixes the whole file in one go instead of one error per run.
+(``image,<task names>[,group][,claim]``) and the original project's
+(``name,damage,location,damagetype`` with ``[a;b]`` lists and ``NULL`` placeholders). Every
+problem is collected with its line, so a user fixes the whole file in one go instead of one
+error per run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from cardamage.tasks import NULL_LABEL, Task
 
 IMAGE_COLUMN = "image"
 GROUP_COLUMN = "group"
+#: Photos of one car (an insurance claim, an inspection): assessed together, kept in one fold.
+CLAIM_COLUMN = "claim"
 #: The original project's names for columns this project names differently (others: task name).
 ORIGINAL_ALIASES = {"image": "name", "severity": "damage", "damage_type": "damagetype"}
 LABEL_SEPARATOR = ";"
@@ -62,6 +65,8 @@ class Manifest:
     labels: dict[str, tuple[tuple[str, ...], ...]]
     groups: tuple[str, ...] | None
     lines: tuple[int, ...]
+    #: Each photo's claim ('' for a photo of no claim); None without a ``claim`` column.
+    claims: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -82,6 +87,7 @@ class Manifest:
             labels={name: _pick(rows, idx) for name, rows in self.labels.items()},
             groups=None if self.groups is None else _pick(self.groups, idx),
             lines=_pick(self.lines, idx),
+            claims=None if self.claims is None else _pick(self.claims, idx),
         )
 
 
@@ -105,6 +111,7 @@ def read_manifest(
         labels={t.name: tuple(row.labels[t.name] for row in rows) for t in tasks},
         groups=tuple(row.group for row in rows) if check.grouped else None,
         lines=tuple(row.line for row in rows),
+        claims=tuple(row.claim for row in rows) if check.claimed else None,
     )
     return manifest, check.problems
 
@@ -132,6 +139,8 @@ def write_manifest(manifest: Manifest, path: Path | str, tasks: Sequence[Task]) 
         columns[task.name] = [LABEL_SEPARATOR.join(row) for row in manifest.labels[task.name]]
     if manifest.groups is not None:
         columns[GROUP_COLUMN] = manifest.groups
+    if manifest.claims is not None:
+        columns[CLAIM_COLUMN] = manifest.claims
     _write_csv(path, list(columns), zip(*columns.values(), strict=True))
 
 
@@ -149,7 +158,7 @@ def _write_csv(path: Path | str, header: list[str], rows: Iterable[Sequence]) ->
     atomic_write_text(path, buffer.getvalue())
 
 
-def _parse_labels(cell: str, task: Task) -> tuple[str, ...]:
+def parse_labels(cell: str, task: Task) -> tuple[str, ...]:
     """Labels in a cell: ``[front; side]``, ``front;side``; ``[]``, empty and ``NULL`` mean none.
 
     Known labels come back in the task's label order; unknown ones (for the caller to report)
@@ -170,6 +179,7 @@ class _Row:
     image: str
     labels: dict[str, tuple[str, ...]]
     group: str | None
+    claim: str
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,7 @@ class _Columns:
     image: int
     tasks: dict[str, tuple[int, str]]
     group: int | None
+    claim: int | None
 
 
 class _Check:
@@ -188,7 +199,7 @@ class _Check:
     def __init__(self, path: Path, root: Path, tasks: tuple[Task, ...], check_images: bool):
         self.path, self.root, self.tasks, self.check_images = path, root, tasks, check_images
         self.problems: list[Problem] = []
-        self.grouped = False
+        self.grouped = self.claimed = False
         self._seen: dict[Path, int] = {}  # resolved image path -> first line listing it
 
     def report(self, line: int | None, message: str) -> None:
@@ -210,6 +221,7 @@ class _Check:
         if columns is None:
             return []
         self.grouped = columns.group is not None
+        self.claimed = columns.claim is not None
         return self._rows(records, columns)
 
     def _rows(self, records: Iterator[tuple[int, list[str]]], columns: _Columns) -> list[_Row]:
@@ -273,7 +285,7 @@ class _Check:
                 f"missing column{'s' if len(missing) > 1 else ''} "
                 f"{_quoted(missing)} (header has: {', '.join(filter(None, names))})",
             )
-        repeated = [c for c in (*wanted.values(), GROUP_COLUMN) if names.count(c) > 1]
+        repeated = [c for c in (*wanted.values(), GROUP_COLUMN, CLAIM_COLUMN) if names.count(c) > 1]
         if repeated:
             self.report(
                 line,
@@ -288,6 +300,7 @@ class _Check:
             image=index[wanted[IMAGE_COLUMN]],
             tasks={t.name: (index[wanted[t.name]], wanted[t.name]) for t in self.tasks},
             group=names.index(GROUP_COLUMN) if GROUP_COLUMN in names else None,
+            claim=names.index(CLAIM_COLUMN) if CLAIM_COLUMN in names else None,
         )
 
     def _row(self, line: int, cells: list[str], columns: _Columns) -> _Row | None:
@@ -301,9 +314,10 @@ class _Check:
         image = self._image(line, cells[columns.image].strip())
         labels = {t.name: self._labels(line, t, *columns.tasks[t.name], cells) for t in self.tasks}
         group = None if columns.group is None else self._group(line, cells[columns.group].strip())
+        claim = "" if columns.claim is None else cells[columns.claim].strip()
         if image is None or len(self.problems) > before:
             return None
-        return _Row(line, image, labels, group)
+        return _Row(line, image, labels, group, claim)
 
     def _image(self, line: int, raw: str) -> str | None:
         """The path as stored (relative to the root), or None after reporting why not."""
@@ -342,7 +356,7 @@ class _Check:
     def _labels(
         self, line: int, task: Task, index: int, column: str, cells: list[str]
     ) -> tuple[str, ...]:
-        values = _parse_labels(cells[index], task)
+        values = parse_labels(cells[index], task)
         for label in task.unknown(values):
             self.report(line, _unknown_label(label, column, task))
         if task.multiclass and len(values) != 1:

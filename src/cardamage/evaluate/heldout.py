@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cardamage.data.manifest import load_manifest
+from cardamage.data.manifest import CLAIM_COLUMN, load_manifest
+from cardamage.errors import CardamageError
+from cardamage.evaluate.claims import claim_evaluation
 from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.metrics import decide, task_metrics
 from cardamage.evaluate.selective import reason_kinds, selective_report
@@ -14,24 +17,36 @@ from cardamage.inference.predictor import Predictor
 from cardamage.train.rundir import RunDir, write_evaluation
 
 
+@dataclass
+class Evaluation:
+    metrics: dict  # per task
+    rows: list[dict]  # one per image: truth and prediction per task
+    #: coverage and the metrics on the photos the model answered (evaluate/selective.py)
+    abstention: dict
+    #: claim-level metrics when the manifest has a claim column, else None
+    claims: dict | None
+
+
 def evaluate_model(
-    predictor: Predictor, data: Path, image_root: Path, batch_size: int = 32
-) -> tuple[dict, list[dict], dict]:
-    """Return (metrics per task, one row per image with truth and prediction, the abstention
-    report: coverage and the metrics on the photos it answered)."""
+    predictor: Predictor,
+    data: Path,
+    image_root: Path,
+    batch_size: int = 32,
+    claim_labels: Path | None = None,
+) -> Evaluation:
     manifest, _ = load_manifest(data, image_root, predictor.tasks)
-    parts: dict[str, list[np.ndarray]] = {t.name: [] for t in predictor.tasks}
-    abstain, reasons = [], []
-    for prediction in predictor.iter_predict(manifest.paths(), batch_size):
-        for name, task_prediction in prediction.tasks.items():
-            parts[name].append(task_prediction.scores)
-        abstain.append(prediction.abstain)
-        reasons.extend(reason_kinds(prediction.trust.problems))
-    scores = {name: np.stack(values) for name, values in parts.items()}
+    if claim_labels is not None and manifest.claims is None:
+        raise CardamageError(f"--claim-labels needs a '{CLAIM_COLUMN}' column in {data}")
+    predictions = list(predictor.iter_predict(manifest.paths(), batch_size))
     tasks = predictor.tasks
+    scores = {t.name: np.stack([p.tasks[t.name].scores for p in predictions]) for t in tasks}
     targets = {t.name: manifest.targets(t) for t in tasks}
     metrics = {t.name: task_metrics(t, targets[t.name], scores[t.name]) for t in tasks}
-    selective = selective_report(tasks, targets, scores, np.array(abstain), reasons)
+    abstain = np.array([p.abstain for p in predictions], dtype=bool)
+    reasons = [kind for p in predictions for kind in reason_kinds(p.trust.problems)]
+    claims = None
+    if manifest.claims is not None:
+        claims = claim_evaluation(manifest, tasks, predictions, claim_labels)
     rows = []
     for i, image in enumerate(manifest.images):
         row = {"image": image}
@@ -40,20 +55,24 @@ def evaluate_model(
             chosen = [label for label, on in zip(task.labels, predicted, strict=True) if on]
             row[task.name] = (";".join(manifest.labels[task.name][i]), ";".join(chosen))
         rows.append(row)
-    return metrics, rows, selective
+    abstention = selective_report(tasks, targets, scores, abstain, reasons)
+    return Evaluation(metrics, rows, abstention, claims)
 
 
-def record_evaluation(
-    model: Path, out: Path | None, data: Path, metrics: dict, abstention: dict | None = None
-) -> list[Path]:
-    """Write evaluation.json to ``out`` (default: the run's heldout/ when ``model`` is a
-    finished run); an evaluation in the run's heldout/ also rewrites its report, which shows
-    it. Returns the files written."""
+def record_evaluation(model: Path, out: Path | None, data: Path, result: Evaluation) -> list[Path]:
+    """Write evaluation.json to ``out`` (default, when ``model`` is a finished run: its
+    heldout/, or heldout_claims/ for a set of claims, so the photos' held-out figures stay);
+    an evaluation in either also rewrites the run's report, which shows both. Returns the
+    files written."""
     run = RunDir(model)
     finished = run.summary_file.is_file()
     if out is None and not finished:
         return []
-    written = [write_evaluation(out or run.heldout_dir, data, metrics, abstention)]
-    if finished and written[0].parent.resolve() == run.heldout_dir.resolve():
+    default = run.heldout_dir if result.claims is None else run.heldout_claims_dir
+    written = [
+        write_evaluation(out or default, data, result.metrics, result.claims, result.abstention)
+    ]
+    shown = {run.heldout_dir.resolve(), run.heldout_claims_dir.resolve()}
+    if finished and written[0].parent.resolve() in shown:
         written.append(write_html_report(run.path))
     return written

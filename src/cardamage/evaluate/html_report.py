@@ -82,6 +82,7 @@ class _Run:
     scores: dict[str, np.ndarray]
     finished: datetime
     heldout: dict | None
+    heldout_claims: dict | None
     label_issues: list[dict[str, str]] | None
 
     @property
@@ -121,6 +122,7 @@ def write_html_report(run_dir: Path, *, image_root: Path | None = None, worst: i
         headline=_headline(run),
         summary=_summary(run),
         heldout=_heldout(run),
+        claims=_claims(run),
         tasks=[_task(run, task) for task in run.tasks],
         mistakes=_mistake_cards(run, root, worst),
         label_issues=_label_issues(run, root),
@@ -152,6 +154,7 @@ def _load_run(files: RunDir) -> _Run:
             scores=scores,
             finished=files.finished_at(summary),
             heldout=files.heldout(),
+            heldout_claims=files.heldout_claims(),
             label_issues=files.label_issues(),
         )
     except (KeyError, ValueError, OSError, csv.Error) as e:
@@ -253,6 +256,8 @@ def _nav(run: _Run) -> list[tuple[str, str]]:
     links = [("summary", "Summary")]
     if run.heldout:
         links.append(("heldout", "Held out"))
+    if _claim_evaluations(run):
+        links.append(("claims", "Claims"))
     links += [(_anchor(t), task_title(t.name)) for t in run.tasks]
     links.append(("mistakes", "Mistakes"))
     if run.label_issues:
@@ -376,6 +381,40 @@ def _risk_coverage_png(task: Task, curve: dict, answered: float) -> str:
     ax.set_title(f"{task_title(task.name)}: risk against coverage")
     fig.tight_layout()
     return _png(fig)
+
+
+def _claim_evaluations(run: _Run) -> list[dict]:
+    return [e for e in (run.heldout, run.heldout_claims) if e and "claims" in e]
+
+
+def _claims(run: _Run) -> list[dict]:
+    """Per evaluated set of claims: each task per photo and per claim (the photos of a claim
+    combined by the rule every entry point uses), side by side."""
+    sections = []
+    for evaluation in _claim_evaluations(run):
+        claims = evaluation["claims"]
+        per_photo, per_claim = evaluation["tasks"], claims["tasks"]
+        columns = _metric_columns([*per_photo.values(), *per_claim.values()])
+        rows = [
+            [task_title(task.name), source, str(metrics["n"]), *_metric_cells(metrics, columns)]
+            for task in run.tasks
+            for source, metrics in (
+                ("per photo", per_photo[task.name]),
+                ("per claim", per_claim[task.name]),
+            )
+        ]
+        header = ["Task", "Scored", "n", *(t for t, _ in columns)]
+        sections.append(
+            {
+                "data": evaluation["data"],
+                "rule": claims["rule"],
+                "truth": claims["truth"],
+                "n_claims": claims["n_claims"],
+                "n_photos": claims["n_photos"],
+                "table": {"header": header, "rows": rows},
+            }
+        )
+    return sections
 
 
 def _task(run: _Run, task: Task) -> dict:

@@ -225,6 +225,7 @@ def apply_corrections(
         {name: tuple(rows) for name, rows in labels.items()},
         manifest.groups,
         manifest.lines,
+        manifest.claims,
     )
     write_manifest(fixed, out, tasks)
     return len(changed)

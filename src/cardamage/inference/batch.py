@@ -9,8 +9,8 @@ import base64
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -18,8 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from cardamage.data.images import load_image
+from cardamage.data.manifest import LABEL_SEPARATOR
 from cardamage.errors import CardamageError
-from cardamage.inference.predictor import Predictor, iter_decoded
+from cardamage.inference.predictor import Prediction, Predictor, iter_decoded
 from cardamage.io import atomic_write_bytes
 from cardamage.tasks import Task, display_label
 
@@ -28,11 +29,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 @dataclass
 class Row:
+    """One output row: a photo (or a claim: ``path`` is then its id) with its prediction as a
+    dict, or why it has none; ``result`` keeps the Prediction itself for claims to combine;
+    ``extra`` holds the values of the writer's extra columns."""
+
     path: str
     prediction: dict | None = None
     error: str | None = None
-    #: the prediction's ``Trust.to_dict()``: abstain, reason, in_distribution, quality
-    trust: dict | None = None
+    result: Prediction | None = None
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 def find_images(inputs: Iterable[Path], recursive: bool) -> Iterator[Path]:
@@ -55,8 +60,8 @@ def predict_rows(predictor: Predictor, paths: Iterable[Path], batch_size: int) -
         for path, future in batch:
             error = future.exception()
             if error is None:
-                prediction = next(predictions)
-                yield Row(str(path), prediction.to_dict(), trust=prediction.trust.to_dict())
+                result = next(predictions)
+                yield Row(str(path), prediction=result.to_dict(), result=result)
             elif isinstance(error, CardamageError):
                 yield Row(str(path), error=str(error))
             else:
@@ -66,27 +71,39 @@ def predict_rows(predictor: Predictor, paths: Iterable[Path], batch_size: int) -
 class Writer:
     """csv: one flat row per image; jsonl: one object a line; json: one array, streamed. Each
     also has a ``summary`` for a person (display names, 'No damage' for ``whole``); the other
-    columns keep the labels themselves, for programs."""
+    columns keep the labels themselves, for programs. ``key`` names the first column (``image``;
+    ``claim`` for claims), ``extra`` the columns after the scores (lists ``;``-joined in csv)."""
 
-    def __init__(self, out: TextIO, fmt: str, predictor: Predictor) -> None:
-        self.out, self.fmt, self.count = out, fmt, 0
+    def __init__(
+        self,
+        out: TextIO,
+        fmt: str,
+        predictor: Predictor,
+        key: str = "image",
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.out, self.fmt, self.count, self.key, self.extra = out, fmt, 0, key, tuple(extra)
         self.columns = [f"{t.name}:{label}" for t in predictor.tasks for label in t.labels]
         self.tasks = predictor.tasks
         if fmt == "csv":
             self.csv = csv.writer(out)
             names = [t.name for t in self.tasks]
-            self.csv.writerow(["image", "error", *TRUST_COLUMNS, "summary", *names, *self.columns])
+            self.csv.writerow(
+                [key, "error", *TRUST_COLUMNS, "summary", *names, *self.columns, *self.extra]
+            )
         elif fmt == "json":
             out.write("[\n")
 
     def write(self, row: Row) -> None:
         if self.fmt == "csv":
-            self.csv.writerow(self._flat(row))
+            extra = [_cell(row.extra.get(name)) for name in self.extra]
+            self.csv.writerow(self._flat(row) + extra)
         else:
-            record = {"image": row.path, "prediction": row.prediction, "error": row.error}
+            record = {self.key: row.path, "prediction": row.prediction, "error": row.error}
             if row.prediction is not None:
-                record["trust"] = row.trust
+                record["trust"] = row.result.trust.to_dict() if row.result else None
                 record["summary"] = summary(self.tasks, row.prediction)
+            record.update({name: row.extra.get(name) for name in self.extra})
             sep = ",\n" if self.fmt == "json" and self.count else ""
             self.out.write(sep + json.dumps(record) + ("\n" if self.fmt == "jsonl" else ""))
         self.count += 1
@@ -107,7 +124,7 @@ class Writer:
         return [
             row.path,
             "",
-            *trust_cells(row.trust),
+            *trust_cells(row.result.trust.to_dict() if row.result else None),
             summary(self.tasks, row.prediction),
             *decided,
             *scores,
@@ -133,6 +150,14 @@ def trust_cells(trust: dict | None) -> list[str]:
         trust["reason"] or "",
         "" if seen is None else f"{seen['score']:.4f}",
     ]
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return LABEL_SEPARATOR.join(map(str, value))
+    return str(value)
 
 
 def describe(task: Task, prediction: dict) -> str:

@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from cardamage.trust.calibrators import calibrate
 from cardamage.trust.distribution import DistributionCheck
 from cardamage.trust.quality import check_quality
 from cardamage.trust.verdict import Trust
+
+if TYPE_CHECKING:
+    from cardamage.inference.claims import ClaimAssessment
 
 ImageSource = str | Path | bytes | np.ndarray
 Thresholds = Mapping[str, float | Sequence[float]]
@@ -68,6 +72,9 @@ class TaskPrediction:
 
 @dataclass(frozen=True)
 class Prediction:
+    """One photo's predictions; ``abstain``: the photo should not be trusted (its reason in
+    ``abstain_reason``), so claims leave it out."""
+
     tasks: dict[str, TaskPrediction]
     trust: Trust
 
@@ -174,6 +181,32 @@ class Predictor:
             )
             for i, photo in enumerate(photos)
         ]
+
+    def assess(
+        self, sources: Sequence[ImageSource], claim: str = "claim", rule: str | None = None
+    ) -> ClaimAssessment:
+        """Several photos of one car -> one assessment (``cardamage.inference.claims``); a photo
+        that cannot be decoded is left out with its error, NoEvidence when none can be used."""
+        from cardamage.inference.claims import DEFAULT_RULE, ClaimPhoto, assess_claim
+
+        names = [
+            s if isinstance(s, str | Path) else f"photo {i + 1}" for i, s in enumerate(sources)
+        ]
+        decoded: list[Photo | CardamageError] = []
+        for source in sources:
+            try:
+                decoded.append(self.decode(source))
+            except CardamageError as e:
+                decoded.append(e)
+        good = [d for d in decoded if isinstance(d, Photo)]
+        predictions = iter(self.predict_photos(good) if good else [])
+        photos = [
+            ClaimPhoto(str(name), error=str(d))
+            if isinstance(d, CardamageError)
+            else ClaimPhoto(str(name), next(predictions))
+            for name, d in zip(names, decoded, strict=True)
+        ]
+        return assess_claim(claim, photos, rule or DEFAULT_RULE)
 
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
         """Pixels already at model size: the photo's own size is taken to be theirs."""

@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
@@ -37,11 +37,13 @@ from starlette.concurrency import run_in_threadpool
 from cardamage import __version__
 from cardamage.data.images import Photo
 from cardamage.errors import CardamageError
+from cardamage.inference.claims import ClaimPhoto, assess_claim
 from cardamage.inference.predictor import Prediction, Predictor
 from cardamage.serve.decoding import RejectedUpload, decode_all
 from cardamage.serve.errors import ApiError, error_responses, install_error_handlers
 from cardamage.serve.explain import Explainer
 from cardamage.serve.schemas import (
+    ClaimResponse,
     ErrorDetail,
     Health,
     Limits,
@@ -55,7 +57,7 @@ from cardamage.serve.schemas import (
 )
 from cardamage.serve.service import ModelService
 from cardamage.serve.settings import ServeSettings
-from cardamage.serve.uploads import FILES_FIELD, Upload, read_form
+from cardamage.serve.uploads import CLAIM_FIELD, FILES_FIELD, Form, Upload, read_form
 from cardamage.tasks import display_label
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -91,7 +93,32 @@ MULTIPART_BODY = {
         },
     }
 }
+CLAIM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FILES_FIELD],
+                    "properties": {
+                        FILES_FIELD: MULTIPART_BODY["requestBody"]["content"][
+                            "multipart/form-data"
+                        ]["schema"]["properties"][FILES_FIELD]
+                        | {"description": "The photos of one car (JPEG, PNG, WebP, BMP, GIF)."},
+                        CLAIM_FIELD: {
+                            "type": "string",
+                            "default": "claim",
+                            "description": "The claim's id, echoed in the answer.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 _BOOL = TypeAdapter(bool)
+T = TypeVar("T")
 
 router = APIRouter()
 
@@ -224,23 +251,86 @@ async def predict(
     when no file can be used the request fails (415 or 422) and `error.files` says why for each.
     """
     started = time.perf_counter()
-    with service.batcher.reserve() as slot:
-        form = await read_form(request, service.limits)
-        explainer = _explainer(service) if explain or _flag(form.fields.get("explain")) else None
-        decoded = await run_in_threadpool(decode_all, form.files, service.rules)
-        usable = [(u, d) for u, d in zip(form.files, decoded, strict=True) if _is_image(d)]
-        if not usable:
-            raise _all_rejected(form.files, [d for d in decoded if not _is_image(d)])
-        futures = slot.submit([photo for _, photo in usable])
-    answers = await asyncio.gather(*map(asyncio.wrap_future, futures))
-    predictions = [p.to_dict() for p in answers]
-    uploads = [u for u, _ in usable]
+
+    def wanted(form: Form) -> Explainer | None:
+        return _explainer(service) if explain or _flag(form.fields.get("explain")) else None
+
+    form, decoded, predicted, explainer = await _predict_form(request, service, wanted)
+    predictions = [p.to_dict() for p in predicted]
+    uploads = [u for u, d in zip(form.files, decoded, strict=True) if _is_image(d)]
     explanations = await _explain(uploads, predictions, explainer) if explainer else []
     return PredictResponse(
         model=service.model_ref,
-        results=_results(form.files, decoded, answers, explanations),
+        results=_results(form.files, decoded, predicted, explanations),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )
+
+
+@router.post(
+    "/v1/claims",
+    response_model=ClaimResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(400, 401, 413, 415, 422, 503),
+    dependencies=[Security(check_api_key)],
+    openapi_extra=CLAIM_BODY,
+    summary="Assess a claim: several photos of one car",
+    tags=["predict"],
+)
+async def claims(request: Request, service: Ready) -> ClaimResponse:
+    """One assessment of the car from all its photos (multipart field `files`, the claim's id in
+    field `claim`), with each photo's own prediction.
+
+    The photos are combined as `cardamage assess` combines them: severity from the photos'
+    probabilities that the car is at least each level, locations and damage types found in any
+    photo, each with its evidence (which photo, its score). A file that cannot be used gets
+    `error` in `results` and is left out of the assessment; when no file can be used the request
+    fails (415 or 422).
+    """
+    started = time.perf_counter()
+    form, decoded, predicted, _ = await _predict_form(request, service)
+    claim = (form.fields.get(CLAIM_FIELD) or "claim").strip() or "claim"
+    names = _unique([u.filename for u in form.files])
+    answers = iter(predicted)
+    photos = [
+        ClaimPhoto(name, error=item.message)
+        if isinstance(item, RejectedUpload)
+        else ClaimPhoto(name, next(answers))
+        for name, item in zip(names, decoded, strict=True)
+    ]
+    assessment = assess_claim(claim, photos)
+    return ClaimResponse(
+        model=service.model_ref,
+        claim=assessment.to_dict(),
+        results=_results(form.files, decoded, predicted, []),
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
+async def _predict_form(
+    request: Request, service: ModelService, check: Callable[[Form], T] | None = None
+) -> tuple[Form, list[Photo | RejectedUpload], list[Prediction], T | None]:
+    """Read the upload, decode it, predict its usable images in the shared batches; ``check``
+    looks at the form's fields before any decoding. No usable image: 415 or 422."""
+    with service.batcher.reserve() as slot:
+        form = await read_form(request, service.limits)
+        checked = check(form) if check is not None else None
+        decoded = await run_in_threadpool(decode_all, form.files, service.rules)
+        usable = [d for d in decoded if _is_image(d)]
+        if not usable:
+            raise _all_rejected(form.files, [d for d in decoded if not _is_image(d)])
+        futures = slot.submit(usable)
+    predictions = list(await asyncio.gather(*map(asyncio.wrap_future, futures)))
+    return form, decoded, predictions, checked
+
+
+def _unique(names: list[str]) -> list[str]:
+    """File names as the claim's evidence cites them: a repeated name gets ' (2)', ' (3)'."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
 
 
 def _flag(value: str | None) -> bool:

@@ -145,3 +145,51 @@ class ModelInfo(BaseModel):
 
 class Health(BaseModel):
     status: Literal["live", "ready"]
+
+
+class Evidence(BaseModel):
+    photo: str = Field(description="The file name (a repeated name gets ' (2)', ' (3)').")
+    score: float = Field(description="That photo's support for the label.")
+
+
+class ClaimMulticlass(BaseModel):
+    kind: Literal["multiclass"]
+    label: str = Field(description="The highest level the photos make more likely than not.")
+    score: float = Field(description="Its combined probability.")
+    scores: dict[str, float] = Field(description="The combined distribution over labels.")
+    at_least: dict[str, float] = Field(
+        description="Per damaged level: the combined probability the car is at least that."
+    )
+    evidence: dict[str, list[Evidence]] = Field(description="Supporting photos, strongest first.")
+
+
+class ClaimMultilabel(BaseModel):
+    kind: Literal["multilabel"]
+    labels: list[str] = Field(description="Labels any photo found.")
+    scores: dict[str, float] = Field(description="Each label's best photo score.")
+    evidence: dict[str, list[Evidence]] = Field(description="Per label found: the photos.")
+
+
+ClaimTask = Annotated[ClaimMulticlass | ClaimMultilabel, Field(discriminator="kind")]
+
+
+class LeftOut(BaseModel):
+    photo: str
+    reason: str
+
+
+class ClaimAssessment(BaseModel):
+    claim: str
+    rule: str = Field(description="How the photos' severities were combined, e.g. 'max'.")
+    assessment: dict[str, ClaimTask] = Field(description="Per task name.")
+    photos: list[str] = Field(description="The photos used, those that drove the decision first.")
+    left_out: list[LeftOut] = Field(description="Photos not used (unreadable, abstained).")
+
+
+class ClaimResponse(BaseModel):
+    model: ModelRef
+    claim: ClaimAssessment
+    results: list[PredictedFile | RejectedFile] = Field(
+        description="Each photo's own prediction (or error), in upload order."
+    )
+    elapsed_ms: float

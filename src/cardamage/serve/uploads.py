@@ -19,8 +19,9 @@ from starlette.requests import ClientDisconnect, Request
 from cardamage.serve.errors import ApiError
 
 FILES_FIELD = "files"
+CLAIM_FIELD = "claim"  # POST /v1/claims: the claim's id
 #: Form fields read besides the files; others are skipped.
-KNOWN_FIELDS = frozenset({"explain"})
+KNOWN_FIELDS = frozenset({"explain", CLAIM_FIELD})
 MAX_FIELD_BYTES = 1024
 #: Multipart framing per part (boundary and headers) plus room for the small fields.
 PART_OVERHEAD_BYTES = 16 * 1024

@@ -74,6 +74,7 @@ class RunDir:
     model_dir = property(lambda self: self.path / "model")
     final_dir = property(lambda self: self.path / "final")
     heldout_dir = property(lambda self: self.path / "heldout")
+    heldout_claims_dir = property(lambda self: self.path / "heldout_claims")
 
     def results_file(self, task: str) -> Path:
         return self.path / f"results_{task}.txt"
@@ -225,6 +226,10 @@ class RunDir:
         """The run's held-out evaluation (`cardamage evaluate`), or None if never evaluated."""
         return read_evaluation(self.heldout_dir)
 
+    def heldout_claims(self) -> dict | None:
+        """The run's evaluation on held-out claims (per photo and per claim), or None."""
+        return read_evaluation(self.heldout_claims_dir)
+
     def label_issues(self) -> list[dict[str, str]] | None:
         """Rows of label_issues.csv (columns LABEL_ISSUE_COLUMNS), or None when absent."""
         if not self.label_issues_file.is_file():
@@ -246,12 +251,19 @@ class RunDir:
 
 
 def write_evaluation(
-    directory: Path, data: Path, metrics: dict[str, dict], abstention: dict | None = None
+    directory: Path,
+    data: Path,
+    metrics: dict[str, dict],
+    claims: dict | None = None,
+    abstention: dict | None = None,
 ) -> Path:
-    """A held-out evaluation's metrics per task, with the labelled set they came from and, for
-    a model that may abstain, its abstention report."""
+    """A held-out evaluation's metrics per task, with the labelled set they came from; the
+    claim-level ones beside (``claims``: counts, rule, truth and metrics per task) when the set
+    has claims, and the abstention report (coverage, metrics on the answered photos)."""
     path = Path(directory) / EVALUATION_FILE
     record = {"data": str(data), "tasks": metrics}
+    if claims is not None:
+        record["claims"] = claims
     if abstention is not None:
         record["abstention"] = abstention
     write_summary_json(path, record)

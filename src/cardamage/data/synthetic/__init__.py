@@ -16,7 +16,7 @@ severity rule), :mod:`.geometry` and :mod:`.layouts` (the car's views as polygon
 :mod:`.colours`, :mod:`.scene` (background and undamaged car), :mod:`.kinds` (each damage kind as
 data), :mod:`.painters` (one per kind), :mod:`.damage` (planning and fitting to a severity),
 :mod:`.camera` (blur, light, noise, JPEG), :mod:`.sample` and :mod:`.writer` (files, manifest,
-worker processes).
+worker processes), :mod:`.claims` (one car seen from several views: a claim).
 """
 
 from cardamage.data.manifest import LABEL_SEPARATOR
@@ -34,7 +34,7 @@ from cardamage.data.synthetic.labels import (
 )
 from cardamage.data.synthetic.layouts import VIEWS
 from cardamage.data.synthetic.sample import draw_sample
-from cardamage.data.synthetic.writer import generate_dataset
+from cardamage.data.synthetic.writer import generate_claims, generate_dataset
 
 __all__ = [
     "DAMAGE_TYPES",
@@ -49,6 +49,7 @@ __all__ = [
     "SynthSample",
     "damage_extent",
     "draw_sample",
+    "generate_claims",
     "generate_dataset",
     "severity_for_extent",
 ]

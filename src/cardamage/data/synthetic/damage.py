@@ -7,11 +7,12 @@ they visibly changed lands in its band), so the label always follows what the ph
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
-from cardamage.data.synthetic.geometry import Box, Point
+from cardamage.data.synthetic.geometry import Box, Part, Point
 from cardamage.data.synthetic.kinds import KINDS
 from cardamage.data.synthetic.labels import (
     BANDS,
@@ -27,7 +28,7 @@ from cardamage.data.synthetic.scene import SUPERSAMPLE, Canvas
 
 #: How violent the damage of each severity looks: a crash that smashed much of the car also
 #: crumpled its metal and shattered its glass; a small knock left a soft dent or a chip.
-_HEAVY = {"minor": (0.0, 0.2), "moderate": (0.4, 0.6), "severe": (0.8, 1.0)}
+HEAVY = {"minor": (0.0, 0.2), "moderate": (0.4, 0.6), "severe": (0.8, 1.0)}
 VISIBLE = 24  # a pixel counts as damaged where a channel changed by more than this
 _FIT_STEPS = 5
 #: Chances of 1, 2 or 3 damages given the severity: worse cars have more of them.
@@ -37,29 +38,48 @@ _KIND_TRIES = 4  # tries of the same kinds (other sites, sizes) before drawing o
 
 
 def damage_car(rng: np.random.Generator, cv: Canvas, freq: SynthFrequencies) -> list[Damage]:
-    """Pick a severity, then draw damages whose measured extent falls in its band.
-
-    The sizes are a first guess; the damages are redrawn larger or smaller until the share of
-    the car they visibly changed lands in the band (a dent on a black car must be larger to
-    show as much as one on a white car). Where no plan gets there, the nearest one stays: the
-    label always follows the extent measured on what was drawn.
-    """
+    """Pick a severity, then draw damages whose measured extent falls in its band."""
     if rng.random() < freq.p_undamaged:
         return []
     target = choice(rng, freq.severity, SEVERITIES)
     kinds = _drawable_kinds(cv, freq)
     if not any(w > 0 for w in kinds.values()):
         return []
-    count = _damage_count(rng, target, freq.max_damages)
-    band = BANDS[target]
+    count = damage_count(rng, target, freq.max_damages)
+
+    def pick(n: int) -> list[Want]:
+        return [(choice(rng, kinds, DAMAGE_TYPES), None) for _ in range(n)]
+
+    return fit_damages(rng, cv, pick, count, BANDS[target], HEAVY[target])
+
+
+#: A damage to draw: its kind, and the location it must sit on (None: anywhere it can).
+Want = tuple[str, str | None]
+
+
+def fit_damages(
+    rng: np.random.Generator,
+    cv: Canvas,
+    pick: Callable[[int], list[Want]],
+    count: int,
+    band: tuple[float, float],
+    heavy: tuple[float, float],
+) -> list[Damage]:
+    """Draw ``count`` damages (``pick(n)`` says which), whose summed extent lands in ``band``.
+
+    The sizes are a first guess; the damages are redrawn larger or smaller until the share of
+    the car they visibly changed lands in the band (a dent on a black car must be larger to
+    show as much as one on a white car). Where no plan gets there, the nearest one stays: the
+    label always follows the extent measured on what was drawn.
+    """
     clean = cv.image.copy()
     best: tuple[float, list[Plan]] | None = None
     for n in range(count, 0, -1):  # fewer damages if that many do not fit on the car
         for attempt in range(_PLAN_TRIES):
             if attempt % _KIND_TRIES == 0:  # new kinds only when these keep failing: no kind is
-                picked = [choice(rng, kinds, DAMAGE_TYPES) for _ in range(n)]  # favoured
+                picked = pick(n)  # favoured
             goal = math.exp(rng.uniform(*np.log(band)))
-            plans = _try_plan(rng, cv, picked, goal, _HEAVY[target])
+            plans = _try_plan(rng, cv, picked, goal, heavy)
             if not plans:
                 continue
             damages, plans = _draw_fitted(cv, clean, plans, goal, band)
@@ -88,7 +108,7 @@ def _drawable_kinds(cv: Canvas, freq: SynthFrequencies) -> dict[str, float]:
     }
 
 
-def _damage_count(rng: np.random.Generator, severity: str, most: int) -> int:
+def damage_count(rng: np.random.Generator, severity: str, most: int) -> int:
     """How many damages a car of ``severity`` gets: worse cars have more of them, up to
     ``most`` (all of them when the cap leaves none of the usual counts)."""
     weights = np.array(_COUNT_WEIGHTS[severity][:most])
@@ -162,18 +182,19 @@ def _draw_damage(cv: Canvas, plan: Plan) -> Damage:
 def _try_plan(
     rng: np.random.Generator,
     cv: Canvas,
-    kinds: list[str],
+    wants: list[Want],
     goal: float,
     heavy: tuple[float, float],
 ) -> list[Plan]:
     """Sites for the damages, first-guess sizes for a summed extent near ``goal``, and looks
     as violent as ``heavy`` says."""
     sites: list[tuple[int, Point]] = []
-    for kind in kinds:
-        site = _site(rng, cv, kind, sites)
+    for kind, where in wants:
+        site = _site(rng, cv, kind, where, sites)
         if site is None:
             return []
         sites.append(site)
+    kinds = [kind for kind, _ in wants]
     plans = []
     for kind, (part, center) in zip(kinds, sites, strict=True):
         guess = math.sqrt(goal / len(kinds) / KINDS[kind].area_per_size2) * rng.uniform(0.8, 1.25)
@@ -195,15 +216,24 @@ def _size_limit(cv: Canvas, kind: str, part: int) -> float:
 
 
 def _site(
-    rng: np.random.Generator, cv: Canvas, kind: str, taken: list[tuple[int, Point]]
+    rng: np.random.Generator,
+    cv: Canvas,
+    kind: str,
+    where: str | None,
+    taken: list[tuple[int, Point]],
 ) -> tuple[int, Point] | None:
-    """A part and a point on it, inside the part and apart from the damages already placed."""
+    """A part (at location ``where`` when given) and a point on it, inside the part and apart
+    from the damages already placed."""
     surface = KINDS[kind].surface
+
+    def fits(p: Part) -> bool:
+        return p.surface == surface and (where is None or p.location == where)
+
     if surface == "wheel":
         size = cv.image.width
         free = [
             i - 1
-            for i in cv.shown(lambda p: p.surface == "wheel")
+            for i in cv.shown(fits)
             if i - 1 not in {t for t, _ in taken}
             and all(0 <= c < size for c in cv.car.wheel(cv.car.parts[i - 1].name).center)
         ]
@@ -211,7 +241,7 @@ def _site(
             return None
         part = free[int(rng.integers(len(free)))]
         return part, cv.car.wheel(cv.car.parts[part].name).center
-    candidates = np.flatnonzero(cv.lut(cv.part_ids(lambda p: p.surface == surface))[cv.ids])
+    candidates = np.flatnonzero(cv.lut(cv.part_ids(fits))[cv.ids])
     if not len(candidates):
         return None
     size, reach = cv.ids.shape[1], 0.025 * cv.car.width

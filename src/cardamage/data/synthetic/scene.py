@@ -27,7 +27,7 @@ from cardamage.data.synthetic.colours import (
 )
 from cardamage.data.synthetic.geometry import Box, CarLayout, Part, Point, Wheel, arc, clip, rect
 from cardamage.data.synthetic.labels import choice
-from cardamage.data.synthetic.layouts import VIEWS, place, random_shape, unit_layout
+from cardamage.data.synthetic.layouts import VIEWS, Shape, place, random_shape, unit_layout
 
 SUPERSAMPLE = 2  # drawn at twice the size and reduced: cheap anti-aliasing
 
@@ -93,17 +93,49 @@ class Canvas:
         self.image.paste(Image.fromarray(out), box[:2])
 
 
-def draw_scene(rng: np.random.Generator, canvas: int, views: Mapping[str, float]) -> Canvas:
-    """Background, shadow and an undamaged car; every random choice from the scene stream."""
+BACKGROUNDS = ("outdoor", "wall", "studio")
+
+
+@dataclass(frozen=True)
+class CarLook:
+    """What one car keeps in every photo of a claim: body shape, colours, wheels, and the kind
+    of place it stands in (the background's family; its details change with the camera)."""
+
+    shape: Shape
+    palette: dict[str, RGB]
+    wheel_style: WheelStyle
+    background: str  # outdoor | wall | studio
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> CarLook:
+        shape, palette = random_shape(rng), random_palette(rng)
+        return cls(shape, palette, wheel_style(rng, palette), str(rng.choice(BACKGROUNDS)))
+
+
+def draw_scene(
+    rng: np.random.Generator,
+    canvas: int,
+    views: Mapping[str, float],
+    look: CarLook | None = None,
+    mirrored: bool | None = None,
+) -> Canvas:
+    """Background, shadow and an undamaged car; every random choice from the scene stream.
+
+    ``look`` and ``mirrored`` (which side of the car a side or three-quarter view shows) fix
+    the car of a claim; the stream is drawn alike either way, so a photo alone is unchanged.
+    """
     view = choice(rng, views, VIEWS)
-    unit = unit_layout(view, random_shape(rng))
-    if rng.random() < 0.5:
+    shape = random_shape(rng)
+    unit = unit_layout(view, shape if look is None else look.shape)
+    flip = rng.random() < 0.5
+    if flip if mirrored is None else mirrored:
         unit = unit.mirrored()
     car = place(unit, rng, canvas)
-    palette = random_palette(rng)
-    image = _background(rng, canvas, car)
+    palette = random_palette(rng) if look is None else look.palette
+    image = _background(rng, canvas, car, None if look is None else look.background)
     light = _unit_vector(rng.uniform(-0.8, 0.8), -1.0)
-    cv = Canvas(image, _id_map(car, canvas), car, palette, wheel_style(rng, palette), light)
+    style = wheel_style(rng, palette) if look is None else look.wheel_style
+    cv = Canvas(image, _id_map(car, canvas), car, palette, style, light)
     _draw_car(cv, rng)
     return cv
 
@@ -119,10 +151,14 @@ def _car_bounds(car: CarLayout) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _background(rng: np.random.Generator, size: int, car: CarLayout) -> Image.Image:
-    """Sky and ground, a wall, or a studio backdrop, then clutter and the car's soft shadow."""
+def _background(
+    rng: np.random.Generator, size: int, car: CarLayout, family: str | None = None
+) -> Image.Image:
+    """Sky and ground, a wall, or a studio backdrop (``family`` when given), then clutter and
+    the car's soft shadow."""
     x0, _, x1, ground = _car_bounds(car)
-    kind = rng.choice(["outdoor", "wall", "studio"])
+    kind = rng.choice(list(BACKGROUNDS))
+    kind = kind if family is None else family
     if kind == "outdoor":
         horizon = rng.uniform(0.15, 0.9) * max(0.2 * size, ground - 0.05 * size)
         sky = hsv(rng.uniform(0.52, 0.64), rng.uniform(0.05, 0.5), rng.uniform(0.65, 1.0))

@@ -1,5 +1,6 @@
-// cardamage page: upload photos to /v1/predict and show each result. Plain JavaScript, no build,
-// no CDN. Text from the server or from file names is only ever set as textContent (never HTML).
+// cardamage page: upload photos to /v1/predict and show each result; photos added together are
+// one claim (several photos of one car), sent to /v1/claims and shown in one claim card with each
+// photo's card inside it. Plain JavaScript, no build, no CDN. Text from the server or from file names is only ever set as textContent (never HTML).
 "use strict";
 
 (() => {
@@ -16,6 +17,7 @@
     urls: [],
     cards: [], // {file, card} of every photo sent, so heatmaps can be fetched for them later
     display: {}, // task -> label -> the label as a person reads it (from /v1/model)
+    claims: 0, // claims shown so far: names the next one
   };
 
   function el(tag, className, text) {
@@ -121,9 +123,10 @@
     showNotice("");
     $("clear").hidden = false;
     const limits = state.limits;
+    const claim = files.length > 1 ? createClaim(files.length) : null;
     const accepted = [];
     for (const file of files) {
-      const card = createCard(file);
+      const card = createCard(file, claim ? claim.photos : $("results"));
       state.cards.push({ file, card });
       if (file.size > limits.max_upload_mb * MB) {
         const size = (file.size / MB).toFixed(1);
@@ -132,27 +135,42 @@
         accepted.push({ file, card });
       }
     }
+    if (claim && !accepted.length) {
+      claim.reject("None of its photos can be sent.");
+    } else if (claim && accepted.length > limits.max_files) {
+      claim.reject(`A claim holds at most ${limits.max_files} photos: each is assessed alone.`);
+    } else if (claim) {
+      send(accepted, 1, claim);
+      return;
+    }
     for (let i = 0; i < accepted.length; i += limits.max_files) {
-      send(accepted.slice(i, i + limits.max_files), 1);
+      send(accepted.slice(i, i + limits.max_files), 1, null);
     }
   }
 
-  function post(items, explain) {
+  // A claim's photos go to /v1/claims (its answer has each photo's prediction too).
+  function post(items, explain, claim = null) {
     const form = new FormData();
     for (const { file } of items) form.append("files", file, file.name);
+    if (claim) {
+      form.append("claim", claim.id);
+      return api("/v1/claims", { method: "POST", body: form });
+    }
     return api(`/v1/predict${explain ? "?explain=true" : ""}`, { method: "POST", body: form });
   }
 
-  async function send(items, attempt) {
+  async function send(items, attempt, claim) {
     let result;
     try {
-      result = await post(items, $("explain").checked);
+      result = await post(items, $("explain").checked, claim);
     } catch (_) {
       items.forEach((item) => item.card.reject("The server could not be reached. Try again."));
+      if (claim) claim.reject("The server could not be reached. Try again.");
       return;
     }
     const { response, body } = result;
     if (response.ok && body) {
+      if (claim) claim.show(body.claim);
       body.results.forEach((r, i) => items[i].card.show(r));
       return;
     }
@@ -160,10 +178,11 @@
     if (response.status === 503 && attempt < MAX_ATTEMPTS) {
       const wait = Number(response.headers.get("Retry-After")) || 1;
       items.forEach((item) => item.card.pending(`Server busy, retrying in ${wait} s…`));
-      setTimeout(() => send(items, attempt + 1), wait * 1000);
+      setTimeout(() => send(items, attempt + 1, claim), wait * 1000);
       return;
     }
     if (response.status === 401) askForKey();
+    if (claim) claim.reject(error.message);
     if (error.files) {
       error.files.forEach((f, i) => items[i].card.reject(f.error.message));
     } else {
@@ -201,7 +220,71 @@
 
   // ---- result cards --------------------------------------------------------------------------
 
-  function createCard(file) {
+  // ---- claim cards: one car from several photos -------------------------------------------
+
+  function createClaim(count) {
+    state.claims += 1;
+    const id = `Claim ${state.claims}`;
+    const box = el("section", "claim");
+    const summary = el("div", "claim__summary");
+    summary.append(el("h2", "claim__title", `${id} · ${count} photos of one car`));
+    let slot = el("p", "card__pending", "Assessing the car from all its photos…");
+    summary.append(slot);
+    const photos = el("div", "claim__photos");
+    box.append(summary, photos);
+    $("results").append(box);
+    const replace = (node) => {
+      slot.replaceWith(node);
+      slot = node;
+    };
+    return {
+      id,
+      photos,
+      reject(message) {
+        box.classList.add("claim--error");
+        replace(errorBox(message, "Claim not assessed"));
+      },
+      show(claim) {
+        replace(renderClaim(claim));
+      },
+    };
+  }
+
+  // The car's severity, then per multilabel task what any photo found, with which photos saw it.
+  function renderClaim(claim) {
+    const wrap = el("div", "claim__result");
+    const entries = Object.entries(claim.assessment);
+    for (const [name, p] of entries.filter(([, t]) => t.kind === "multiclass")) {
+      wrap.append(headline(name, p));
+      const levels = Object.entries(p.at_least)
+        .map(([label, score]) => `at least ${shown(name, label).toLowerCase()} ${pct(score)}`)
+        .join(" · ");
+      wrap.append(el("p", "claim__levels", levels));
+    }
+    for (const [name, p] of entries.filter(([, t]) => t.kind === "multilabel")) {
+      const block = el("section", "task");
+      const heading = el("h3", "", title(name));
+      heading.append(el("span", "", p.labels.length ? "" : "none detected"));
+      block.append(heading);
+      const list = el("ul", "evidence");
+      for (const label of p.labels) {
+        const seen = p.evidence[label].map((e) => `${e.photo} ${pct(e.score)}`).join(", ");
+        const item = el("li");
+        item.append(el("strong", "", `${shown(name, label)} ${pct(p.scores[label])}`), el("span", "", ` seen in ${seen}`));
+        list.append(item);
+      }
+      block.append(list);
+      wrap.append(block);
+    }
+    wrap.append(el("p", "claim__photos-used", `Photos, most telling first: ${claim.photos.join(", ")}`));
+    if (claim.left_out.length) {
+      const left = claim.left_out.map((x) => `${x.photo} (${x.reason})`).join("; ");
+      wrap.append(el("p", "claim__left-out", `Left out: ${left}`));
+    }
+    return wrap;
+  }
+
+  function createCard(file, parent) {
     const card = el("article", "card");
     const media = el("div", "media");
     const photo = el("img", "media__photo");
@@ -227,7 +310,7 @@
     let slot = el("p", "card__pending", "Analysing…");
     body.append(name, slot);
     card.append(media, body);
-    $("results").append(card);
+    parent.append(card);
 
     const replace = (node) => {
       spinner.remove();
@@ -281,11 +364,11 @@
     };
   }
 
-  function errorBox(message) {
+  function errorBox(message, what = "Photo rejected") {
     const box = el("div", "card__error");
     box.setAttribute("role", "alert");
     const text = el("div");
-    text.append(el("strong", "", "Photo rejected"), el("span", "", message));
+    text.append(el("strong", "", what), el("span", "", message));
     box.append(text);
     return box;
   }

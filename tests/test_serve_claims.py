@@ -1,0 +1,89 @@
+"""POST /v1/claims against a real uvicorn server: one assessment from several photos of one car,
+each photo's prediction beside it, bad photos left out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest_serve import encoded, live_server, noise_image
+
+from cardamage.inference.predictor import Predictor
+from cardamage.serve.app import create_app
+from cardamage.serve.settings import ServeSettings
+
+LIMITS = {"max_upload_mb": 1, "max_files": 6, "max_pixels": 1_000_000}
+PHOTOS = [(f"view{i}.jpg", encoded(noise_image(seed=i))) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model_dir: Path):
+    settings = ServeSettings(model=tiny_model_dir, api_key=None, **LIMITS)
+    with (
+        live_server(create_app(settings)) as server,
+        httpx.Client(base_url=server.url, timeout=30) as c,
+    ):
+        yield c
+
+
+def _post(client: httpx.Client, files: list[tuple[str, bytes]], claim: str | None = "claim-7"):
+    data = {} if claim is None else {"claim": claim}
+    return client.post("/v1/claims", files=[("files", f) for f in files], data=data)
+
+
+def test_a_claim_is_assessed_from_all_its_photos(client, tiny_model_dir):
+    response = _post(client, PHOTOS)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    claim = body["claim"]
+    assert claim["claim"] == "claim-7" and claim["left_out"] == []
+    assert sorted(claim["photos"]) == [name for name, _ in PHOTOS]
+    assert [r["filename"] for r in body["results"]] == [name for name, _ in PHOTOS]
+    severity = claim["assessment"]["severity"]
+    assert severity["kind"] == "multiclass" and set(severity["at_least"]) == {
+        "minor",
+        "moderate",
+        "severe",
+    }
+    # the claim is the one rule over the photos' own predictions, as the Python API gives it
+    expected = Predictor.load(tiny_model_dir).assess([data for _, data in PHOTOS])
+    assert severity["label"] == expected.tasks["severity"].labels[0]
+    assert claim["assessment"]["damage_type"]["labels"] == list(
+        expected.tasks["damage_type"].labels
+    )
+
+
+def test_a_bad_photo_gets_an_error_row_and_the_claim_is_assessed_from_the_rest(client):
+    response = _post(
+        client, [PHOTOS[0], ("notes.txt", b"not a photo"), PHOTOS[1], ("view0.jpg", b"")]
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    results = body["results"]
+    assert results[1]["error"]["code"] == "not_an_image" and "prediction" in results[0]
+    assert results[3]["error"]["code"] == "empty_file"
+    left_out = {x["photo"]: x["reason"] for x in body["claim"]["left_out"]}
+    assert set(left_out) == {"notes.txt", "view0.jpg (2)"}  # a repeated name is told apart
+    assert "not an image" in left_out["notes.txt"]
+    assert sorted(body["claim"]["photos"]) == ["view0.jpg", "view1.jpg"]
+
+
+def test_a_claim_with_no_usable_photo_is_a_4xx(client):
+    response = _post(client, [("a.txt", b"text"), ("b.jpg", b"")])
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "no_usable_image"
+    assert [f["filename"] for f in error["files"]] == ["a.txt", "b.jpg"]
+
+
+def test_without_a_claim_id_the_claim_is_named_claim(client):
+    assert _post(client, PHOTOS[:1], claim=None).json()["claim"]["claim"] == "claim"
+
+
+def test_the_endpoint_is_documented(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert (
+        "/v1/claims" in paths
+        and "multipart/form-data" in paths["/v1/claims"]["post"]["requestBody"]["content"]
+    )
