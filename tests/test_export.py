@@ -30,7 +30,7 @@ from cardamage.inference.engines import (
 )
 from cardamage.inference.export import export_model, int8_path, synthetic_images
 from cardamage.inference.predictor import Predictor
-from cardamage.model.metadata import MODEL_FILE, ModelSpec
+from cardamage.model.metadata import FEATURES, MODEL_FILE, ModelSpec
 
 SIZE = 32
 SPEC = ModelSpec("mobilenet", "none", SIZE, alpha=0.25, head_units=16)
@@ -285,6 +285,8 @@ def test_tflite_runs_in_the_interpreter_and_matches(run_dir: Path, images: list[
         served = runner(**{next(iter(runner.get_input_details())): pixels})
         for name, scores in expected.items():
             assert served[name].shape == scores.shape
-            if not int8:  # features are not probabilities: a relative tolerance too
-                np.testing.assert_allclose(served[name], scores, atol=1e-5, rtol=1e-4)
+            if not int8:  # features (not probabilities) are larger: TFLite's rounding shows more
+                np.testing.assert_allclose(
+                    served[name], scores, atol=1e-4 if name == FEATURES else 1e-5
+                )
         np.testing.assert_allclose(served["severity"].sum(axis=1), 1, atol=0.05)
