@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.covariance import LedoitWolf, ShrunkCovariance
+from sklearn.covariance import LedoitWolf
 
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
@@ -48,8 +48,6 @@ class Density:
     scale: np.ndarray
     #: knn: the training features, L2-normalised; mahalanobis: the standardised precision
     bank: np.ndarray
-    #: mahalanobis: the covariance's shrinkage towards the identity
-    shrinkage: float | None = None
 
     @classmethod
     def fit(
@@ -57,9 +55,7 @@ class Density:
         features: np.ndarray,
         method: str = "mahalanobis",
         seed: int = 0,
-        shrinkage: float | None = None,
     ) -> Density:
-        """``shrinkage``: mahalanobis only, Ledoit-Wolf's estimate when None."""
         if method not in METHODS:
             raise CardamageError(f"unknown distribution method '{method}' (known: {METHODS})")
         x = np.asarray(features, dtype=np.float64)
@@ -68,16 +64,13 @@ class Density:
             mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
         z = (x - mean) / scale
         if method == "mahalanobis":
-            if shrinkage is None:
-                shrinkage = float(LedoitWolf(assume_centered=True).fit(z).shrinkage_)
-            fitted = ShrunkCovariance(assume_centered=True, shrinkage=shrinkage).fit(z)
-            bank = fitted.precision_
+            bank = LedoitWolf(assume_centered=True).fit(z).precision_
         else:
             if len(z) > MAX_BANK:
                 z = z[np.random.default_rng(seed).choice(len(z), MAX_BANK, replace=False)]
             bank = _unit(z)
         f32 = np.float32
-        return cls(method, mean.astype(f32), scale.astype(f32), bank.astype(f32), shrinkage)
+        return cls(method, mean.astype(f32), scale.astype(f32), bank.astype(f32))
 
     def score(self, features: np.ndarray) -> np.ndarray:
         z = (np.asarray(features, dtype=np.float32) - self.mean) / self.scale
@@ -147,10 +140,11 @@ class DistributionCheck:
         coverage: float = DEFAULT_COVERAGE,
     ) -> DistributionCheck:
         scores, folds = out_of_fold_scores(features, splits, method)
-        # the folds' shrinkage, not a new estimate: Ledoit-Wolf shrinks less on more photos,
-        # which would stretch the distances of unseen photos past the folds' reference
-        shrinkage = np.mean([d.shrinkage for d in folds]) if method == "mahalanobis" else None
-        return cls(Density.fit(features, method, shrinkage=shrinkage), np.sort(scores), coverage)
+        # the shipped density is the first fold's: fitted on as many photos as every fold's, so
+        # an unseen photo scores as the folds' held-out photos did and the set share passes.
+        # One fitted on all photos would not: on the demo's 1,825 photos (1,856 features) it
+        # passed 100 % of unseen photos at a 95 % setting (more photos, tighter distances).
+        return cls(folds[0], np.sort(scores), coverage)
 
     @property
     def threshold(self) -> float:
