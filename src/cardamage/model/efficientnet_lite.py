@@ -19,11 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from cardamage.errors import CardamageError
+from cardamage.io import atomic_path
+from cardamage.model.torch_state import load_state_dict
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,14 @@ def mid_block(name: str) -> int:
 
 def efficientnet_lite(
     name: str,
-    input_shape: tuple = (None, None, 3),
     include_top: bool = False,
+    weights: str | None = None,
+    input_shape: tuple = (None, None, 3),
     pooling: str | None = "avg",
 ) -> keras.Model:
-    """EfficientNet-Lite ``name`` ('lite0', 'lite1', 'lite2') on preprocessed pixels, random
-    weights: the head's map, average-pooled with ``pooling="avg"``, or ImageNet logits."""
+    """EfficientNet-Lite ``name`` ('lite0', 'lite1', 'lite2') on preprocessed pixels, called as
+    a keras.applications constructor: the head's map, average-pooled with ``pooling="avg"``, or
+    ImageNet logits; ``weights`` a Keras weights file (see ``convert``) or None (random)."""
     variant = _variant(name)
     layers = keras.layers
     pixels = keras.Input(input_shape, name="input")
@@ -104,14 +109,26 @@ def efficientnet_lite(
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if include_top:
         x = layers.Dense(1000, name="predictions")(x)
-    return keras.Model(pixels, x, name=f"efficientnet_{name}")
+    model = keras.Model(pixels, x, name=f"efficientnet_{name}")
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def convert(state_file: Path, name: str, target: Path) -> None:
+    """A package's state dict -> the Keras weights file of the network without its top."""
+    model = efficientnet_lite(name)
+    load_torch_weights(model, load_state_dict(state_file))
+    with atomic_path(target) as tmp:
+        model.save_weights(tmp)
 
 
 def _variant(name: str) -> LiteVariant:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise CardamageError(f"unknown EfficientNet-Lite '{name}' (known: {', '.join(VARIANTS)})")
+        known = ", ".join(VARIANTS)
+        raise CardamageError(f"unknown EfficientNet-Lite '{name}' (known: {known})") from None
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = True):
@@ -141,8 +158,9 @@ def _block(x, kernel: int, stride: int, expand: int, f_in: int, f_out: int, name
 #: Keras layer name -> the state dict's module name
 _MODULES = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head",
             "head_bn": "_bn1", "predictions": "_fc"}  # fmt: skip
-_BLOCK_MODULES = {"expand_conv": "_expand_conv", "expand_bn": "_bn0", "dw_conv": "_depthwise_conv",
-                  "dw_bn": "_bn1", "project_conv": "_project_conv", "project_bn": "_bn2"}  # fmt: skip
+_BLOCK_MODULES = {"expand_conv": "_expand_conv", "expand_bn": "_bn0",
+                  "dw_conv": "_depthwise_conv", "dw_bn": "_bn1",
+                  "project_conv": "_project_conv", "project_bn": "_bn2"}  # fmt: skip
 
 
 def _module(layer_name: str) -> str:
@@ -177,7 +195,9 @@ def load_torch_weights(model: keras.Model, state: Mapping[str, np.ndarray]) -> N
         try:
             values = _keras_weights(layer, state)
         except KeyError as e:
-            raise CardamageError(f"the state dict has no {e.args[0]} for layer {layer.name}")
+            raise CardamageError(
+                f"the state dict has no {e.args[0]} for layer {layer.name}"
+            ) from None
         for variable, value in zip(layer.weights, values, strict=True):
             if tuple(variable.shape) != value.shape:
                 raise CardamageError(

@@ -15,7 +15,6 @@ by a persistent id ``("storage", storage type, key, location, numel, view)``.
 from __future__ import annotations
 
 import collections
-import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
