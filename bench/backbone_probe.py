@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from efficientnet_lite import convert, efficientnet_lite, mid_block
 from lite_check import PACKAGES, state_file
 from real_data import LENSOR, SEVERITIES, TYPES, WEIGHTS, import_lensor, oof_scores
 
@@ -36,7 +37,6 @@ from cardamage.data.folds import make_folds
 from cardamage.data.manifest import load_manifest
 from cardamage.data.pipeline import iter_image_batches
 from cardamage.model import backbones
-from cardamage.model.efficientnet_lite import convert, efficientnet_lite, mid_block
 from cardamage.tasks import Task, TaskKind
 
 HEADLINE = ("severity macro-F1", "damage-type mAP")

@@ -82,7 +82,7 @@ def car_top5(logits: np.ndarray) -> float:
 
 def classifier(name: str, state: dict[str, np.ndarray], size: int):
     """The converted network with the package's own ImageNet classifier."""
-    from cardamage.model.efficientnet_lite import efficientnet_lite, load_torch_weights
+    from efficientnet_lite import efficientnet_lite, load_torch_weights
 
     model = efficientnet_lite(name, include_top=True, input_shape=(size, size, 3))
     load_torch_weights(model, state)
@@ -105,9 +105,10 @@ def main() -> None:
     if not LENSOR.exists():
         print(f"skipped: {LENSOR} is absent")
         return
+    from efficientnet_lite import VARIANTS
+    from torch_state import load_state_dict
+
     from cardamage.data.pipeline import iter_image_batches
-    from cardamage.model.efficientnet_lite import VARIANTS
-    from cardamage.model.torch_state import load_state_dict
 
     work = Path(tempfile.mkdtemp(prefix="bench-lite-"))
     photos = car_photos()

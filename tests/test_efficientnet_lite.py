@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from cardamage.errors import CardamageError
-from cardamage.model import efficientnet_lite as lite
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import efficientnet_lite as lite
 import lite_check
 
 
@@ -126,8 +126,9 @@ def test_converted_network_puts_car_photos_in_car_classes(tmp_path):
     """The package's own ImageNet head on real car photos; a transposed stem kernel fails."""
     if not lite_check.LENSOR.exists():
         pytest.skip("../shared/data/lensor-coco is absent")
+    from torch_state import load_state_dict
+
     from cardamage.data.pipeline import iter_image_batches
-    from cardamage.model.torch_state import load_state_dict
 
     try:
         state = load_state_dict(lite_check.state_file("lite0", tmp_path))

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from cardamage.errors import CardamageError
-from cardamage.model.torch_state import MAGIC_NUMBER, PROTOCOL_VERSION, load_state_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from torch_state import MAGIC_NUMBER, PROTOCOL_VERSION, load_state_dict
 
 SYS_INFO = {"protocol_version": 1001, "little_endian": True,
             "type_sizes": {"short": 2, "int": 4, "long": 4}}  # fmt: skip

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from torch_state import load_state_dict
 
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
-from cardamage.model.torch_state import load_state_dict
 
 
 @dataclass(frozen=True)
