@@ -67,12 +67,10 @@ class Writer:
 
     def __init__(self, out: TextIO, fmt: str, predictor: Predictor) -> None:
         self.out, self.fmt, self.count = out, fmt, 0
-        self.columns = [f"{t.name}:{label}" for t in predictor.tasks for label in t.labels]
         self.tasks = predictor.tasks
         if fmt == "csv":
             self.csv = csv.writer(out)
-            names = [t.name for t in self.tasks]
-            self.csv.writerow(["image", "error", "summary", *names, *self.columns])
+            self.csv.writerow(flat_columns(self.tasks))
         elif fmt == "json":
             out.write("[\n")
 
@@ -88,24 +86,38 @@ class Writer:
         self.count += 1
 
     def _flat(self, row: Row) -> list[str]:
-        if row.prediction is None:
-            blanks = [""] * (1 + len(self.tasks) + len(self.columns))
-            return [row.path, row.error or "", *blanks]
-        decided = []
-        for task in self.tasks:
-            p = row.prediction[task.name]
-            decided.append(p["label"] if task.multiclass else ";".join(p["labels"]))
-        scores = [
-            f"{row.prediction[t.name]['scores'][label]:.4f}"
-            for t in self.tasks
-            for label in t.labels
+        return [
+            "" if v is None else f"{v:.4f}" if isinstance(v, float) else v
+            for v in flat_values(self.tasks, row)
         ]
-        return [row.path, "", summary(self.tasks, row.prediction), *decided, *scores]
 
     def close(self) -> None:
         if self.fmt == "json":
             self.out.write("\n]\n")
         self.out.flush()
+
+
+def score_columns(tasks: Iterable[Task]) -> list[str]:
+    """One column per task and label: ``severity:minor``."""
+    return [f"{t.name}:{label}" for t in tasks for label in t.labels]
+
+
+def flat_columns(tasks: list[Task]) -> list[str]:
+    """The columns of a flat row: the csv format's, and the Ray output's."""
+    return ["image", "error", "summary", *[t.name for t in tasks], *score_columns(tasks)]
+
+
+def flat_values(tasks: list[Task], row: Row) -> list[str | float | None]:
+    """A row's values in ``flat_columns`` order: None where an error row has no value, the
+    decided labels (multilabel ``;``-joined), then every label's score."""
+    if row.prediction is None:
+        return [row.path, row.error, *[None] * (len(flat_columns(tasks)) - 2)]
+    decided = []
+    for task in tasks:
+        p = row.prediction[task.name]
+        decided.append(p["label"] if task.multiclass else ";".join(p["labels"]))
+    scores = [row.prediction[t.name]["scores"][label] for t in tasks for label in t.labels]
+    return [row.path, None, summary(tasks, row.prediction), *decided, *scores]
 
 
 def describe(task: Task, prediction: dict) -> str:

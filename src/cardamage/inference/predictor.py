@@ -120,11 +120,16 @@ class Predictor:
             yield np.stack([future.result() for _, future in decoded])
 
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
-        scores = self.scores(pixels)
-        return [
-            Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in self.tasks})
-            for i in range(len(pixels))
-        ]
+        return predictions(self.tasks, self.scores(pixels))
+
+
+def predictions(tasks: Sequence[Task], scores: Mapping[str, np.ndarray]) -> list[Prediction]:
+    """One Prediction per image from a batch of raw per-task scores: the tasks' thresholds and
+    decisions, wherever the scores were computed (here, or by a Ray actor)."""
+    n = len(next(iter(scores.values())))
+    return [
+        Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in tasks}) for i in range(n)
+    ]
 
 
 #: Threads decoding the next batch while the engine runs on this one (Pillow and ONNX Runtime
