@@ -189,6 +189,13 @@ class RunConfig(_Strict):
         "refit", description="refit on all images, or the best fold's model (the original's)"
     )
     cache_dir: Path | None = Field(None, description="feature cache (default: the user cache)")
+    #: the flag alone (`--ray`) means "local": a Ray started on this machine
+    ray: str | None = Field(
+        None,
+        description='extract the features on Ray (pip install "cardamage[ray]"): a cluster '
+        "address (auto, HOST:PORT, ray://HOST:10001) or 'local'",
+        json_schema_extra={"flag_const": "local"},
+    )
     overwrite: bool = Field(False, description="replace a non-empty run directory")
 
 

@@ -12,6 +12,7 @@ cannot be read is an error row, never a failed job.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from cardamage.distributed.cluster import connect
 from cardamage.distributed.sources import Photo, absolute, filesystem, find_photos, read_bytes
 from cardamage.errors import CardamageError
 from cardamage.inference.batch import Row, flat_columns, flat_values, score_columns
-from cardamage.inference.engines import ENGINES, OnnxEngine
+from cardamage.inference.engines import OnnxEngine
 from cardamage.inference.predictor import Predictor, predictions
 from cardamage.model.metadata import META_FILE, ModelMeta
 from cardamage.tasks import Task
@@ -92,7 +93,7 @@ def pipeline(ray, predictor: Predictor, photos: list[Photo], options: RayOptions
         )
         .map_batches(
             Scorer,
-            fn_constructor_args=(model, predictor.engine.name, threads),
+            fn_constructor_args=(model, type(predictor.engine), threads),
             batch_size=options.batch_size,
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=options.cpus_per_actor,
@@ -134,7 +135,7 @@ def model_files(predictor: Predictor) -> dict[str, bytes]:
 
 def decode(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Read and decode a batch of photos; one that fails keeps its row, with the error."""
-    from cardamage.data.images import load_image
+    from cardamage.data.images import load_image, reason
 
     pixels = np.zeros((len(batch["uri"]), size, size, 3), np.uint8)
     errors = []
@@ -144,19 +145,21 @@ def decode(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
             errors.append("")
         except CardamageError as e:
             errors.append(str(e))
-        except OSError as e:  # missing, unreachable, not allowed: the filesystem's own words
-            errors.append(f"cannot read image '{image}': {e.strerror or e}")
+        except OSError as e:  # missing, not allowed, unreachable: in `cardamage predict`'s words
+            text = os.strerror(e.errno) if e.errno else reason(e)  # pyarrow names the path again
+            errors.append(f"cannot read image '{image}': {text}")
     return {"image": batch["image"], "error": np.array(errors, dtype=object), "pixels": pixels}
 
 
 class Scorer:
-    """One model actor: an ONNX Runtime session on the shipped model, kept for every batch."""
+    """One model actor: an ONNX Runtime session on the shipped model, kept for every batch;
+    ``engine`` is the class of the driver's engine (fp32 or int8), which checked the export."""
 
-    def __init__(self, files: dict[str, bytes], engine: str, threads: int) -> None:
+    def __init__(self, files: dict[str, bytes], engine: type[OnnxEngine], threads: int) -> None:
         self.folder = tempfile.TemporaryDirectory(prefix="cardamage-model-")
         for name, data in files.items():
             (Path(self.folder.name) / name).write_bytes(data)
-        self.engine = ENGINES[engine].load(Path(self.folder.name), threads)
+        self.engine = engine.load(Path(self.folder.name), threads)
         self.widths = {t.name: len(t.labels) for t in ModelMeta.read(Path(self.folder.name)).tasks}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
