@@ -21,16 +21,16 @@ from PIL import Image
 
 pytest.importorskip("ray.data", reason='needs the Ray extra: pip install "cardamage[ray]"')
 
-import pyarrow.dataset as pads  # noqa: E402  (Ray's dependency: only with the extra)
+import pyarrow.dataset as pads
 
-from cardamage.cli import main  # noqa: E402
-from cardamage.config import AugmentConfig  # noqa: E402
-from cardamage.distributed.predict import RayOptions, predict_on_ray  # noqa: E402
-from cardamage.inference.engines import OnnxEngine  # noqa: E402
-from cardamage.inference.export import export_model  # noqa: E402
-from cardamage.inference.predictor import Predictor  # noqa: E402
-from cardamage.model.metadata import ModelMeta, ModelSpec  # noqa: E402
-from cardamage.train.features import FeatureRequest, cached_features  # noqa: E402
+from cardamage.cli import main
+from cardamage.config import AugmentConfig
+from cardamage.distributed.predict import RayOptions, predict_on_ray
+from cardamage.inference.engines import OnnxEngine
+from cardamage.inference.export import export_model
+from cardamage.inference.predictor import Predictor
+from cardamage.model.metadata import ModelMeta, ModelSpec
+from cardamage.train.features import FeatureRequest, cached_features
 
 PHOTOS = 24
 
