@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import shutil
@@ -196,3 +197,23 @@ def test_features_on_ray_are_the_single_process_cache(ray_local, photos: Path, t
 
     warm = cached_features(backbone, request, tmp_path / "ray", 4, refuse)
     np.testing.assert_array_equal(warm, on_ray)
+
+
+@pytest.mark.slow
+def test_train_with_ray_writes_the_cache_a_single_process_run_then_reuses(
+    ray_local, tmp_path: Path
+) -> None:
+    from cardamage.data.synthetic import generate_dataset
+
+    data = generate_dataset(tmp_path / "synth", n=24, size=48, seed=3)
+    cache = tmp_path / "cache"
+    tiny = "--backbone mobilenet --alpha 0.25 --weights none --image-size 32 --folds 2"
+    base = ["train", "--data", str(data), *tiny.split(), "--epochs", "1", "--views", "2"]
+    base += ["--cache-dir", str(cache)]
+    assert main([*base, "--out", str(tmp_path / "on_ray"), "--ray"]) == 0
+    [entry] = list(cache.iterdir())
+    written = (entry / "features.npy").stat().st_mtime_ns
+    assert json.loads((tmp_path / "on_ray" / "config.json").read_text())["run"]["ray"] == "local"
+    assert main([*base, "--out", str(tmp_path / "here")]) == 0  # no --ray: the same key, warm
+    assert list(cache.iterdir()) == [entry]
+    assert (entry / "features.npy").stat().st_mtime_ns == written
