@@ -141,7 +141,7 @@ def main() -> int:
     images, run = prepare(workdir, args.n, args.size)
     n = len(list(images.glob("*.jpg")))
     cpus = os.cpu_count() or 1
-    per_actor = round((cpus - 0.25) / args.actors, 2)  # decoding keeps a quarter of a CPU
+    per_actor = round((cpus - 0.25) / args.actors, 2)  # decoding, decisions and writes keep a quarter
     out_csv, out_ray = workdir / "local.csv", workdir / f"ray-{time.time_ns()}"
     common = [str(images), "--model", str(run), "--batch-size", str(args.batch)]
     single = timed([*CLI, "predict", *common, "--engine", "onnx", "--output", str(out_csv)])

@@ -33,9 +33,10 @@ from cardamage.tasks import Task
 WRITERS = {"parquet": "write_parquet", "csv": "write_csv", "jsonl": "write_json"}
 #: Readers of the same formats, for the summary's count of error rows.
 READ_FORMATS = {"parquet": "parquet", "csv": "csv", "jsonl": "json"}
-#: CPUs a decoding task reserves: reading and Pillow's draft decoding are light next to the
-#: model, and a whole CPU each would leave none to the model's actors on a small machine.
-DECODE_CPUS = 0.25
+#: CPUs a decoding, decision or write task reserves: light work next to the model, and a whole
+#: CPU each would leave none to the model's actors on a small machine (or, for the writes that
+#: Ray gives one CPU by default, hold every row back until the actors are done).
+LIGHT_CPUS = 0.25
 #: Photos per input block: enough blocks that every actor has work while others decode.
 PHOTOS_PER_BLOCK = 128
 
@@ -75,7 +76,7 @@ def predict_on_ray(
     if not photos:
         raise CardamageError(f"no photos found in {' '.join(sources)}")
     dataset = pipeline(ray, predictor, photos, options)
-    getattr(dataset, WRITERS[fmt])(out)
+    getattr(dataset, WRITERS[fmt])(out, ray_remote_args={"num_cpus": LIGHT_CPUS})
     predicted, failed = count_rows(out, fmt)
     return Outcome(predicted, failed, time.monotonic() - started)
 
@@ -89,7 +90,7 @@ def pipeline(ray, predictor: Predictor, photos: list[Photo], options: RayOptions
     return (
         photo_dataset(ray, photos)
         .map_batches(
-            decode, fn_kwargs={"size": size}, batch_size=options.batch_size, num_cpus=DECODE_CPUS
+            decode, fn_kwargs={"size": size}, batch_size=options.batch_size, num_cpus=LIGHT_CPUS
         )
         .map_batches(
             Scorer,
@@ -100,7 +101,7 @@ def pipeline(ray, predictor: Predictor, photos: list[Photo], options: RayOptions
             num_gpus=options.gpus_per_actor or None,
         )  # Ray Data restarts an actor that dies and runs its unfinished batches again
         .map_batches(
-            decide, fn_kwargs={"tasks": predictor.tasks}, batch_format="numpy", num_cpus=DECODE_CPUS
+            decide, fn_kwargs={"tasks": predictor.tasks}, batch_format="numpy", num_cpus=LIGHT_CPUS
         )
     )
 
@@ -121,7 +122,7 @@ def default_actors(ray, options: RayOptions) -> int:
     resources = ray.cluster_resources()
     if options.gpus_per_actor:
         return max(1, int(resources.get("GPU", 0) / options.gpus_per_actor))
-    return max(1, int((resources.get("CPU", 1) - DECODE_CPUS) // options.cpus_per_actor))
+    return max(1, int((resources.get("CPU", 1) - LIGHT_CPUS) // options.cpus_per_actor))
 
 
 def model_files(predictor: Predictor) -> dict[str, bytes]:
