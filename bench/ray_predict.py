@@ -54,12 +54,14 @@ def prepare(workdir: Path, n: int, size: int) -> tuple[Path, Path]:
     if not (photos / "labels.csv").exists():
         subprocess.run([*CLI, "synth", "--out", str(photos), "--n", str(n), "--size", str(size)],
                        check=True)  # fmt: skip
-    if not (run / "model" / "model.onnx").exists():
-        build_model(run, photos / "images", size)
+    if not (run / "model" / "model.onnx").exists():  # in a child: TensorFlow's memory goes
+        build = f"from ray_predict import build_model; build_model({str(run)!r}, {size})"
+        subprocess.run([sys.executable, "-c", build], check=True, cwd=Path(__file__).parent)
     return photos / "images", run
 
 
-def build_model(run: Path, images: Path, size: int) -> None:
+def build_model(run: str, size: int) -> None:
+    """MobileNetV2 with random weights, batch norms set from photos, saved and exported."""
     import keras
 
     from cardamage.data.images import load_image
@@ -74,10 +76,10 @@ def build_model(run: Path, images: Path, size: int) -> None:
     keras.utils.set_random_seed(0)
     spec = ModelSpec("mobilenetv2", "none", size)
     model = build_model(spec, default_tasks())
-    pixels = np.stack([load_image(p, size) for p in sorted(images.glob("*.jpg"))[:32]])
-    normalise_batchnorm(model, pixels)
-    ModelBundle(model, spec, default_tasks(), {"note": "random weights"}).save(run / "model")
-    export_model(run, "onnx")
+    images = sorted((Path(run).parent / "photos" / "images").glob("*.jpg"))[:32]
+    normalise_batchnorm(model, np.stack([load_image(p, size) for p in images]))
+    ModelBundle(model, spec, default_tasks(), {"note": "random weights"}).save(Path(run) / "model")
+    export_model(Path(run), "onnx")
 
 
 def tree_pss_kb(root: int) -> int:
@@ -141,7 +143,9 @@ def main() -> int:
     images, run = prepare(workdir, args.n, args.size)
     n = len(list(images.glob("*.jpg")))
     cpus = os.cpu_count() or 1
-    per_actor = round((cpus - 0.25) / args.actors, 2)  # decoding, decisions and writes keep a quarter
+    per_actor = round(
+        (cpus - 0.25) / args.actors, 2
+    )  # decoding, decisions and writes keep a quarter
     out_csv, out_ray = workdir / "local.csv", workdir / f"ray-{time.time_ns()}"
     common = [str(images), "--model", str(run), "--batch-size", str(args.batch)]
     single = timed([*CLI, "predict", *common, "--engine", "onnx", "--output", str(out_csv)])

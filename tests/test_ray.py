@@ -7,6 +7,7 @@ mid-run costs nothing but time, and a bad photo is an error row.
 from __future__ import annotations
 
 import csv
+import faulthandler
 import io
 import json
 import logging
@@ -36,11 +37,26 @@ from cardamage.train.features import FeatureRequest, cached_features
 PHOTOS = 24
 
 
+#: A test that has not finished by then is stuck (a lost worker never replaced, say): its
+#: threads' stacks are printed and the run stops rather than hanging CI.
+STUCK_S = 900
+
+
+@pytest.fixture(autouse=True)
+def _not_stuck():
+    faulthandler.dump_traceback_later(STUCK_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray kills workers when the machine's memory runs low, whoever fills it; on a shared
+    # machine that is other jobs, and these tiny workers would be restarted and killed forever
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(
         num_cpus=2,
         object_store_memory=200 * 2**20,
