@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import re
 import subprocess
@@ -32,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from cardamage.distributed.predict import LIGHT_CPUS
 
 CLI = [sys.executable, "-m", "cardamage"]
 #: The Ray run's summary line: "... in 12.3 s (163.0 images/s)".
@@ -143,9 +146,8 @@ def main() -> int:
     images, run = prepare(workdir, args.n, args.size)
     n = len(list(images.glob("*.jpg")))
     cpus = os.cpu_count() or 1
-    per_actor = round(
-        (cpus - 0.25) / args.actors, 2
-    )  # decoding, decisions and writes keep a quarter
+    # the CPUs the light stages (decoding, decisions, writes) leave, shared by the actors
+    per_actor = math.floor((cpus - LIGHT_CPUS) / args.actors * 100) / 100
     out_csv, out_ray = workdir / "local.csv", workdir / f"ray-{time.time_ns()}"
     common = [str(images), "--model", str(run), "--batch-size", str(args.batch)]
     single = timed([*CLI, "predict", *common, "--engine", "onnx", "--output", str(out_csv)])

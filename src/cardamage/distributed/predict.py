@@ -86,6 +86,7 @@ def pipeline(ray, predictor: Predictor, photos: list[Photo], options: RayOptions
     model = model_files(predictor)
     size = predictor.image_size
     actors = options.actors or default_actors(ray, options)
+    _check_fits(ray, actors, options)
     threads = max(1, int(options.cpus_per_actor))
     return (
         photo_dataset(ray, photos)
@@ -123,6 +124,16 @@ def default_actors(ray, options: RayOptions) -> int:
     if options.gpus_per_actor:
         return max(1, int(resources.get("GPU", 0) / options.gpus_per_actor))
     return max(1, int((resources.get("CPU", 1) - LIGHT_CPUS) // options.cpus_per_actor))
+
+
+def _check_fits(ray, actors: int, options: RayOptions) -> None:
+    """Refuse actors that would hold every CPU: decoding could never run, and Ray would wait."""
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if options.gpus_per_actor == 0 and actors * options.cpus_per_actor + LIGHT_CPUS > cpus:
+        raise CardamageError(
+            f"{actors} actor(s) x {options.cpus_per_actor} CPU leave less than {LIGHT_CPUS} of "
+            f"the cluster's {cpus:g} CPUs to decoding: lower --actors or --cpus-per-actor"
+        )
 
 
 def model_files(predictor: Predictor) -> dict[str, bytes]:
