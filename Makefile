@@ -36,8 +36,16 @@ demo: install
 	@echo "Claims:  $(BIN)/cardamage assess --manifest $(DEMO_DATA)/claims/labels.csv --out claims_out"
 	@echo "App:     $(BIN)/cardamage serve --config application_config.json  (http://127.0.0.1:8000/)"
 
-# The suite CI runs, slow end-to-end tests (kill-and-resume, exports, original models) included.
-test: install
+# The Ray extra (`predict --ray`, `train --ray`): the suite installs it, `make demo` does not.
+RAY_STAMP := $(VENV)/.ray-extra
+
+$(RAY_STAMP): $(BIN)/cardamage
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS),dev,ray]"
+	touch $@
+
+# The suite CI runs, slow end-to-end tests (kill-and-resume, exports, original models, Ray)
+# included.
+test: install $(RAY_STAMP)
 	$(BIN)/python -m pytest -q
 
 # The quick loop while developing: everything but the tests marked slow.

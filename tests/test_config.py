@@ -141,7 +141,9 @@ def test_every_flag_the_readme_names_exists() -> None:
         data_sub = next(a for a in sub.choices[name]._actions if a.dest == "data_command")
         parsers += data_sub.choices.values()
     known = {o for p in parsers for a in p._actions for o in a.option_strings}
-    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", (ROOT / "README.md").read_text()))
+    readme = (ROOT / "README.md").read_text()
+    readme = re.sub(r"^ray .*$", "", readme, flags=re.M)  # Ray's own command names its flags
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
     assert named - known == set()
 
 

@@ -213,6 +213,13 @@ class RunConfig(_Strict):
         "fold's heads averaged on one backbone pass",
     )
     cache_dir: Path | None = Field(None, description="feature cache (default: the user cache)")
+    #: the flag alone (`--ray`) means "local": a Ray started on this machine
+    ray: str | None = Field(
+        None,
+        description='extract the features on Ray (pip install "cardamage[ray]"): a cluster '
+        "address (auto, HOST:PORT, ray://HOST:10001) or 'local'",
+        json_schema_extra={"flag_const": "local"},
+    )
     overwrite: bool = Field(False, description="replace a non-empty run directory")
 
 

@@ -43,17 +43,24 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
         epilog=PREDICT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
-    _model_options(p)
+    p.add_argument(
+        "paths",
+        nargs="+",
+        help="image files or folders; with --ray also URIs (s3://, gs://), a manifest (.csv) or "
+        "a list of photos (.txt, one a line)",
+    )
+    _model_options(p, "keras (default; onnx with --ray), onnx or onnx-int8")
     p.add_argument("--recursive", action="store_true", help="look into sub-folders")
     p.add_argument(
         "--format",
-        choices=["csv", "json", "jsonl"],
-        default="csv",
+        choices=["csv", "json", "jsonl", "parquet"],
         help="csv (default): one row per photo with a readable summary, each task's labels and "
-        "every label's score; json: one array of objects; jsonl: one object a line",
+        "every label's score; json: one array of objects; jsonl: one object a line; with --ray "
+        "parquet (default), csv or jsonl files of csv's columns",
     )
-    p.add_argument("--output", type=Path, help="write here instead of standard output")
+    p.add_argument(
+        "--output", help="write here instead of standard output (with --ray: a folder or URI)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--explain",
@@ -61,16 +68,19 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="write heatmap overlays here, named by each photo's path, with DIR/index.csv",
     )
+    _ray_flags(p)
     p.set_defaults(run=_predict)
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
+def _model_options(
+    p: argparse.ArgumentParser, engines: str = "keras (default), onnx or onnx-int8"
+) -> None:
     p.add_argument(
         "--model",
         type=Path,
         help="run or model directory (default: runs/demo, the model `make demo` trains)",
     )
-    p.add_argument("--engine", help="keras (default), onnx or onnx-int8")
+    p.add_argument("--engine", help=engines)
     p.add_argument("--config", type=Path, help="application_config.json: model, engine, thresholds")
 
 
@@ -84,28 +94,87 @@ def _load_predictor(args: argparse.Namespace) -> Predictor:
     return cfg.load_predictor()
 
 
+def _ray_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('Ray (pip install "cardamage[ray]")')
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="score on a Ray cluster (auto, HOST:PORT, ray://HOST:10001); no ADDRESS: a Ray "
+        "started on this machine. Needs --output",
+    )
+    g.add_argument("--actors", type=int, help="model actors (default: one per CPU or GPU)")
+    g.add_argument("--cpus-per-actor", type=float, default=1.0, help="and its ONNX threads")
+    g.add_argument("--gpus-per-actor", type=float, default=0.0, help="e.g. 1, or 0.5 to share")
+
+
 def _predict(args: argparse.Namespace) -> int:
+    from cardamage.config import load_app_config
+
+    model = args.model or (None if args.config else DEFAULT_MODEL)
+    engine = args.engine or ("onnx" if args.ray else None)
+    cfg = load_app_config(args.config, {"model": model, "engine": engine})
+    import_keras_unless_onnx(cfg.predictor_engine)
+    if args.ray is not None:
+        return _predict_on_ray(args, cfg)
+    if args.format == "parquet":
+        raise CardamageError("--format parquet is written by Ray: add --ray")
+    return _predict_here(args, cfg.load_predictor())
+
+
+def _predict_on_ray(args: argparse.Namespace, cfg) -> int:
+    from cardamage.distributed.cluster import require_ray
+
+    require_ray()  # before anything slower: the missing extra is the first thing to say
+    from cardamage.distributed.predict import RayOptions, predict_on_ray
+
+    fmt = args.format or "parquet"
+    if fmt == "json" or args.explain is not None or args.output is None:
+        raise CardamageError("--ray writes --output FOLDER as parquet, csv or jsonl, no --explain")
+    if cfg.model is None:
+        raise CardamageError("--ray scores a trained run (--model): not the original's models")
+    options = RayOptions(
+        args.ray, args.actors, args.cpus_per_actor, args.gpus_per_actor, args.batch_size
+    )
+    done = predict_on_ray(
+        cfg.load_predictor(), args.paths, args.recursive, args.output, fmt, options
+    )
+    rate = (done.predicted + done.failed) / max(done.seconds, 1e-9)
+    print(
+        f"predicted {done.predicted} image(s), {done.failed} could not be read; wrote {fmt} "
+        f"files under {args.output} in {done.seconds:.1f} s ({rate:.1f} images/s)",
+        file=sys.stderr,
+    )
+    return SOME_UNREADABLE if done.failed else 0
+
+
+def _predict_here(args: argparse.Namespace, predictor: Predictor) -> int:
     from cardamage.inference.batch import predict_files
     from cardamage.io import atomic_path
 
-    predictor = _load_predictor(args)
+    paths = [Path(p) for p in args.paths]
+    fmt = args.format or "csv"
     if args.output is None:
         ok, failed = predict_files(
             predictor,
-            args.paths,
+            paths,
             args.recursive,
-            args.format,
+            fmt,
             sys.stdout,
             args.batch_size,
             args.explain,
         )
     else:
-        with atomic_path(args.output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+        with (
+            atomic_path(Path(args.output)) as tmp,
+            open(tmp, "w", encoding="utf-8", newline="") as out,
+        ):
             ok, failed = predict_files(
                 predictor,
-                args.paths,
+                paths,
                 args.recursive,
-                args.format,
+                fmt,
                 out,
                 args.batch_size,
                 args.explain,

@@ -70,7 +70,9 @@ def _flag_options(field: FieldInfo) -> dict[str, Any] | None:
     if get_origin(kind) is tuple:
         return options | {"type": get_args(kind)[0], "nargs": "+"}
     if kind in (int, float, str, Path):
-        return options | {"type": kind}
+        const = (field.json_schema_extra or {}).get("flag_const")  # the flag alone gives it
+        extra = {} if const is None else {"nargs": "?", "const": const}
+        return options | {"type": kind} | extra
     return None
 
 
@@ -125,6 +127,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg = RunDir(args.resume).resume_config()
     else:
         cfg = load_train_config(args.config, overrides)
+    if cfg.run.ray is not None:
+        from cardamage.distributed.cluster import require_ray
+
+        require_ray()  # the missing extra said before the manifest is read
     summary = cross_validate(cfg, resume=args.resume is not None)
     print(f"\nrun directory: {cfg.run.out}")
     for name, task in summary["tasks"].items():

@@ -83,14 +83,10 @@ class Writer:
         extra: Sequence[str] = (),
     ) -> None:
         self.out, self.fmt, self.count, self.key, self.extra = out, fmt, 0, key, tuple(extra)
-        self.columns = [f"{t.name}:{label}" for t in predictor.tasks for label in t.labels]
         self.tasks = predictor.tasks
         if fmt == "csv":
             self.csv = csv.writer(out)
-            names = [t.name for t in self.tasks]
-            self.csv.writerow(
-                [key, "error", *TRUST_COLUMNS, "summary", *names, *self.columns, *self.extra]
-            )
+            self.csv.writerow([*flat_columns(self.tasks, key), *self.extra])
         elif fmt == "json":
             out.write("[\n")
 
@@ -109,25 +105,9 @@ class Writer:
         self.count += 1
 
     def _flat(self, row: Row) -> list[str]:
-        if row.prediction is None:
-            blanks = [""] * (len(TRUST_COLUMNS) + 1 + len(self.tasks) + len(self.columns))
-            return [row.path, row.error or "", *blanks]
-        decided = []
-        for task in self.tasks:
-            p = row.prediction[task.name]
-            decided.append(p["label"] if task.multiclass else ";".join(p["labels"]))
-        scores = [
-            f"{row.prediction[t.name]['scores'][label]:.4f}"
-            for t in self.tasks
-            for label in t.labels
-        ]
         return [
-            row.path,
-            "",
-            *trust_cells(row.result.trust.to_dict() if row.result else None),
-            summary(self.tasks, row.prediction),
-            *decided,
-            *scores,
+            "" if v is None else f"{v:.4f}" if isinstance(v, float) else v
+            for v in flat_values(self.tasks, row)
         ]
 
     def close(self) -> None:
@@ -136,20 +116,49 @@ class Writer:
         self.out.flush()
 
 
-#: The CSV's trust columns, before the summary: whether to leave the photo to a person, why,
-#: and its typicality (empty for models trained before the distribution check).
+#: The flat rows' trust columns, before the summary: whether to leave the photo to a person,
+#: why, and its typicality (empty for models trained before the distribution check).
 TRUST_COLUMNS = ("abstain", "abstain_reason", "in_distribution")
 
 
-def trust_cells(trust: dict | None) -> list[str]:
-    if trust is None:  # a row made without a verdict
-        return [""] * len(TRUST_COLUMNS)
-    seen = trust["in_distribution"]
+def score_columns(tasks: Iterable[Task]) -> list[str]:
+    """One column per task and label: ``severity:minor``."""
+    return [f"{t.name}:{label}" for t in tasks for label in t.labels]
+
+
+def flat_columns(tasks: list[Task], key: str = "image") -> list[str]:
+    """The columns of a flat row: the csv format's, and the Ray output's."""
+    names = [t.name for t in tasks]
+    return [key, "error", *TRUST_COLUMNS, "summary", *names, *score_columns(tasks)]
+
+
+def flat_values(tasks: list[Task], row: Row) -> list[str | float | None]:
+    """A row's values in ``flat_columns`` order: None where an error row has no value, the
+    trust verdict, the decided labels (multilabel ``;``-joined), then every label's score."""
+    if row.prediction is None:
+        return [row.path, row.error, *[None] * (len(flat_columns(tasks)) - 2)]
+    decided = []
+    for task in tasks:
+        p = row.prediction[task.name]
+        decided.append(p["label"] if task.multiclass else ";".join(p["labels"]))
+    scores = [row.prediction[t.name]["scores"][label] for t in tasks for label in t.labels]
     return [
-        "yes" if trust["abstain"] else "no",
-        trust["reason"] or "",
-        "" if seen is None else f"{seen['score']:.4f}",
+        row.path,
+        None,
+        *trust_values(row.result),
+        summary(tasks, row.prediction),
+        *decided,
+        *scores,
     ]
+
+
+def trust_values(prediction: Prediction | None) -> list[str | float | None]:
+    """abstain (yes / no), its reason and the typicality; None without a verdict."""
+    if prediction is None:
+        return [None] * len(TRUST_COLUMNS)
+    seen = prediction.trust.in_distribution
+    typicality = None if seen is None else seen.typicality
+    return ["yes" if prediction.abstain else "no", prediction.abstain_reason, typicality]
 
 
 def _cell(value: object) -> str:

@@ -75,14 +75,15 @@ class OnnxEngine:
         self.outputs = [output.name for output in session.get_outputs()]
 
     @classmethod
-    def load(cls, model_dir: Path) -> OnnxEngine:
+    def load(cls, model_dir: Path, threads: int | None = None) -> OnnxEngine:
+        """``threads``: ONNX Runtime's intra-op threads (default: one per physical core)."""
         path = model_dir / cls.filename
         if not path.exists():
             raise CardamageError(
                 f"no ONNX model in {model_dir} (missing {cls.filename}): "
                 f"run `cardamage export {model_dir} {cls.export_hint}`"
             )
-        engine = cls(onnx_session(path))
+        engine = cls(onnx_session(path, threads))
         engine.check_matches(model_dir)
         return engine
 
@@ -113,7 +114,7 @@ class OnnxInt8Engine(OnnxEngine):
     export_hint = "--format onnx --int8"
 
 
-def onnx_session(path: Path):
+def onnx_session(path: Path, threads: int | None = None):
     """An InferenceSession on CUDA when this onnxruntime build has it, else on the CPU."""
     try:
         import onnxruntime as ort
@@ -122,7 +123,7 @@ def onnx_session(path: Path):
             "the ONNX engines need onnxruntime: pip install onnxruntime (onnxruntime-gpu for CUDA)"
         ) from None
     options = ort.SessionOptions()
-    options.intra_op_num_threads = physical_cores()
+    options.intra_op_num_threads = threads or physical_cores()
     providers = ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")

@@ -171,16 +171,11 @@ class Predictor:
                 "export the model again"
             )
         verdicts = self.distribution.verdicts(features) if self.distribution else None
-        return [
-            Prediction(
-                {t.name: TaskPrediction(t, scores[t.name][i]) for t in self.tasks},
-                Trust(
-                    verdicts[i] if verdicts else None,
-                    check_quality(photo, self.quality),
-                ),
-            )
+        trusts = [
+            Trust(verdicts[i] if verdicts else None, check_quality(photo, self.quality))
             for i, photo in enumerate(photos)
         ]
+        return predictions(self.tasks, scores, trusts)
 
     def assess(
         self, sources: Sequence[ImageSource], claim: str = "claim", rule: str | None = None
@@ -211,6 +206,18 @@ class Predictor:
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
         """Pixels already at model size: the photo's own size is taken to be theirs."""
         return self.predict_photos([Photo.from_pixels(p) for p in pixels])
+
+
+def predictions(
+    tasks: Sequence[Task], scores: Mapping[str, np.ndarray], trusts: Sequence[Trust]
+) -> list[Prediction]:
+    """One Prediction per image from a batch of calibrated per-task scores and the images'
+    verdicts: the tasks' thresholds and decisions, wherever the scores were computed (here, or
+    by a Ray actor)."""
+    return [
+        Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in tasks}, trust)
+        for i, trust in enumerate(trusts)
+    ]
 
 
 #: Threads decoding the next batch while the engine runs on this one (Pillow and ONNX Runtime

@@ -93,7 +93,22 @@ class Inputs:
         request = FeatureRequest(
             model_spec(cfg), self.paths, cfg.data.augment, cfg.data.views, cfg.run.seed, layer
         )
-        self._features = cached_features(extractor, request, cache)
+        self._features = cached_features(extractor, request, cache, fill=self._ray_fill())
+
+    def _ray_fill(self):
+        """Extraction on Ray when the run asks for it (``run.ray``), else None: here."""
+        if self.cfg.run.ray is None:
+            return None
+        from cardamage.distributed.features import Extractor, RayFill
+
+        extractor = Extractor(
+            model_spec(self.cfg),
+            self.tasks[:1],
+            self._weights,
+            self.cfg.tune_top.enabled,
+            keras.mixed_precision.global_policy().name,
+        )
+        return RayFill(self.cfg.run.ray, extractor)
 
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:

@@ -8,12 +8,13 @@ into a memory-mapped .npy, so memory stays bounded for large data sets.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,34 +74,51 @@ class FeatureRequest:
         return digest.hexdigest()[:32]
 
 
+#: What fills a cache entry's (views, n, *feature shape) array, reporting images done on the
+#: bar: here, ``fill_here``; on a Ray cluster, ``cardamage.distributed.features``.
+Fill = Callable[[FeatureRequest, np.ndarray, int, tqdm], None]
+
+
 def cached_features(
-    backbone: keras.Model, request: FeatureRequest, cache_dir: Path, batch_size: int = 64
+    backbone: keras.Model,
+    request: FeatureRequest,
+    cache_dir: Path,
+    batch_size: int = 64,
+    fill: Fill | None = None,
 ) -> np.ndarray:
     """Features of shape (views, n, *feature shape), view 0 unaugmented; memory-mapped from
-    the cache. ``backbone`` is whatever computes them: the backbone, or its bottom part."""
+    the cache. ``backbone`` is whatever computes them: the backbone, or its bottom part;
+    ``fill`` computes them elsewhere (by default, with ``backbone`` in this process)."""
     entry = cache_dir / request.key()
     if not (entry / FEATURES_FILE).exists():
-        _compute(backbone, request, entry, batch_size)
+        fill = fill or functools.partial(fill_here, backbone)
+        _compute(backbone.output_shape[1:], request, entry, batch_size, fill)
     return np.load(entry / FEATURES_FILE, mmap_mode="r")
 
 
-def _compute(backbone: keras.Model, request: FeatureRequest, entry: Path, batch_size: int) -> None:
+def _compute(
+    shape: tuple[int, ...], request: FeatureRequest, entry: Path, batch_size: int, fill: Fill
+) -> None:
     """Fill a temporary directory, then rename it into place: a killed run leaves no half entry."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     n, views = len(request.paths), request.views
     try:
-        out = np.lib.format.open_memmap(
-            tmp / FEATURES_FILE, "w+", np.float32, (views, n, *backbone.output_shape[1:])
-        )
+        out = np.lib.format.open_memmap(tmp / FEATURES_FILE, "w+", np.float32, (views, n, *shape))
         with tqdm(total=views * n, desc="backbone features", unit="img") as bar:
-            for view in range(views):
-                _fill_view(backbone, request, view, out[view], batch_size, bar)
+            fill(request, out, batch_size, bar)
         out.flush()
         del out
         os.replace(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fill_here(
+    backbone: keras.Model, request: FeatureRequest, out: np.ndarray, batch_size: int, bar: tqdm
+) -> None:
+    for view in range(request.views):
+        _fill_view(backbone, request, view, out[view], batch_size, bar)
 
 
 def _fill_view(
@@ -111,9 +129,7 @@ def _fill_view(
     batch_size: int,
     bar: tqdm,
 ) -> None:
-    """View 0 is the photo as it is; every other view a seeded random augmentation of it."""
-    seed = request.seed + 1000 * view
-    augmenter = build_augmenter(request.augment, seed) if view else None
+    augmenter = view_augmenter(request, view)
     start = 0
     for batch in iter_image_batches(request.paths, request.spec.image_size, batch_size):
         interrupt.check()
@@ -122,3 +138,21 @@ def _fill_view(
         out[start : start + len(batch)] = backbone.predict_on_batch(batch)
         start += len(batch)
         bar.update(len(batch))
+
+
+def view_augmenter(request: FeatureRequest, view: int) -> keras.Sequential | None:
+    """View 0 is the photo as it is; every other view a seeded random augmentation of it, whose
+    random streams advance batch by batch through the view's images."""
+    return build_augmenter(request.augment, request.seed + 1000 * view) if view else None
+
+
+def skip_batches(augmenter: keras.Sequential, batches: int, shape: tuple[int, ...]) -> None:
+    """Advance the augmenter's random streams as if it had augmented ``batches`` batches of
+    ``shape``: batch k of a view then gets the very augmentation ``_fill_view`` gives it,
+    wherever it is computed. Each stream's step per batch is measured on one dummy batch."""
+    generators = [g for layer in augmenter.layers for g in layer._seed_generators]
+    before = [np.asarray(g.state.value) for g in generators]
+    augmenter(np.zeros(shape, np.float32), training=True)
+    for generator, start in zip(generators, before, strict=True):
+        step = np.asarray(generator.state.value) - start
+        generator.state.assign(start + batches * step)

@@ -1,0 +1,174 @@
+"""`cardamage predict --ray` against today's single process, on the same generated photos.
+
+    python bench/ray_predict.py [--n 2000] [--size 224] [--actors 2] [--workdir DIR]
+
+Both runs are the CLI as a user starts it, one after the other, on the same `cardamage synth`
+photos and the same model (MobileNetV2 at --size, random weights with batch norms set from
+photos, exported to ONNX; nothing is downloaded):
+
+  single   cardamage predict PHOTOS --engine onnx --output local.csv
+  ray      cardamage predict PHOTOS --ray --actors N --cpus-per-actor C --output ray/
+           (a Ray started by the command on this machine; C shares the CPUs among the actors
+           and the decoding tasks, each actor one ONNX Runtime thread per whole CPU)
+
+Printed: photos per second end to end (process start to exit: Ray's own start-up included),
+Ray's throughput once it is up (the command's own summary), their ratios to the single process
+(target >= 0.8) and each run's peak memory: the PSS of the command's whole process tree
+(Ray's GCS, raylet, workers and object store included), sampled every 0.1 s. Both outputs must
+hold the same rows. The machine is shared: run it with `nice -n 10`; from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cardamage.distributed.predict import LIGHT_CPUS
+
+CLI = [sys.executable, "-m", "cardamage"]
+#: The Ray run's summary line: "... in 12.3 s (163.0 images/s)".
+RAY_RATE = re.compile(r"in ([\d.]+) s \(([\d.]+) images/s\)")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=2000, help="generated photos")
+    p.add_argument("--size", type=int, default=224, help="photo and model input size")
+    p.add_argument("--actors", type=int, default=2, help="Ray model actors")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--workdir", type=Path, help="keeps photos and model between runs")
+    return p.parse_args()
+
+
+def prepare(workdir: Path, n: int, size: int) -> tuple[Path, Path]:
+    """(photo folder, run directory), made once per work directory."""
+    photos, run = workdir / "photos", workdir / "run"
+    if not (photos / "labels.csv").exists():
+        subprocess.run([*CLI, "synth", "--out", str(photos), "--n", str(n), "--size", str(size)],
+                       check=True)  # fmt: skip
+    if not (run / "model" / "model.onnx").exists():  # in a child: TensorFlow's memory goes
+        build = f"from ray_predict import build_model; build_model({str(run)!r}, {size})"
+        subprocess.run([sys.executable, "-c", build], check=True, cwd=Path(__file__).parent)
+    return photos / "images", run
+
+
+def build_model(run: str, size: int) -> None:
+    """MobileNetV2 with random weights, batch norms set from photos, saved and exported."""
+    import keras
+
+    from cardamage.data.images import load_image
+    from cardamage.inference.export import export_model
+    from cardamage.model.metadata import ModelSpec
+    from cardamage.model.multitask import ModelBundle, build_model
+    from cardamage.tasks import default_tasks
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from model_support import normalise_batchnorm
+
+    keras.utils.set_random_seed(0)
+    spec = ModelSpec("mobilenetv2", "none", size)
+    model = build_model(spec, default_tasks())
+    images = sorted((Path(run).parent / "photos" / "images").glob("*.jpg"))[:32]
+    normalise_batchnorm(model, np.stack([load_image(p, size) for p in images]))
+    ModelBundle(model, spec, default_tasks(), {"note": "random weights"}).save(Path(run) / "model")
+    export_model(Path(run), "onnx")
+
+
+def tree_pss_kb(root: int) -> int:
+    """Proportional set size of a process and all its descendants: shared pages (Ray's object
+    store, libraries) counted once in total, not once per process."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += int(re.search(r"^Pss:\s+(\d+)", rollup, re.M).group(1))
+    return total
+
+
+def timed(argv: list[str]) -> tuple[float, float, str]:
+    """(seconds, peak MB of the process tree, stderr) of one command run to its end."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_pss_kb(proc.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    seconds = time.monotonic() - started
+    sampler.join()
+    if proc.returncode not in (0, 1):
+        sys.exit(f"{' '.join(argv)} failed:\n{err[-3000:]}")
+    return seconds, peak[0] / 1024, err
+
+
+def same_rows(local_csv: Path, ray_dir: Path) -> None:
+    import pyarrow.dataset as pads
+
+    with open(local_csv, encoding="utf-8") as f:
+        local = {row["image"]: row for row in csv.DictReader(f)}
+    rows = pads.dataset(ray_dir, format="parquet").to_table().to_pylist()
+    assert {r["image"] for r in rows} == set(local) and len(rows) == len(local), "rows differ"
+    worst = max(abs(r["severity:minor"] - float(local[r["image"]]["severity:minor"])) for r in rows)
+    assert worst < 1e-3, f"scores differ by {worst}"
+
+
+def main() -> int:
+    args = parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ray-bench-"))
+    images, run = prepare(workdir, args.n, args.size)
+    n = len(list(images.glob("*.jpg")))
+    cpus = os.cpu_count() or 1
+    # the CPUs the light stages (decoding, decisions, writes) leave, shared by the actors
+    per_actor = math.floor((cpus - LIGHT_CPUS) / args.actors * 100) / 100
+    out_csv, out_ray = workdir / "local.csv", workdir / f"ray-{time.time_ns()}"
+    common = [str(images), "--model", str(run), "--batch-size", str(args.batch)]
+    single = timed([*CLI, "predict", *common, "--engine", "onnx", "--output", str(out_csv)])
+    ray_argv = ["--ray", "--actors", str(args.actors), "--cpus-per-actor", str(per_actor)]
+    ray = timed([*CLI, "predict", *common, *ray_argv, "--output", str(out_ray)])
+    same_rows(out_csv, out_ray)
+    ray_up = RAY_RATE.search(ray[2])
+    if ray_up is None:
+        sys.exit(f"no summary line from the Ray run:\n{ray[2][-2000:]}")
+    print(f"{n} photos at {args.size} px, MobileNetV2 ONNX, batch {args.batch}, {cpus} CPUs")
+    print(f"  single process      {n / single[0]:7.1f} photos/s   peak {single[1]:6.0f} MB")
+    print(
+        f"  Ray, {args.actors} actors      {n / ray[0]:7.1f} photos/s   peak {ray[1]:6.0f} MB"
+        f"   (end to end, {ray[0] - float(ray_up.group(1)):.1f} s of Ray start-up)"
+    )
+    print(f"  Ray once up         {float(ray_up.group(2)):7.1f} photos/s")
+    print(f"ratio Ray / single, end to end: {n / ray[0] / (n / single[0]):.2f} (target >= 0.8)")
+    print(f"ratio Ray once up / single:     {float(ray_up.group(2)) / (n / single[0]):.2f}")
+    print(f"peak memory Ray / single:       {ray[1] / single[1]:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
