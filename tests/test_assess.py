@@ -24,7 +24,7 @@ def claims(tmp_path: Path) -> Path:
     for claim, n in (("A", 3), ("B", 2), ("C", 0)):
         (root / claim).mkdir(parents=True)
         for k in range(n):
-            pixels = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+            pixels = rng.integers(0, 255, (72, 80, 3), dtype=np.uint8)  # past the size check
             Image.fromarray(pixels).save(root / claim / f"{k}.jpg")
     (root / "A" / "bad.jpg").write_bytes(b"\xff\xd8 not really")
     (root / "C" / "only.jpg").write_bytes(b"\xff\xd8 not really")

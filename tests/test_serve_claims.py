@@ -14,7 +14,7 @@ from cardamage.serve.app import create_app
 from cardamage.serve.settings import ServeSettings
 
 LIMITS = {"max_upload_mb": 1, "max_files": 6, "max_pixels": 1_000_000}
-PHOTOS = [(f"view{i}.jpg", encoded(noise_image(seed=i))) for i in range(3)]
+PHOTOS = [(f"view{i}.jpg", encoded(noise_image(80, 72, seed=i))) for i in range(3)]
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from cardamage import __version__
 from cardamage.data.images import Photo
 from cardamage.errors import CardamageError
-from cardamage.inference.claims import ClaimPhoto, assess_claim
+from cardamage.inference.claims import ClaimPhoto, NoEvidence, assess_claim
 from cardamage.inference.predictor import Prediction, Predictor
 from cardamage.serve.decoding import RejectedUpload, decode_all
 from cardamage.serve.errors import ApiError, error_responses, install_error_handlers
@@ -297,7 +297,10 @@ async def claims(request: Request, service: Ready) -> ClaimResponse:
         else ClaimPhoto(name, next(answers))
         for name, item in zip(names, decoded, strict=True)
     ]
-    assessment = assess_claim(claim, photos)
+    try:
+        assessment = assess_claim(claim, photos)
+    except NoEvidence as e:  # every readable photo abstained: nothing to answer from
+        raise ApiError(422, "no_usable_photo", str(e)) from None
     return ClaimResponse(
         model=service.model_ref,
         claim=assessment.to_dict(),
