@@ -67,56 +67,44 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-MULTIPART_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FILES_FIELD],
-                    "properties": {
-                        FILES_FIELD: {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "One or more photos (JPEG, PNG, WebP, BMP, GIF).",
-                        },
-                        "explain": {
-                            "type": "boolean",
-                            "default": False,
-                            "description": "Same as the query parameter.",
-                        },
-                    },
-                }
-            }
+#: The photos field of both upload endpoints' multipart bodies.
+PHOTOS_FIELD = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "string", "format": "binary"},
+    "description": "One or more photos (JPEG, PNG, WebP, BMP, GIF).",
+}
+
+
+def multipart_body(properties: dict) -> dict:
+    """An endpoint's OpenAPI multipart request body: the photos and its other fields."""
+    schema = {"type": "object", "required": [FILES_FIELD], "properties": properties}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
+
+
+MULTIPART_BODY = multipart_body(
+    {
+        FILES_FIELD: PHOTOS_FIELD,
+        "explain": {
+            "type": "boolean",
+            "default": False,
+            "description": "Same as the query parameter.",
         },
     }
-}
-CLAIM_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FILES_FIELD],
-                    "properties": {
-                        FILES_FIELD: MULTIPART_BODY["requestBody"]["content"][
-                            "multipart/form-data"
-                        ]["schema"]["properties"][FILES_FIELD]
-                        | {"description": "The photos of one car (JPEG, PNG, WebP, BMP, GIF)."},
-                        CLAIM_FIELD: {
-                            "type": "string",
-                            "default": "claim",
-                            "description": "The claim's id, echoed in the answer.",
-                        },
-                    },
-                }
-            }
+)
+CLAIM_BODY = multipart_body(
+    {
+        FILES_FIELD: PHOTOS_FIELD
+        | {"description": "The photos of one car (JPEG, PNG, WebP, BMP, GIF)."},
+        CLAIM_FIELD: {
+            "type": "string",
+            "default": "claim",
+            "description": "The claim's id, echoed in the answer.",
         },
     }
-}
+)
 _BOOL = TypeAdapter(bool)
 T = TypeVar("T")
 
