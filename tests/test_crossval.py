@@ -60,7 +60,7 @@ def test_run_directory_contents(run: Path) -> None:
     ):
         assert (run / name).is_file(), name
     for fold in (1, 2):
-        for name in ("model/model.keras", "history.csv", "metrics.json"):
+        for name in ("model/model.keras", "history.csv", "metrics.json", "view_scores.npz"):
             assert (run / "folds" / f"fold_{fold}" / name).is_file()
         for task in TASKS:
             for kind in ("accuracy", "loss"):
@@ -75,6 +75,22 @@ def test_run_directory_contents(run: Path) -> None:
             "cross validation splits" in text and "on average" in text and "best iteration" in text
         )
         assert len(summary["tasks"][task]["headline"]["per_fold"]) == 2
+
+
+def test_each_fold_keeps_its_view_averaged_scores(run: Path) -> None:
+    """What label review ranks by (the validation scores averaged over the cached views) is
+    kept with the fold, so a resumed run reviews as a run that never stopped."""
+    fold = run / "folds" / "fold_1"
+    with np.load(fold / "scores.npz") as plain, np.load(fold / "view_scores.npz") as views:
+        for task in TASKS:
+            assert views[task].shape == plain[task].shape
+        np.testing.assert_allclose(views["severity"].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_label_review_off_writes_no_issues(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cross_validate(load_train_config(None, options(dataset, out, label_review="off")))
+    assert (out / "model" / "model.json").is_file() and not (out / "label_issues.csv").exists()
 
 
 def test_every_image_validated_once(run: Path) -> None:

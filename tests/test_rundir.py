@@ -11,6 +11,7 @@ import pytest
 from cardamage.errors import CardamageError
 from cardamage.train.rundir import (
     LABEL_ISSUE_COLUMNS,
+    VIEW_SCORES,
     FoldFiles,
     RunDir,
     read_evaluation,
@@ -41,10 +42,15 @@ def test_file_names_are_those_of_existing_runs(tmp_path: Path) -> None:
 def test_fold_files_round_trip_and_half_written_fold_is_cleared(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     scores = {"severity": np.array([[0.25, 0.75]])}
-    run.write_fold(1, FoldFiles({"severity": {"n": 1}}, scores, {"heads": [3], "fine_tune": None}))
+    views = {"severity": np.array([[0.5, 0.5]])}
+    schedule = {"heads": [3], "fine_tune": None}
+    run.write_fold(1, FoldFiles({"severity": {"n": 1}}, scores, schedule, views))
     found = run.finished_fold(1)
     assert found.metrics == {"severity": {"n": 1}} and found.schedule["heads"] == [3]
     np.testing.assert_array_equal(found.scores["severity"], scores["severity"])
+    np.testing.assert_array_equal(found.view_scores["severity"], views["severity"])
+    (run.fold_dir(1) / VIEW_SCORES).unlink()  # a fold from before views were averaged
+    np.testing.assert_array_equal(run.finished_fold(1).view_scores["severity"], scores["severity"])
     (run.fold_dir(1) / "metrics.json").unlink()  # killed before the fold finished
     assert run.finished_fold(1) is None and not run.fold_dir(1).exists()
 

@@ -220,6 +220,13 @@ class RunConfig(_Strict):
         "address (auto, HOST:PORT, ray://HOST:10001) or 'local'",
         json_schema_extra={"flag_const": "local"},
     )
+    #: "ensemble": the heads' view-averaged scores and a logistic regression's on the cached
+    #: features, averaged (README: Label review); "heads": the heads' alone; "off": no review
+    label_review: Literal["ensemble", "heads", "off"] = Field(
+        "ensemble",
+        description="the out-of-fold scores label_issues.csv ranks by: heads and a logistic "
+        "regression averaged, the heads alone, or no label review",
+    )
     overwrite: bool = Field(False, description="replace a non-empty run directory")
 
 

@@ -35,8 +35,10 @@ from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, build_mo
 from cardamage.tasks import Task
 from cardamage.train import interrupt, runtime
 from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
+from cardamage.train.review_scores import linear_scores, review_scores
 from cardamage.train.rundir import FoldFiles, RunDir, versions
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
+from cardamage.trust.calibrators import calibrate
 from cardamage.trust.training import calibrate_out_of_fold, fit_distribution
 
 
@@ -45,6 +47,7 @@ class FoldResult:
     index: int
     metrics: dict[str, dict]
     scores: dict[str, np.ndarray]  # validation scores per task
+    view_scores: dict[str, np.ndarray]  # the same averaged over every cached view
     schedule: dict  # epochs early stopping chose: {"heads": [...], "fine_tune": n | None}
     model_dir: Path
 
@@ -62,16 +65,18 @@ class Inputs:
         self._weights: list[np.ndarray] | None = None
 
     @property
-    def clean_features(self) -> np.ndarray:
-        """Every image's features as the photo is (view 0, no augmentation)."""
+    def features(self) -> np.ndarray:
+        """Every image's cached features, (views, n, ...): view 0 the photo as it is."""
         if self._features is None:
             self._extract()
-        return self._features[0]
+        return self._features
+
+    @property
+    def clean_features(self) -> np.ndarray:
+        return self.features[0]
 
     def fold(self, train: np.ndarray, val: np.ndarray) -> FoldData:
-        if self._features is None:
-            self._extract()
-        return FoldData(self._features, self.targets, self.paths, train, val)
+        return FoldData(self.features, self.targets, self.paths, train, val)
 
     @property
     def backbone_weights(self) -> list[np.ndarray]:
@@ -169,8 +174,20 @@ def train_fold(index: int, inputs: Inputs, train: np.ndarray, val: np.ndarray) -
     metrics = {t.name: task_metrics(t, inputs.targets[t.name][val], scores[t.name]) for t in tasks}
     ModelBundle(model, model_spec(cfg), tasks, {"fold": index}).save(run.fold_model_dir(index))
     plot_history(history, functools.partial(run.curve_file, index))
-    run.write_fold(index, FoldFiles(metrics, scores, schedule))
-    return FoldResult(index, metrics, scores, schedule, run.fold_model_dir(index))
+    views = view_scores(inputs, data, scores)
+    run.write_fold(index, FoldFiles(metrics, scores, schedule, views))
+    return FoldResult(index, metrics, scores, views, schedule, run.fold_model_dir(index))
+
+
+def view_scores(
+    inputs: Inputs, data: FoldData, scores: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The heads' validation scores averaged over every cached view (what label review ranks
+    by); after fine-tuning the cached views are no longer the model's inputs: ``scores``."""
+    if inputs.cfg.fine_tune.layers or len(data.features) == 1:
+        return scores
+    views = [inputs.heads.predict(np.asarray(view[data.val])) for view in data.features]
+    return {name: np.mean([v[name] for v in views], axis=0) for name in scores}
 
 
 def finished_fold(index: int, run: RunDir) -> FoldResult | None:
@@ -178,7 +195,14 @@ def finished_fold(index: int, run: RunDir) -> FoldResult | None:
     files = run.finished_fold(index)
     if files is None:
         return None
-    return FoldResult(index, files.metrics, files.scores, files.schedule, run.fold_model_dir(index))
+    return FoldResult(
+        index,
+        files.metrics,
+        files.scores,
+        files.view_scores,
+        files.schedule,
+        run.fold_model_dir(index),
+    )
 
 
 def fold_score(metrics: dict[str, dict]) -> float:
@@ -313,7 +337,9 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     if distribution is not None:
         distribution.save(run.model_dir)
     run.write_oof(manifest, tasks, oof)
-    write_run_issues(run, manifest, tasks, oof)
+    if cfg.run.label_review != "off":
+        review = _review_scores(inputs, results, splits, calibrated.calibration)
+        write_run_issues(run, manifest, tasks, review)
     summary = {
         "folds": cfg.data.folds,
         "images": len(manifest),
@@ -329,6 +355,25 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     if distribution is not None:
         summary["distribution"] = distribution.summary()
     return summary
+
+
+def _review_scores(
+    inputs: Inputs, results: list[FoldResult], splits: list, calibration: dict
+) -> dict[str, np.ndarray]:
+    """Out-of-fold probabilities for label review: the heads' averaged over the views, through
+    the model's calibration, with a logistic regression's on the cached features (``ensemble``)."""
+    heads = {}
+    for name, y in inputs.targets.items():
+        heads[name] = np.zeros_like(y, dtype=np.float32)
+        for result, (_, val) in zip(results, splits, strict=True):
+            heads[name][val] = result.view_scores[name]
+        heads[name] = calibrate(calibration.get(name), heads[name])
+    features = inputs.features
+    if inputs.cfg.run.label_review != "ensemble" or features.ndim != 3:
+        return review_scores(heads, None)
+    print("label review: a logistic regression on the cached features, out of fold")
+    linear = linear_scores(features, inputs.targets, inputs.tasks, splits, inputs.cfg.run.seed)
+    return review_scores(heads, linear)
 
 
 def _training_features(inputs: Inputs, final: keras.Model) -> np.ndarray:

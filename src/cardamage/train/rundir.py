@@ -39,17 +39,21 @@ PACKAGES = ("cardamage", "keras", "tensorflow", "tensorflow-cpu", "numpy", "scik
 EVALUATION_FILE = "evaluation.json"
 #: Columns of label_issues.csv: photos whose label a review found doubtful, best first.
 LABEL_ISSUE_COLUMNS = ("task", "rank", "image", "group", "given", "suggested", "quality")
+#: A fold's validation scores averaged over every cached view (label review ranks by them).
+VIEW_SCORES = "view_scores.npz"
 #: Curves plot_history draws per task.
 CURVE_METRICS = ("accuracy", "loss")
 
 
 @dataclass(frozen=True)
 class FoldFiles:
-    """What a finished fold left: its metrics, validation scores and the epochs it chose."""
+    """What a finished fold left: its metrics, validation scores (of the photo as it is, and
+    averaged over every cached view) and the epochs it chose."""
 
     metrics: dict[str, dict]
     scores: dict[str, np.ndarray]
     schedule: dict
+    view_scores: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ class RunDir:
         fold_dir = self.fold_dir(index)
         with atomic_path(fold_dir / "scores.npz") as tmp:
             np.savez(tmp, **files.scores)
+        with atomic_path(fold_dir / VIEW_SCORES) as tmp:
+            np.savez(tmp, **files.view_scores)
         atomic_write_json(fold_dir / "schedule.json", files.schedule)
         atomic_write_json(fold_dir / "metrics.json", files.metrics)
 
@@ -150,10 +156,13 @@ class RunDir:
         if not (fold_dir / "metrics.json").exists():
             shutil.rmtree(fold_dir, ignore_errors=True)
             return None
-        with np.load(fold_dir / "scores.npz") as saved:
-            scores = {name: saved[name] for name in saved.files}
+        scores = _read_npz(fold_dir / "scores.npz")
+        views = fold_dir / VIEW_SCORES  # absent in runs from before label review averaged views
         return FoldFiles(
-            _read_json(fold_dir / "metrics.json"), scores, _read_json(fold_dir / "schedule.json")
+            _read_json(fold_dir / "metrics.json"),
+            scores,
+            _read_json(fold_dir / "schedule.json"),
+            _read_npz(views) if views.is_file() else scores,
         )
 
     # ------------------------------------------------------------ results
@@ -300,6 +309,11 @@ def _fold_records(manifest: Manifest, splits: list) -> list[dict]:
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
