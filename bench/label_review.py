@@ -5,9 +5,11 @@ Draws ``cardamage synth`` photos, flips 2, 5 and 10 % of the severity labels and
 chosen photos) one damage type of as many, trains the product (5-fold, out-of-fold scores, a
 small config; the features are cached by content, so all noise levels share one extraction)
 and reports, per task, how many of the k flipped photos the top k of ``label_issues.csv``
-holds. Then, on ../shared/data/lensor-coco when present (imported as bench/real_data.py
-does), a small run (160 px, linear heads) and its top 20 issues per task with their photos in
-an HTML page whose path it prints: there the truth is unknown, so look at the photos.
+holds (ranked as the config's ``run.label_review`` says: by default heads and an out-of-fold
+regression averaged; README, Label review, has the figures). Then, on
+../shared/data/lensor-coco when present (imported as bench/real_data.py does), a small run
+(160 px, linear heads) and its top 20 issues per task with their photos in an HTML page whose
+path it prints: there the truth is unknown, so look at the photos.
 
     python bench/label_review.py [--n 600] [--size 96] [--skip-lensor]
     python bench/label_review.py --config configs/demo.json --n 1825 --size 224 --skip-lensor

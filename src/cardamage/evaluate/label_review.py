@@ -97,7 +97,9 @@ def _multiclass(y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
     labels = y.argmax(axis=1)
     probs = probs / probs.sum(axis=1, keepdims=True)
-    flagged = find_label_issues(labels, probs)
+    # as many as confident learning estimates are wrong, the least self-confident ones: more
+    # flipped severities in the top k than pruning by noise rate (README: Label review)
+    flagged = find_label_issues(labels, probs, filter_by="low_self_confidence")
     quality = get_label_quality_scores(labels, probs)
     suggested = np.eye(probs.shape[1], dtype=bool)[probs.argmax(axis=1)]
     return flagged, quality, suggested
@@ -112,7 +114,9 @@ def _multilabel(
     labels = [np.flatnonzero(row).tolist() for row in y]
     probs = np.clip(probs, 1e-6, 1 - 1e-6)
     flagged = find_label_issues(labels, probs)
-    quality = get_label_quality_scores(labels, probs)
+    # softmin, not the default moving average: a wrong label set is mostly one wrong label,
+    # which the worst per-label score shows and an average of all of them dilutes
+    quality = get_label_quality_scores(labels, probs, aggregator_kwargs={"method": "softmin"})
     return flagged, quality, probs >= thresholds
 
 
