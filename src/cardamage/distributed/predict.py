@@ -1,10 +1,11 @@
 """`cardamage predict --ray`: photos scored as Ray Data stages, rows written by Ray.
 
-decode (Ray tasks: read bytes from any filesystem, decode to the model's size, the quality
-checks) -> model (a pool of actors, each holding one ONNX Runtime session of backbone and heads,
-and the distribution check on the features it outputs) -> decisions (Ray tasks: calibration,
-thresholds, labels, the trust verdict, summary: the rows of `cardamage predict`) -> Parquet, CSV
-or JSONL files.
+model (a pool of actors, each holding one ONNX Runtime session of backbone and heads; each reads
+its batches' photos from any filesystem, decodes them to the model's size, checks their quality,
+scores them and runs the distribution check on the features it outputs) -> decisions (Ray tasks:
+calibration, thresholds, labels, the trust verdict, summary: the rows of `cardamage predict`) ->
+Parquet, CSV or JSONL files. Decoding in the actors keeps the decoded pixels out of Ray's object
+store: only names go in, only scores come out.
 Ray streams the stages with backpressure, so memory stays bounded for any number of photos, and
 restarts an actor that dies (its own default: max_restarts=-1, max_task_retries=-1) and runs
 its unfinished batches again; a batch's rows come out once, when its batch finished. A photo that
@@ -41,11 +42,11 @@ from cardamage.trust.verdict import Trust
 WRITERS = {"parquet": "write_parquet", "csv": "write_csv", "jsonl": "write_json"}
 #: Readers of the same formats, for the summary's count of error rows.
 READ_FORMATS = {"parquet": "parquet", "csv": "csv", "jsonl": "json"}
-#: CPUs a decoding, decision or write task reserves: light work next to the model, and a whole
+#: CPUs a decision or write task reserves: light work next to the model's, and a whole
 #: CPU each would leave none to the model's actors on a small machine (or, for the writes that
 #: Ray gives one CPU by default, hold every row back until the actors are done).
 LIGHT_CPUS = 0.25
-#: Photos per input block: enough blocks that every actor has work while others decode.
+#: Photos per input block: enough blocks that every actor has work.
 PHOTOS_PER_BLOCK = 128
 
 
@@ -99,14 +100,8 @@ def pipeline(ray, predictor: Predictor, photos: list[Photo], options: RayOptions
     return (
         photo_dataset(ray, photos)
         .map_batches(
-            decode,
-            fn_kwargs={"size": size, "rules": predictor.quality},
-            batch_size=options.batch_size,
-            num_cpus=LIGHT_CPUS,
-        )
-        .map_batches(
             Scorer,
-            fn_constructor_args=(model, type(predictor.engine), threads),
+            fn_constructor_args=(model, type(predictor.engine), threads, size, predictor.quality),
             batch_size=options.batch_size,
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=options.cpus_per_actor,
@@ -137,7 +132,7 @@ def photo_dataset(ray, photos: list[Photo]):
 
 
 def default_actors(ray, options: RayOptions) -> int:
-    """One actor per GPU share, else per CPU share left once decoding has its own."""
+    """One actor per GPU share, else per CPU share left once the decisions have theirs."""
     resources = ray.cluster_resources()
     if options.gpus_per_actor:
         return max(1, int(resources.get("GPU", 0) / options.gpus_per_actor))
@@ -145,12 +140,13 @@ def default_actors(ray, options: RayOptions) -> int:
 
 
 def _check_fits(ray, actors: int, options: RayOptions) -> None:
-    """Refuse actors that would hold every CPU: decoding could never run, and Ray would wait."""
+    """Refuse actors that would hold every CPU: the decisions and writes could never run, and
+    Ray would wait."""
     cpus = ray.cluster_resources().get("CPU", 0)
     if options.gpus_per_actor == 0 and actors * options.cpus_per_actor + LIGHT_CPUS > cpus:
         raise CardamageError(
             f"{actors} actor(s) x {options.cpus_per_actor} CPU leave less than {LIGHT_CPUS} of "
-            f"the cluster's {cpus:g} CPUs to decoding: lower --actors or --cpus-per-actor"
+            f"the cluster's {cpus:g} CPUs to the decisions: lower --actors or --cpus-per-actor"
         )
 
 
@@ -192,10 +188,20 @@ def decode(batch: dict[str, np.ndarray], size: int, rules: QualityRules) -> dict
 
 
 class Scorer:
-    """One model actor: an ONNX Runtime session on the shipped model, kept for every batch;
-    ``engine`` is the class of the driver's engine (fp32 or int8), which checked the export."""
+    """One model actor: decodes its batches' photos itself (only names travel to it and no
+    decoded pixels through the object store) and scores them with an ONNX Runtime session on
+    the shipped model, kept for every batch; ``engine`` is the class of the driver's engine
+    (fp32 or int8), which checked the export."""
 
-    def __init__(self, files: dict[str, bytes], engine: type[OnnxEngine], threads: int) -> None:
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        engine: type[OnnxEngine],
+        threads: int,
+        size: int,
+        rules: QualityRules,
+    ) -> None:
+        self.size, self.rules = size, rules
         self.folder = tempfile.TemporaryDirectory(prefix="cardamage-model-")
         for name, data in files.items():
             (Path(self.folder.name) / name).write_bytes(data)
@@ -205,6 +211,7 @@ class Scorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw scores per task and the photos' typicality (NaN: not scored, or no check)."""
+        batch = decode(batch, self.size, self.rules)
         read = batch["error"] == ""
         scores = self.engine(batch["pixels"][read].astype(np.float32)) if read.any() else {}
         out = {"image": batch["image"], "error": batch["error"], "quality": batch["quality"]}
