@@ -8,8 +8,9 @@ photos, exported to ONNX; nothing is downloaded):
 
   single   cardamage predict PHOTOS --engine onnx --output local.csv
   ray      cardamage predict PHOTOS --ray --actors N --cpus-per-actor C --output ray/
-           (a Ray started by the command on this machine; C shares the CPUs among the actors
-           and the decoding tasks, each actor one ONNX Runtime thread per whole CPU)
+           (a Ray started by the command on this machine; C shares the CPUs the write tasks
+           leave among the actors, each of which decodes, scores and decides its batches with
+           one ONNX Runtime thread per whole CPU)
 
 Printed: photos per second end to end (process start to exit: Ray's own start-up included),
 Ray's throughput once it is up (the command's own summary), their ratios to the single process
@@ -146,7 +147,7 @@ def main() -> int:
     images, run = prepare(workdir, args.n, args.size)
     n = len(list(images.glob("*.jpg")))
     cpus = os.cpu_count() or 1
-    # the CPUs the light stages (decoding, decisions, writes) leave, shared by the actors
+    # the CPUs the writes leave, shared by the actors
     per_actor = math.floor((cpus - LIGHT_CPUS) / args.actors * 100) / 100
     out_csv, out_ray = workdir / "local.csv", workdir / f"ray-{time.time_ns()}"
     common = [str(images), "--model", str(run), "--batch-size", str(args.batch)]

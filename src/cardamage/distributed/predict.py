@@ -1,10 +1,11 @@
 """`cardamage predict --ray`: photos scored as Ray Data stages, rows written by Ray.
 
-decode (Ray tasks: read bytes from any filesystem, decode to the model's size, the quality
-checks) -> model (a pool of actors, each holding one ONNX Runtime session of backbone and heads,
-and the distribution check on the features it outputs) -> decisions (Ray tasks: calibration,
-thresholds, labels, the trust verdict, summary: the rows of `cardamage predict`) -> Parquet, CSV
-or JSONL files.
+names -> model (a pool of actors, each holding one ONNX Runtime session of backbone and heads;
+each reads its batches' photos from any filesystem, decodes them to the model's size, checks
+their quality, scores them, runs the distribution check on the features it outputs and decides:
+calibration, thresholds, labels, the trust verdict, summary, the rows of `cardamage predict`) ->
+Parquet, CSV or JSONL files. One stage keeps decoded pixels and scores out of Ray's object
+store: only names go in, only rows come out.
 Ray streams the stages with backpressure, so memory stays bounded for any number of photos, and
 restarts an actor that dies (its own default: max_restarts=-1, max_task_retries=-1) and runs
 its unfinished batches again; a batch's rows come out once, when its batch finished. A photo that
@@ -41,11 +42,11 @@ from cardamage.trust.verdict import Trust
 WRITERS = {"parquet": "write_parquet", "csv": "write_csv", "jsonl": "write_json"}
 #: Readers of the same formats, for the summary's count of error rows.
 READ_FORMATS = {"parquet": "parquet", "csv": "csv", "jsonl": "json"}
-#: CPUs a decoding, decision or write task reserves: light work next to the model, and a whole
+#: CPUs a write task reserves: light work next to the model's, and a whole
 #: CPU each would leave none to the model's actors on a small machine (or, for the writes that
 #: Ray gives one CPU by default, hold every row back until the actors are done).
 LIGHT_CPUS = 0.25
-#: Photos per input block: enough blocks that every actor has work while others decode.
+#: Photos per input block: enough blocks that every actor has work.
 PHOTOS_PER_BLOCK = 128
 
 
@@ -56,6 +57,30 @@ class RayOptions:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the actors take from the driver's predictor besides the model files: the input
+    size, the quality rules, the tasks with the user's thresholds, the calibration and the
+    typicality the distribution check needs (None: the model has none)."""
+
+    size: int
+    quality: QualityRules
+    tasks: list[Task]
+    calibration: dict
+    threshold: float | None
+
+    @classmethod
+    def of(cls, predictor: Predictor) -> Recipe:
+        threshold = predictor.distribution.threshold if predictor.distribution else None
+        return cls(
+            predictor.image_size,
+            predictor.quality,
+            predictor.tasks,
+            predictor.meta.calibration,
+            threshold,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,37 +117,17 @@ def predict_on_ray(
 def pipeline(ray, predictor: Predictor, photos: list[Photo], options: RayOptions):
     """The Dataset of output rows (lazy: it runs when written)."""
     model = model_files(predictor)
-    size = predictor.image_size
     actors = options.actors or default_actors(ray, options)
     _check_fits(ray, actors, options)
     threads = max(1, int(options.cpus_per_actor))
-    return (
-        photo_dataset(ray, photos)
-        .map_batches(
-            decode,
-            fn_kwargs={"size": size, "rules": predictor.quality},
-            batch_size=options.batch_size,
-            num_cpus=LIGHT_CPUS,
-        )
-        .map_batches(
-            Scorer,
-            fn_constructor_args=(model, type(predictor.engine), threads),
-            batch_size=options.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=options.cpus_per_actor,
-            num_gpus=options.gpus_per_actor or None,
-        )  # Ray Data restarts an actor that dies and runs its unfinished batches again
-        .map_batches(
-            decide,
-            fn_kwargs={
-                "tasks": predictor.tasks,
-                "calibration": predictor.meta.calibration,
-                "threshold": predictor.distribution.threshold if predictor.distribution else None,
-            },
-            batch_format="numpy",
-            num_cpus=LIGHT_CPUS,
-        )
-    )
+    return photo_dataset(ray, photos).map_batches(
+        Scorer,
+        fn_constructor_args=(model, type(predictor.engine), threads, Recipe.of(predictor)),
+        batch_size=options.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=options.cpus_per_actor,
+        num_gpus=options.gpus_per_actor or None,
+    )  # Ray Data restarts an actor that dies and runs its unfinished batches again
 
 
 def photo_dataset(ray, photos: list[Photo]):
@@ -137,7 +142,7 @@ def photo_dataset(ray, photos: list[Photo]):
 
 
 def default_actors(ray, options: RayOptions) -> int:
-    """One actor per GPU share, else per CPU share left once decoding has its own."""
+    """One actor per GPU share, else per CPU share left once the writes have theirs."""
     resources = ray.cluster_resources()
     if options.gpus_per_actor:
         return max(1, int(resources.get("GPU", 0) / options.gpus_per_actor))
@@ -145,12 +150,12 @@ def default_actors(ray, options: RayOptions) -> int:
 
 
 def _check_fits(ray, actors: int, options: RayOptions) -> None:
-    """Refuse actors that would hold every CPU: decoding could never run, and Ray would wait."""
+    """Refuse actors that would hold every CPU: the writes could never run, and Ray would wait."""
     cpus = ray.cluster_resources().get("CPU", 0)
     if options.gpus_per_actor == 0 and actors * options.cpus_per_actor + LIGHT_CPUS > cpus:
         raise CardamageError(
             f"{actors} actor(s) x {options.cpus_per_actor} CPU leave less than {LIGHT_CPUS} of "
-            f"the cluster's {cpus:g} CPUs to decoding: lower --actors or --cpus-per-actor"
+            f"the cluster's {cpus:g} CPUs to the writes: lower --actors or --cpus-per-actor"
         )
 
 
@@ -192,10 +197,16 @@ def decode(batch: dict[str, np.ndarray], size: int, rules: QualityRules) -> dict
 
 
 class Scorer:
-    """One model actor: an ONNX Runtime session on the shipped model, kept for every batch;
-    ``engine`` is the class of the driver's engine (fp32 or int8), which checked the export."""
+    """One model actor: turns a batch of names into output rows in one stage (only names go
+    in, only rows come out, nothing decoded or scored travels through the object store): it
+    decodes the photos, scores them with an ONNX Runtime session on the shipped model, kept for
+    every batch, and decides; ``engine`` is the class of the driver's engine (fp32 or int8),
+    which checked the export."""
 
-    def __init__(self, files: dict[str, bytes], engine: type[OnnxEngine], threads: int) -> None:
+    def __init__(
+        self, files: dict[str, bytes], engine: type[OnnxEngine], threads: int, recipe: Recipe
+    ) -> None:
+        self.recipe = recipe
         self.folder = tempfile.TemporaryDirectory(prefix="cardamage-model-")
         for name, data in files.items():
             (Path(self.folder.name) / name).write_bytes(data)
@@ -203,7 +214,13 @@ class Scorer:
         self.widths = {t.name: len(t.labels) for t in ModelMeta.read(Path(self.folder.name)).tasks}
         self.distribution = DistributionCheck.load(Path(self.folder.name))
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]):
+        """The batch's rows, as `decide` makes them."""
+        r = self.recipe
+        scored = self.score(decode(batch, r.size, r.quality))
+        return decide(scored, r.tasks, r.calibration, r.threshold)
+
+    def score(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw scores per task and the photos' typicality (NaN: not scored, or no check)."""
         read = batch["error"] == ""
         scores = self.engine(batch["pixels"][read].astype(np.float32)) if read.any() else {}
@@ -224,7 +241,7 @@ def decide(
     batch: dict[str, np.ndarray], tasks: list[Task], calibration: dict, threshold: float | None
 ):
     """Scores -> the rows of `cardamage predict` (calibration, thresholds, labels, the trust
-    verdict, summary), one per photo: what the Predictor does, on the actors' outputs.
+    verdict, summary), one per photo: what the Predictor does, on the scores and typicality.
     ``threshold``: the typicality the distribution check needs (None: the model has none)."""
     import pyarrow as pa
 
