@@ -18,8 +18,8 @@ def test_a_model_saved_before_the_model_classes_loads_and_scores_the_same() -> N
     assert list(bundle.model.heads) == ["severity", "damage_type"]
     saved = np.load(FIXTURE / "scores.npz")
     scores = bundle.model.predict(saved["pixels"], verbose=0)
-    for name in ("severity", "damage_type"):
-        np.testing.assert_allclose(scores[name], saved[name], atol=1e-5)
+    for name in ("severity", "damage_type"):  # 1e-4: another CPU's kernels differ by 2e-5
+        np.testing.assert_allclose(scores[name], saved[name], atol=1e-4)
 
 
 def test_the_classifier_saves_and_loads_as_itself(tmp_path: Path) -> None:
