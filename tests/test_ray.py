@@ -27,6 +27,7 @@ import pyarrow.dataset as pads
 
 from cardamage.cli import main
 from cardamage.config import AugmentConfig
+from cardamage.distributed import predict
 from cardamage.distributed.predict import RayOptions, predict_on_ray
 from cardamage.inference.engines import OnnxEngine
 from cardamage.inference.export import export_model
@@ -169,6 +170,19 @@ def test_an_actor_killed_mid_run_is_retried_and_every_photo_written_once(
     images = [r["image"] for r in _rows(tmp_path / "out")]
     assert sorted(images) == sorted(set(images)) and len(images) == PHOTOS + 1  # once each
     assert (done.predicted, done.failed) == (PHOTOS, 1)
+
+
+def test_rows_come_in_files_of_rows_per_file_not_one_per_block(
+    ray_local, onnx_run: Path, photos: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(predict, "PHOTOS_PER_BLOCK", 3)  # 9 blocks of input,
+    monkeypatch.setattr(predict, "ROWS_PER_FILE", 10)  # at most 3 files of output
+    model = onnx_run / "model"
+    predictor = Predictor(ModelMeta.read(model), OnnxEngine.load(model), model_dir=model)
+    options = RayOptions(actors=1, batch_size=3)
+    predict_on_ray(predictor, [str(photos)], True, str(tmp_path / "out"), "parquet", options)
+    sizes = sorted(pads.dataset(f).count_rows() for f in (tmp_path / "out").glob("*.parquet"))
+    assert sum(sizes) == PHOTOS + 1 and len(sizes) <= 3 and min(sizes[1:]) >= 10, sizes
 
 
 def test_output_must_be_a_new_folder_and_json_is_refused(

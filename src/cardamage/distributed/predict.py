@@ -48,6 +48,10 @@ READ_FORMATS = {"parquet": "parquet", "csv": "csv", "jsonl": "json"}
 LIGHT_CPUS = 0.25
 #: Photos per input block: enough blocks that every actor has work.
 PHOTOS_PER_BLOCK = 128
+#: Rows an output file holds at least (the last one excepted): readers want few large files,
+#: and each write task may start a worker process of its own (about 1.5 s of CPU here: once the
+#: actors fill Ray's pool it keeps no idle worker), a cost per file, not per photo.
+ROWS_PER_FILE = 10_000
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ def predict_on_ray(
     if not photos:
         raise CardamageError(f"no photos found in {' '.join(sources)}")
     dataset = pipeline(ray, predictor, photos, options)
-    getattr(dataset, WRITERS[fmt])(out, ray_remote_args={"num_cpus": LIGHT_CPUS})
+    write = getattr(dataset, WRITERS[fmt])
+    write(out, min_rows_per_file=ROWS_PER_FILE, ray_remote_args={"num_cpus": LIGHT_CPUS})
     predicted, failed = count_rows(out, fmt)
     return Outcome(predicted, failed, time.monotonic() - started)
 
