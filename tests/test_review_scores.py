@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import KFold
 
-from cardamage.tasks import default_tasks
-from cardamage.train.review_scores import linear_scores, review_scores
+from cardamage.tasks import Task, TaskKind, default_tasks
+from cardamage.train.review_scores import linear_scores, mean_over_views, review_scores
 
 SEVERITY, _, DAMAGE = default_tasks()
 
@@ -68,6 +68,31 @@ def test_multilabel_with_a_constant_label_gives_probabilities_per_label() -> Non
     np.testing.assert_allclose(probs[:, 1], 1.0)
     np.testing.assert_allclose(probs[:, 2], 0.0)
     assert np.mean((probs[:, 0] > 0.5) == y[:, 0]) > 0.8
+
+
+def test_a_one_label_task_and_a_fold_of_one_class_still_score() -> None:
+    rng = np.random.default_rng(3)
+    n = 40
+    photos, features = _views(rng, n, 5)
+    damaged = Task("damaged", TaskKind.MULTILABEL, ("damaged",))
+    targets = {
+        "damaged": (photos[:, :1] > 0).astype(np.float32),
+        "severity": _one_hot(np.zeros(n, dtype=int), 4),
+    }  # every photo "minor": each fold's training has one class
+    probs = linear_scores(features, targets, [damaged, SEVERITY], _splits(n), 0)
+    assert probs["damaged"].shape == (n, 1)
+    assert np.mean((probs["damaged"][:, 0] > 0.5) == targets["damaged"][:, 0]) > 0.8
+    np.testing.assert_allclose(probs["severity"], targets["severity"])
+
+
+def test_view_scores_are_the_validation_photos_scores_averaged_over_the_views() -> None:
+    features = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)  # 2 views of 5 photos
+
+    def first_feature(x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"task": x[:, :1]}
+
+    averaged = mean_over_views(first_feature, features, np.array([1, 3]))["task"][:, 0]
+    np.testing.assert_allclose(averaged, [(3 + 18) / 2, (9 + 24) / 2])
 
 
 def test_review_scores_average_the_two_models_or_keep_the_heads() -> None:

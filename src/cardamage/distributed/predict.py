@@ -14,7 +14,6 @@ cannot be read is an error row, never a failed job.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -174,19 +173,20 @@ def model_files(predictor: Predictor) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in names if (folder / name).exists()}
 
 
-def decode(batch: dict[str, np.ndarray], size: int, rules: QualityRules) -> dict[str, np.ndarray]:
-    """Read and decode a batch of photos and check their quality (JSON, as the checks travel
-    on to the decisions); one that fails keeps its row, with the error."""
+def decode(batch: dict[str, np.ndarray], size: int, rules: QualityRules) -> dict:
+    """Read and decode a batch of photos and check their quality (a list of checks per
+    photo); one that fails keeps its row, with the error."""
     from cardamage.data.images import load_photo, reason
 
     pixels = np.zeros((len(batch["uri"]), size, size, 3), np.uint8)
-    errors, quality = [], []
+    errors: list[str] = []
+    quality: list[list[QualityCheck]] = []
     for i, (image, uri) in enumerate(zip(batch["image"], batch["uri"], strict=True)):
-        quality.append("[]")
+        quality.append([])
         try:
             photo = load_photo(read_bytes(str(uri)), size, name=str(image))
             pixels[i] = photo.pixels
-            quality[-1] = json.dumps([c.to_dict() for c in check_quality(photo, rules)])
+            quality[-1] = check_quality(photo, rules)
             errors.append("")
         except CardamageError as e:
             errors.append(str(e))
@@ -196,7 +196,7 @@ def decode(batch: dict[str, np.ndarray], size: int, rules: QualityRules) -> dict
     return {
         "image": batch["image"],
         "error": np.array(errors, dtype=object),
-        "quality": np.array(quality, dtype=object),
+        "quality": quality,
         "pixels": pixels,
     }
 
@@ -225,7 +225,7 @@ class Scorer:
         scored = self.score(decode(batch, r.size, r.quality))
         return decide(scored, r.tasks, r.calibration, r.threshold)
 
-    def score(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def score(self, batch: dict) -> dict:
         """Raw scores per task and the photos' typicality (NaN: not scored, or no check)."""
         read = batch["error"] == ""
         scores = self.engine(batch["pixels"][read].astype(np.float32)) if read.any() else {}
@@ -242,9 +242,7 @@ class Scorer:
         return out
 
 
-def decide(
-    batch: dict[str, np.ndarray], tasks: list[Task], calibration: dict, threshold: float | None
-):
+def decide(batch: dict, tasks: list[Task], calibration: dict, threshold: float | None):
     """Scores -> the rows of `cardamage predict` (calibration, thresholds, labels, the trust
     verdict, summary), one per photo: what the Predictor does, on the scores and typicality.
     ``threshold``: the typicality the distribution check needs (None: the model has none)."""
@@ -254,7 +252,8 @@ def decide(
     scores = {
         t.name: calibrate(calibration.get(t.name), batch[f"scores:{t.name}"][read]) for t in tasks
     }
-    pairs = zip(batch["quality"][read], batch["typicality"][read], strict=True)
+    checks = [quality for quality, ok in zip(batch["quality"], read, strict=True) if ok]
+    pairs = zip(checks, batch["typicality"][read], strict=True)
     trusts = [_trust(quality, typicality, threshold) for quality, typicality in pairs]
     decided = iter(predictions(tasks, scores, trusts) if read.any() else [])
     rows = []
@@ -269,9 +268,8 @@ def decide(
     return pa.table(dict(zip(columns, values, strict=True)), schema=row_schema(tasks))
 
 
-def _trust(quality: str, typicality: float, threshold: float | None) -> Trust:
-    """A photo's verdict from what the stages carried: its checks (JSON) and typicality."""
-    checks = [QualityCheck(**check) for check in json.loads(quality)]
+def _trust(checks: list[QualityCheck], typicality: float, threshold: float | None) -> Trust:
+    """A photo's verdict from its quality checks and typicality."""
     if threshold is None or np.isnan(typicality):
         return Trust(None, checks)
     seen = InDistribution(float(typicality), threshold, bool(typicality > threshold))

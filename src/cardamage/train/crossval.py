@@ -35,7 +35,7 @@ from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, build_mo
 from cardamage.tasks import Task
 from cardamage.train import interrupt, runtime
 from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
-from cardamage.train.review_scores import linear_scores, review_scores
+from cardamage.train.review_scores import linear_scores, mean_over_views, review_scores
 from cardamage.train.rundir import FoldFiles, RunDir, versions
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
 from cardamage.trust.calibrators import calibrate
@@ -186,8 +186,7 @@ def view_scores(
     by); after fine-tuning the cached views are no longer the model's inputs: ``scores``."""
     if inputs.cfg.fine_tune.layers or len(data.features) == 1:
         return scores
-    views = [inputs.heads.predict(np.asarray(view[data.val])) for view in data.features]
-    return {name: np.mean([v[name] for v in views], axis=0) for name in scores}
+    return mean_over_views(inputs.heads.predict, data.features, data.val)
 
 
 def finished_fold(index: int, run: RunDir) -> FoldResult | None:
@@ -368,8 +367,11 @@ def _review_scores(
         for result, (_, val) in zip(results, splits, strict=True):
             heads[name][val] = result.view_scores[name]
         heads[name] = calibrate(calibration.get(name), heads[name])
+    if inputs.cfg.run.label_review != "ensemble":
+        return review_scores(heads, None)
     features = inputs.features
-    if inputs.cfg.run.label_review != "ensemble" or features.ndim != 3:
+    if features.ndim != 3:  # feature maps (tune_top): no vector to fit a regression on
+        print("label review: the heads' scores alone (the cached features are feature maps)")
         return review_scores(heads, None)
     print("label review: a logistic regression on the cached features, out of fold")
     linear = linear_scores(features, inputs.targets, inputs.tasks, splits, inputs.cfg.run.seed)
