@@ -300,10 +300,7 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     """Tune thresholds out-of-fold, score out-of-fold, write reports, save the final model."""
     cfg, targets = inputs.cfg, inputs.targets
     run = RunDir(cfg.run.out)
-    oof = {name: np.zeros_like(y) for name, y in targets.items()}
-    for result, (_, val) in zip(results, splits, strict=True):
-        for name, value in result.scores.items():
-            oof[name][val] = value
+    oof = out_of_fold(targets, splits, [r.scores for r in results])
     calibrated = calibrate_out_of_fold(inputs.tasks, targets, oof, splits, cfg.trust)
     scores = calibrated.scores
     tasks = [
@@ -356,17 +353,25 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     return summary
 
 
+def out_of_fold(
+    targets: dict[str, np.ndarray], splits: list, per_fold: list[dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Every photo's scores per task from the fold that held it out (``per_fold``: each fold's
+    validation scores, in the order of ``splits``)."""
+    oof = {name: np.zeros_like(y) for name, y in targets.items()}
+    for scores, (_, val) in zip(per_fold, splits, strict=True):
+        for name, value in scores.items():
+            oof[name][val] = value
+    return oof
+
+
 def _review_scores(
     inputs: Inputs, results: list[FoldResult], splits: list, calibration: dict
 ) -> dict[str, np.ndarray]:
     """Out-of-fold probabilities for label review: the heads' averaged over the views, through
     the model's calibration, with a logistic regression's on the cached features (``ensemble``)."""
-    heads = {}
-    for name, y in inputs.targets.items():
-        heads[name] = np.zeros_like(y, dtype=np.float32)
-        for result, (_, val) in zip(results, splits, strict=True):
-            heads[name][val] = result.view_scores[name]
-        heads[name] = calibrate(calibration.get(name), heads[name])
+    views = out_of_fold(inputs.targets, splits, [r.view_scores for r in results])
+    heads = {name: calibrate(calibration.get(name), scores) for name, scores in views.items()}
     if inputs.cfg.run.label_review != "ensemble":
         return review_scores(heads, None)
     features = inputs.features
