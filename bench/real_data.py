@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -166,18 +167,33 @@ def split_by_source(manifest: Manifest) -> tuple[Manifest, dict[str, Manifest]]:
     return manifest.subset(train), held
 
 
-def variant_models(run: RunDir, folds: int) -> dict[str, object]:
-    """The run's shipped model (refit), every fold's heads on its backbone, each with and
-    without flip test-time augmentation: built as `final_model` and `flip_tta` build them."""
+def variant_models(run: RunDir, folds: int, fine_tuned: bool) -> dict[str, object]:
+    """The run's shipped model (refit), every fold's model averaged, each with and without
+    flip test-time augmentation. Frozen folds share a backbone: their heads on one pass, as
+    `final_model: fold_ensemble` builds it; fine-tuned folds each need their own (k passes)."""
     single = ModelBundle.load(run.model_dir).model
-    ensemble = fold_ensemble(
-        [ModelBundle.load(run.fold_model_dir(i)).model for i in range(1, folds + 1)]
-    )
-    flip = {
-        f"{name}+flip": with_flip_tta(m, True)
-        for name, m in (("single", single), ("folds", ensemble))
+    members = [ModelBundle.load(run.fold_model_dir(i)).model for i in range(1, folds + 1)]
+    if fine_tuned:
+        ensemble, flipped = averaged(members), averaged([with_flip_tta(m, True) for m in members])
+    else:
+        ensemble = fold_ensemble(members)
+        flipped = with_flip_tta(ensemble, True)
+    return {
+        "single": single,
+        "folds": ensemble,
+        "single+flip": with_flip_tta(single, True),
+        "folds+flip": flipped,
     }
-    return {"single": single, "folds": ensemble, **flip}
+
+
+def averaged(models: list) -> keras.Model:
+    """One model whose scores are the mean of ``models``' (each its own backbone pass)."""
+    pixels = keras.Input(models[0].input_shape[1:])
+    outputs = [model(pixels) for model in models]
+    mean = {
+        name: keras.ops.mean(keras.ops.stack([o[name] for o in outputs]), 0) for name in outputs[0]
+    }
+    return keras.Model(pixels, mean)
 
 
 def held_out(args: argparse.Namespace, work: Path, manifest_csv: Path, config: Path) -> None:
@@ -206,7 +222,8 @@ def held_out(args: argparse.Namespace, work: Path, manifest_csv: Path, config: P
         trained_s = time.perf_counter() - started
         run = RunDir(cfg.run.out)
         shipped = ModelBundle.load(run.model_dir).tasks  # thresholds tuned out of fold
-        for variant, model in variant_models(run, cfg.data.folds).items():
+        fine_tuned = bool(cfg.fine_tune.layers)
+        for variant, model in variant_models(run, cfg.data.folds, fine_tuned).items():
             started = time.perf_counter()
             scores = predict_images(model, photos, 16)
             print(f"seed {seed} {variant}: {time.perf_counter() - started:.0f} s to score")

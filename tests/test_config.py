@@ -87,6 +87,12 @@ def test_the_presets_are_nested_and_load_quietly(tmp_path, caplog) -> None:
         ({"heads": {"epoch": 3}}, "heads.epoch: Extra inputs"),
         ({"colour": 1}, "colour: Extra inputs"),
         ({"fine_tune": {"layers": -2}}, "fine_tune.layers"),
+        ({"fine_tune": {"learning_rate": 0}}, "fine_tune.learning_rate"),
+        ({"fine_tune": {"warmup_epochs": 0}}, "fine_tune.warmup_epochs"),
+        ({"fine_tune": {"label_smoothing": 0.7}}, "fine_tune.label_smoothing"),
+        ({"fine_tune": {"schedule": "linear"}}, "fine_tune.schedule"),
+        ({"fine_tune": {"batchnorm": "off"}}, "fine_tune.batchnorm"),
+        ({"fine_tune": {"crop": -0.1}}, "fine_tune.crop"),
         ({}, "data.data: Field required"),
     ],
 )

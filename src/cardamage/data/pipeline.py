@@ -1,4 +1,5 @@
-"""Image batches for training and feature extraction: parallel decoding, augmentation, tf.data."""
+"""Image batches for feature extraction and cached features for the heads: parallel decoding,
+augmentation, tf.data."""
 
 from __future__ import annotations
 
@@ -68,38 +69,3 @@ def feature_batches(
     ds = tf.data.Dataset.from_tensor_slices((features, targets, sample_weights))
     ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE)
-
-
-def image_dataset(
-    paths: Sequence[Path],
-    targets: dict[str, np.ndarray],
-    size: int,
-    batch_size: int,
-    *,
-    augment: keras.Sequential | None,
-    shuffle_seed: int | None,
-    sample_weights: dict[str, np.ndarray] | None = None,
-):
-    """A tf.data pipeline for end-to-end training: parallel decode, augment, prefetch."""
-    import tensorflow as tf
-
-    def decode(path: bytes) -> np.ndarray:
-        return load_image(path.decode(), size).astype(np.float32)
-
-    def load(path, *rest):
-        image = tf.numpy_function(decode, [path], tf.float32)
-        image.set_shape((size, size, 3))
-        return (image, *rest)
-
-    columns = (tf.constant([str(p) for p in paths]), targets)
-    if sample_weights is not None:
-        columns = (*columns, sample_weights)
-    ds = tf.data.Dataset.from_tensor_slices(columns)
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-    if augment is not None:
-        ds = ds.map(
-            lambda x, *rest: (augment(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    return ds.prefetch(tf.data.AUTOTUNE)

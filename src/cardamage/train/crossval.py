@@ -35,6 +35,7 @@ from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, build_mo
 from cardamage.tasks import Task
 from cardamage.train import interrupt, runtime
 from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
+from cardamage.train.pixels import cached_pixels, cached_size
 from cardamage.train.review_scores import linear_scores, mean_over_views, review_scores
 from cardamage.train.rundir import FoldFiles, RunDir, versions
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
@@ -75,8 +76,17 @@ class Inputs:
     def clean_features(self) -> np.ndarray:
         return self.features[0]
 
+    @functools.cached_property
+    def pixels(self) -> np.ndarray | None:
+        """Every photo decoded once for fine-tuning (None without it), shared by every fold."""
+        cfg = self.cfg
+        if not cfg.fine_tune.layers:
+            return None
+        side = cached_size(cfg.model.image_size, cfg.fine_tune.crop)
+        return cached_pixels(self.paths, side, cfg.run.cache_dir or default_cache_dir())
+
     def fold(self, train: np.ndarray, val: np.ndarray) -> FoldData:
-        return FoldData(self.features, self.targets, self.paths, train, val)
+        return FoldData(self.features, self.targets, self.paths, train, val, self.pixels)
 
     @property
     def backbone_weights(self) -> list[np.ndarray]:
@@ -146,7 +156,7 @@ def train_model(
             pretrained = cfg.model.weights != "none"
             heads = [tuned_top(b, h, pretrained) for b, h in model.stacks]
         history, head_epochs = inputs.heads.fit(
-            heads, data, log_dir, schedule["heads"] if schedule else None
+            heads, data, log_dir, _head_epochs(cfg, schedule, len(heads))
         )
         done = {"heads": head_epochs, "fine_tune": None}
         if cfg.fine_tune.layers:
@@ -162,6 +172,14 @@ def train_model(
         else:
             scores = inputs.heads.predict(np.asarray(data.features[0, data.val]))
     return model, history, done, scores
+
+
+def _head_epochs(cfg: TrainConfig, schedule: dict | None, n_heads: int) -> list[int] | None:
+    """The head phase's epochs per heads model: before fine-tuning its short warm-up, for a
+    refit the folds' choice, else early stopping's."""
+    if cfg.fine_tune.layers:
+        return [cfg.fine_tune.warmup_epochs] * n_heads
+    return schedule["heads"] if schedule else None
 
 
 def train_fold(index: int, inputs: Inputs, train: np.ndarray, val: np.ndarray) -> FoldResult:

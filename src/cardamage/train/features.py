@@ -51,7 +51,6 @@ class FeatureRequest:
     layer: str | None = None
 
     def key(self) -> str:
-        digest = hashlib.sha256()
         settings = {
             "version": CACHE_VERSION,
             "backbone": self.spec.backbone,
@@ -68,10 +67,16 @@ class FeatureRequest:
             "seed": self.seed,
             "keras": keras.__version__,
         }
-        digest.update(json.dumps(settings, sort_keys=True).encode())
-        for path in self.paths:
-            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
-        return digest.hexdigest()[:32]
+        return content_key(settings, self.paths)
+
+
+def content_key(settings: dict, paths: Sequence[Path]) -> str:
+    """A cache entry's name: the settings and the bytes of every image, so that an edited
+    photo or setting is a new entry, never a stale one."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in paths:
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    return digest.hexdigest()[:32]
 
 
 #: What fills a cache entry's (views, n, *feature shape) array, reporting images done on the
@@ -92,21 +97,35 @@ def cached_features(
     entry = cache_dir / request.key()
     if not (entry / FEATURES_FILE).exists():
         fill = fill or functools.partial(fill_here, backbone)
-        _compute(backbone.output_shape[1:], request, entry, batch_size, fill)
+        n, views = len(request.paths), request.views
+        write_entry(
+            entry / FEATURES_FILE,
+            np.float32,
+            (views, n, *backbone.output_shape[1:]),
+            views * n,
+            "backbone features",
+            lambda out, bar: fill(request, out, batch_size, bar),
+        )
     return np.load(entry / FEATURES_FILE, mmap_mode="r")
 
 
-def _compute(
-    shape: tuple[int, ...], request: FeatureRequest, entry: Path, batch_size: int, fill: Fill
+def write_entry(
+    file: Path,
+    dtype: type,
+    shape: tuple[int, ...],
+    total: int,
+    desc: str,
+    fill: Callable[[np.ndarray, tqdm], None],
 ) -> None:
-    """Fill a temporary directory, then rename it into place: a killed run leaves no half entry."""
+    """Fill a memory-mapped ``file`` in a temporary directory, then rename the directory into
+    place: a killed run leaves no half entry. ``fill`` reports its ``total`` images on the bar."""
+    entry = file.parent
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-    n, views = len(request.paths), request.views
     try:
-        out = np.lib.format.open_memmap(tmp / FEATURES_FILE, "w+", np.float32, (views, n, *shape))
-        with tqdm(total=views * n, desc="backbone features", unit="img") as bar:
-            fill(request, out, batch_size, bar)
+        out = np.lib.format.open_memmap(tmp / file.name, "w+", dtype, shape)
+        with tqdm(total=total, desc=desc, unit="img") as bar:
+            fill(out, bar)
         out.flush()
         del out
         os.replace(tmp, entry)

