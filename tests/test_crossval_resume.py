@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from model_support import assert_fold_models_score_as_cached
 from process_support import interruptible
 
 from cardamage.data.synthetic import generate_dataset
@@ -46,8 +48,29 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
 def test_killed_run_resumes_from_last_finished_fold(data: Path, tmp_path: Path, sig) -> None:
+    _kill_and_resume(data, tmp_path / "run", sig, ARGS)
+
+
+@pytest.mark.slow
+def test_killed_fine_tuning_resumes_and_each_fold_tunes_its_own(data: Path, tmp_path: Path):
+    fine_tuning = [*ARGS, "--fine-tune-layers", "-1", "--fine-tune-epochs", "1"]
     run = tmp_path / "run"
-    proc = train("--data", str(data), "--out", str(run), "--cache-dir", str(tmp_path / "c"), *ARGS)
+    _kill_and_resume(data, run, signal.SIGKILL, fine_tuning)
+    first, second = (_backbone(run / "folds" / f"fold_{k}" / "model") for k in (1, 2))
+    assert not any(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert_fold_models_score_as_cached(run, data.parent)  # out-of-fold: each fold's own model
+
+
+def _backbone(model_dir: Path) -> list[np.ndarray]:
+    from cardamage.model.multitask import ModelBundle
+
+    weights = ModelBundle.load(model_dir).model.branch_backbones[0].get_weights()
+    return [w for w in weights if w.ndim == 4]  # the convolutions' kernels
+
+
+def _kill_and_resume(data: Path, run: Path, sig, args: list[str]) -> None:
+    cache = str(run.parent / "c")
+    proc = train("--data", str(data), "--out", str(run), "--cache-dir", cache, *args)
     first = run / "folds" / "fold_1" / "metrics.json"
     wait_for(first, proc)
     proc.send_signal(sig)
@@ -57,7 +80,7 @@ def test_killed_run_resumes_from_last_finished_fold(data: Path, tmp_path: Path, 
     stamp = first.stat().st_mtime_ns
 
     resumed = train("--resume", str(run))
-    out, err = resumed.communicate(timeout=300)
+    out, err = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, err
     assert "fold 1/3: finished before, kept" in out
     assert first.stat().st_mtime_ns == stamp  # the finished fold was not retrained
