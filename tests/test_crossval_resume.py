@@ -72,7 +72,7 @@ def _kill_and_resume(data: Path, run: Path, sig, args: list[str]) -> None:
     cache = str(run.parent / "c")
     proc = train("--data", str(data), "--out", str(run), "--cache-dir", cache, *args)
     first = run / "folds" / "fold_1" / "metrics.json"
-    wait_for(first, proc)
+    wait_for(first, proc, timeout=900)  # a guard against hangs; busy machines are slow
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert not (run / "summary.json").exists(), err[-2000:]
