@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cardamage.data.folders import image_files
 from cardamage.data.groups import find_groups
 from cardamage.data.images import ImageError, check_image
 from cardamage.data.inspect import label_counts
@@ -33,8 +34,6 @@ from cardamage.data.manifest import (
 from cardamage.errors import CardamageError
 from cardamage.tasks import Task
 
-#: File suffixes ``import_folders`` takes for images; anything else in a class folder is skipped.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: Mapping key ``<task>_order``: a multiclass task's labels from mildest to worst.
 ORDER_SUFFIX = "_order"
 _COCO_PREFIX = "instances_"  # instances_train.json -> images under <root>/train/
@@ -332,7 +331,7 @@ def import_folders(root: Path, task: str, out_csv: Path, tasks: Sequence[Task]) 
     """
     target = _task_named(task, tasks)
     root = _image_root(root)
-    files = _image_files(root)
+    files = image_files(root)
     unknown = sorted({f.parts[0] for f in files if len(f.parts) > 1} - set(target.labels))
     if unknown:
         raise CardamageError(
@@ -351,12 +350,6 @@ def import_folders(root: Path, task: str, out_csv: Path, tasks: Sequence[Task]) 
         else:
             problems.append(Problem(root / relative, None, problem))
     return _finish(_manifest(out_csv, root, rows, (target,)), out_csv, tasks, (target,), problems)
-
-
-def _image_files(root: Path) -> list[Path]:
-    """Image files under root, relative to it, sorted; hidden files and folders skipped."""
-    files = (p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(f for f in files if not any(part.startswith(".") for part in f.parts))
 
 
 def import_original_csv(
