@@ -70,7 +70,7 @@ def read_folders(
     known = sorted({c for split in trained for c in classes.get(split, {})})
     layout.check_unseen(classes, known, fixed_val)
     task, notes = resolve_task(root, known, task_name, configured)
-    layout.check_labels(classes, task)
+    layout.check_labels(classes, task, known)
     layout.raise_mistakes()
     return _rows(layout.root, classes, task, notes)
 
@@ -204,11 +204,11 @@ class _Layout:
                         f"class '{name}' is in {split} but not in train: the model cannot learn it",
                     )
 
-    def check_labels(self, classes: Classes, task: Task) -> None:
+    def check_labels(self, classes: Classes, task: Task, known: list[str]) -> None:
         """Every class folder must be a label of the task (a configured task's)."""
         for split, split_classes in classes.items():
             for name in split_classes:
-                if name not in task.labels:
+                if name not in task.labels and name in known:  # else check_unseen said so
                     close = difflib.get_close_matches(name, task.labels, n=1, cutoff=0.6)
                     hint = f"; did you mean '{close[0]}'?" if close else ""
                     self.mistake(
