@@ -193,3 +193,19 @@ def test_data_inspect_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture)
     (root / "train" / "dent").mkdir()
     assert cli(["data", "inspect", "--data", str(root)]) == 2
     assert f"{root}/train/dent: empty class folder" in capsys.readouterr().err
+
+
+def test_run_data_sets_test_apart_and_records_the_inferred_task(tmp_path: Path) -> None:
+    from cardamage.config import load_train_config
+    from cardamage.train.splits import read_run_data
+
+    root = make_tree(tmp_path / "cars", {"train": 4, "test": 2})
+    options = {"data": root, "out": tmp_path / "run", "folds": 2, "task": "severity"}
+    data = read_run_data(load_train_config(None, options))
+    assert len(data.manifest) == 12 and set(data.manifest.splits) == {"train"}
+    assert len(data.test) == 6 and set(data.test.splits) == {"test"}
+    assert [t.to_task() for t in data.cfg.data.tasks] == data.tasks  # what config.json records
+    assert data.cfg.image_root == root
+    assert sorted(i for _, val in data.splits for i in val) == list(range(12))
+    with pytest.raises(CardamageError, match="--val-split needs train photos and at least 2 val"):
+        read_run_data(load_train_config(None, options | {"val_split": True}))

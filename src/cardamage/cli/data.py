@@ -37,6 +37,11 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["coco", "folders", "original"], required=True)
     p.add_argument("--out", type=Path, required=True, help="the tidy manifest CSV to write")
     p.add_argument("--annotations", type=Path, nargs="+", help="coco: instances JSON file(s)")
+    p.add_argument(
+        "--keep-splits",
+        action="store_true",
+        help="coco: a split column (train, val, test) from each annotation file's name or folder",
+    )
     p.add_argument("--mapping", type=Path, help="coco: box category -> labels (JSON)")
     p.add_argument("--images", type=Path, help="coco / original: the image root")
     p.add_argument("--root", type=Path, help="folders: one folder per class")
@@ -58,7 +63,9 @@ def _import(args: argparse.Namespace) -> int:
     tasks = _tasks(args.config)
     if args.format == "coco":
         _require(args, "annotations", "images", "mapping")
-        report = importers.import_coco(args.annotations, args.images, args.mapping, args.out, tasks)
+        report = importers.import_coco(
+            args.annotations, args.images, args.mapping, args.out, tasks, args.keep_splits
+        )
     elif args.format == "folders":
         _require(args, "root", "task")
         report = importers.import_folders(args.root, args.task, args.out, tasks)

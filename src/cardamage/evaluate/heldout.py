@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cardamage.data.manifest import CLAIM_COLUMN, Manifest, load_manifest
+from cardamage.data.manifest import CLAIM_COLUMN, load_manifest
 from cardamage.errors import CardamageError
 from cardamage.evaluate.claims import claim_evaluation
 from cardamage.evaluate.html_report import write_html_report
@@ -37,16 +37,6 @@ def evaluate_model(
     manifest, _ = load_manifest(data, image_root, predictor.tasks)
     if claim_labels is not None and manifest.claims is None:
         raise CardamageError(f"--claim-labels needs a '{CLAIM_COLUMN}' column in {data}")
-    return evaluate_manifest(predictor, manifest, batch_size, claim_labels)
-
-
-def evaluate_manifest(
-    predictor: Predictor,
-    manifest: Manifest,
-    batch_size: int = 32,
-    claim_labels: Path | None = None,
-) -> Evaluation:
-    """The model's scores on every row of ``manifest``, per photo (and per claim)."""
     predictions = list(predictor.iter_predict(manifest.paths(), batch_size))
     tasks = predictor.tasks
     scores = {t.name: np.stack([p.tasks[t.name].scores for p in predictions]) for t in tasks}
