@@ -209,3 +209,5 @@ def test_run_data_sets_test_apart_and_records_the_inferred_task(tmp_path: Path) 
     assert sorted(i for _, val in data.splits for i in val) == list(range(12))
     with pytest.raises(CardamageError, match="--val-split needs train photos and at least 2 val"):
         read_run_data(load_train_config(None, options | {"val_split": True}))
+    with pytest.raises(CardamageError, match="drop --images"):
+        read_run_data(load_train_config(None, options | {"images": tmp_path}))

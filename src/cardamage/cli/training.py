@@ -6,13 +6,16 @@ import argparse
 import os
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from cardamage.config import FLAT_KEYS, flat_name, train_fields
 from cardamage.errors import CardamageError
+
+if TYPE_CHECKING:
+    from cardamage.evaluate.heldout import Evaluation
 
 
 def _synth_parser(sub: argparse._SubParsersAction) -> None:
@@ -199,7 +202,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_evaluation(result, tasks: list, what: str = "held-out") -> None:
+def _print_evaluation(result: Evaluation, tasks: list, what: str = "held-out") -> None:
     print(f"\n{what} scores on {len(result.rows)} images:")
     _print_scores(tasks, result.metrics)
     print(abstention_line(result.abstention, tasks))

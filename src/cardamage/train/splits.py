@@ -58,6 +58,11 @@ class RunData:
 def read_run_data(cfg: TrainConfig) -> RunData:
     """The data ``cfg`` names, its test rows set apart, the folds (or fixed split) made."""
     data = cfg.data
+    if data.data.is_dir() and data.images is not None:
+        raise CardamageError(
+            f"--images is a manifest's image root; the class folders in {data.data} are their "
+            "own: drop --images"
+        )
     configured = "tasks" in data.model_fields_set
     found = load_labelled(
         data.data,
