@@ -211,3 +211,18 @@ def test_run_data_sets_test_apart_and_records_the_inferred_task(tmp_path: Path) 
         read_run_data(load_train_config(None, options | {"val_split": True}))
     with pytest.raises(CardamageError, match="drop --images"):
         read_run_data(load_train_config(None, options | {"images": tmp_path}))
+
+
+def test_label_corrections_keep_the_split_column(tmp_path: Path) -> None:
+    from cardamage.evaluate.label_review import apply_corrections
+
+    root = make_tree(tmp_path / "cars", {"train": 2, "test": 1})
+    found = read_folders(root)
+    write_manifest(found.manifest, tmp_path / "labels.csv", [found.task])
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text("image,label\ntest/minor/minor_test_0.jpg,severe\n")
+    out = tmp_path / "fixed.csv"
+    assert apply_corrections(fixes, tmp_path / "labels.csv", root, [found.task], out) == 1
+    fixed, _ = load_manifest(out, root, [found.task])
+    assert fixed.splits == found.manifest.splits
+    assert fixed.labels["label"][fixed.images.index("test/minor/minor_test_0.jpg")] == ("severe",)
