@@ -103,7 +103,10 @@ class DataConfig(_Strict):
     #: the task a folder of class folders labels; a default task's name (severity) takes its
     #: label order; with tasks configured, the one of them the folders label
     task: str = Field(
-        "label", pattern=r"^[A-Za-z][A-Za-z0-9_]*$", description="class folders: the task's name"
+        "label",
+        pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
+        description="class folders: the name of the task they label (severity takes the "
+        "default severity labels' order)",
     )
     val_split: bool = Field(
         False,
