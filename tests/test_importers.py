@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -207,7 +208,7 @@ def test_bad_json_names_line_and_column(export):
 
 
 def test_unmapped_category_names_category_and_mapping(export):
-    mapping = {**MAPPING, "ignore": []}
+    mapping = {**MAPPING, "ignore": [], "categories": dict(MAPPING["categories"])}  # a copy
     del mapping["categories"]["minor-dent"]
     with pytest.raises(CardamageError) as error:
         _import(export, mapping=_json(export / "m.json", mapping))
@@ -364,3 +365,24 @@ def test_lensor_coco_export(tmp_path):
         "severity": {"minor": 1131, "moderate": 499, "severe": 168, "whole": 22},
         "damage_type": {"dent": 457, "scratch": 1326, "broken": 202},
     }
+
+
+def test_coco_keep_splits_writes_each_files_split(export):
+    files = [export / "annotations" / f"instances_{s}.json" for s in ("train", "val")]
+    report = import_coco(
+        files, export / "images", export / "mapping.json", export / "labels.csv", TASKS, True
+    )
+    splits = {row["image"]: row["split"] for row in _rows(export / "labels.csv")}
+    assert splits == {
+        "train/a_jpg.rf.1.jpg": "train",
+        "train/a_jpg.rf.2.jpg": "train",
+        "train/b_jpg.rf.3.jpg": "train",
+        "val/c.png": "val",
+    }
+    assert "group, split)" in report.summary()
+    odd = export / "annotations" / "instances_extra.json"
+    shutil.copy(files[0], odd)
+    with pytest.raises(CardamageError, match=r"instances_extra.json: no split in its name"):
+        import_coco(
+            [odd], export / "images", export / "mapping.json", export / "out.csv", TASKS, True
+        )

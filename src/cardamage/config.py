@@ -42,8 +42,22 @@ class TaskConfig(_Strict):
     kind: TaskKind
     #: A label file (one label a line); defaults to the packaged file for the default tasks.
     labels_file: Path | None = None
+    #: The labels themselves, in place of a file (a run on class folders records them so).
+    labels: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_source_of_labels(self) -> TaskConfig:
+        if self.labels is not None and self.labels_file is not None:
+            raise ValueError(f"task '{self.name}': give labels or labels_file, not both")
+        return self
+
+    @classmethod
+    def of(cls, task: Task) -> TaskConfig:
+        return cls(name=task.name, kind=task.kind, labels=task.labels)
 
     def to_task(self) -> Task:
+        if self.labels is not None:
+            return Task(self.name, self.kind, self.labels)
         path = self.labels_file or default_label_file(self.name)
         if not path.exists():
             raise CardamageError(
@@ -72,7 +86,10 @@ class AugmentConfig(_Strict):
 class DataConfig(_Strict):
     """What a run trains on, how it is split, and the views cached per image."""
 
-    data: Path = Field(description="manifest CSV (tidy or the original's format)")
+    data: Path = Field(
+        description="manifest CSV (tidy or the original's format), or a folder of class folders "
+        "(DIR/<class>/*.jpg, or split: DIR/train|val|test/<class>/*.jpg)"
+    )
     images: Path | None = Field(None, description="image root (default: the manifest's folder)")
     tasks: tuple[TaskConfig, ...] = DEFAULT_TASKS
     folds: int = Field(5, ge=2, le=20, description="cross-validation folds")
@@ -82,6 +99,19 @@ class DataConfig(_Strict):
     augment: AugmentConfig = AugmentConfig()
     skip_bad: bool = Field(
         False, description="train on the valid rows; write the bad ones to the run directory"
+    )
+    #: the task a folder of class folders labels; a default task's name (severity) takes its
+    #: label order; with tasks configured, the one of them the folders label
+    task: str = Field(
+        "label",
+        pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
+        description="class folders: the name of the task they label (severity takes the "
+        "default severity labels' order)",
+    )
+    val_split: bool = Field(
+        False,
+        description="validate on the val split (folder or split column) instead of "
+        "cross-validating train and val together",
     )
 
 
@@ -289,7 +319,10 @@ class TrainConfig(_Strict):
 
     @property
     def image_root(self) -> Path:
-        return self.data.images if self.data.images is not None else self.data.data.parent
+        """The given image root, else the folder of class folders itself or the manifest's."""
+        if self.data.images is not None:
+            return self.data.images
+        return self.data.data if self.data.data.is_dir() else self.data.data.parent
 
     def build_tasks(self) -> list[Task]:
         return [t.to_task() for t in self.data.tasks]

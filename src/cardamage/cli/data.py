@@ -37,6 +37,11 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["coco", "folders", "original"], required=True)
     p.add_argument("--out", type=Path, required=True, help="the tidy manifest CSV to write")
     p.add_argument("--annotations", type=Path, nargs="+", help="coco: instances JSON file(s)")
+    p.add_argument(
+        "--keep-splits",
+        action="store_true",
+        help="coco: a split column (train, val, test) from each annotation file's name or folder",
+    )
     p.add_argument("--mapping", type=Path, help="coco: box category -> labels (JSON)")
     p.add_argument("--images", type=Path, help="coco / original: the image root")
     p.add_argument("--root", type=Path, help="folders: one folder per class")
@@ -58,7 +63,9 @@ def _import(args: argparse.Namespace) -> int:
     tasks = _tasks(args.config)
     if args.format == "coco":
         _require(args, "annotations", "images", "mapping")
-        report = importers.import_coco(args.annotations, args.images, args.mapping, args.out, tasks)
+        report = importers.import_coco(
+            args.annotations, args.images, args.mapping, args.out, tasks, args.keep_splits
+        )
     elif args.format == "folders":
         _require(args, "root", "task")
         report = importers.import_folders(args.root, args.task, args.out, tasks)
@@ -70,21 +77,41 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _inspect_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="label counts, co-occurrence, imbalance, groups, problems")
-    p.add_argument("--data", type=Path, required=True)
+    p = sub.add_parser(
+        "inspect", help="label counts, co-occurrence, imbalance, splits, leakage, groups, problems"
+    )
+    p.add_argument(
+        "source", type=Path, nargs="?", metavar="DATA", help="a manifest CSV or class folders"
+    )
+    p.add_argument("--data", type=Path, help="the same as DATA")
     p.add_argument("--images", type=Path, help="image root (default: the manifest's folder)")
     p.add_argument("--config", type=Path, help="a train config whose 'tasks' to use")
+    p.add_argument("--task", help="class folders: the task's name (default: label)")
     p.set_defaults(run=_inspect)
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from cardamage.data.inspect import inspect_manifest
-    from cardamage.data.manifest import read_manifest
+    from cardamage.data.sources import read_labelled
 
-    tasks = _present_tasks(args.data, _tasks(args.config))
-    manifest, problems = read_manifest(args.data, args.images or args.data.parent, tasks)
-    print(inspect_manifest(manifest, tasks, problems))
-    return 1 if problems else 0
+    data = args.source or args.data
+    if data is None:
+        raise CardamageError("data inspect needs a manifest CSV or a folder of class folders")
+    configured = args.config is not None and _config_names_tasks(args.config)
+    tasks = _tasks(args.config)
+    if not data.is_dir():
+        tasks = _present_tasks(data, tasks)
+    found = read_labelled(
+        data, args.images or data.parent, tasks, task=args.task, configured=configured
+    )
+    print(inspect_manifest(found.manifest, found.tasks, found.problems, found.notes, found.leaks))
+    return 1 if found.problems else 0
+
+
+def _config_names_tasks(config: Path) -> bool:
+    from cardamage.config import read_json_config, sectioned
+
+    return "tasks" in sectioned(read_json_config(config)).get("data", {})
 
 
 def _review_parser(sub: argparse._SubParsersAction) -> None:

@@ -6,13 +6,16 @@ import argparse
 import os
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from cardamage.config import FLAT_KEYS, flat_name, train_fields
 from cardamage.errors import CardamageError
+
+if TYPE_CHECKING:
+    from cardamage.evaluate.heldout import Evaluation
 
 
 def _synth_parser(sub: argparse._SubParsersAction) -> None:
@@ -142,7 +145,21 @@ def _train(args: argparse.Namespace) -> int:
     print(f"  best fold: {summary['best_fold']}")
     print(f"  model ({summary['final_model']}): {cfg.run.out / 'model'}")
     print(f"  report: {cfg.run.out / 'report.html'}")
+    _score_test_split(cfg.run.out)
     return 0
+
+
+def _score_test_split(run: Path) -> None:
+    """The data's test split scored by the final model, as `cardamage evaluate` would."""
+    from cardamage.evaluate.heldout import evaluate_test_split
+    from cardamage.train.rundir import RunDir
+
+    scored = evaluate_test_split(run)
+    if scored is not None:
+        result, written = scored
+        _print_evaluation(result, RunDir(run).model_meta().tasks, "test split")
+        for path in written:
+            print(f"wrote {path}")
 
 
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -179,16 +196,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     if args.show:
         _print_rows(result.rows[: args.show], [t.name for t in predictor.tasks])
-    print(f"\nheld-out scores on {len(result.rows)} images:")
-    _print_scores(predictor.tasks, result.metrics)
-    print(abstention_line(result.abstention, predictor.tasks))
-    claims = result.claims
-    if claims is not None:
-        print(f"\nper claim ({claims['n_claims']} claims, photos combined by {claims['rule']}):")
-        _print_scores(predictor.tasks, claims["tasks"])
+    _print_evaluation(result, predictor.tasks)
     for path in record_evaluation(args.model, args.out, args.data, result):
         print(f"wrote {path}")
     return 0
+
+
+def _print_evaluation(result: Evaluation, tasks: list, what: str = "held-out") -> None:
+    print(f"\n{what} scores on {len(result.rows)} images:")
+    _print_scores(tasks, result.metrics)
+    print(abstention_line(result.abstention, tasks))
+    claims = result.claims
+    if claims is not None:
+        print(f"\nper claim ({claims['n_claims']} claims, photos combined by {claims['rule']}):")
+        _print_scores(tasks, claims["tasks"])
 
 
 def _print_scores(tasks: list, metrics: dict) -> None:

@@ -38,12 +38,14 @@ def find_groups(
     explicit: Sequence[str] | None = None,
     *,
     max_distance: int = DEFAULT_MAX_DISTANCE,
+    hashes: Sequence[int | None] | None = None,
 ) -> list[str]:
     """One group id per image: ``explicit`` when given, else merged name and pixel evidence.
 
-    ``paths`` are read for pixels; ``names`` (the manifest's image column) give Roboflow
-    sources and readable ids: a group is named after its first image's source, or that image's
-    name. Unreadable images are left to their name evidence; the manifest check reports them.
+    ``paths`` are read for pixels (unless their ``hashes`` are given); ``names`` (the
+    manifest's image column) give Roboflow sources and readable ids: a group is named after its
+    first image's source, or that image's name. Unreadable images are left to their name
+    evidence; the manifest check reports them.
     """
     if len(paths) != len(names):
         raise ValueError(f"{len(paths)} paths but {len(names)} names")
@@ -54,7 +56,7 @@ def find_groups(
     keys = [roboflow_source(name) or name for name in names]
     links = _UnionFind(len(names))
     _link_equal(links, keys)
-    _link_similar(links, hash_images(paths), max_distance)
+    _link_similar(links, hash_images(paths) if hashes is None else hashes, max_distance)
     return [keys[links.find(i)] for i in range(len(names))]
 
 
@@ -77,6 +79,25 @@ def hash_images(paths: Sequence[Path]) -> list[int | None]:
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_hash_or_none, paths, chunksize=16))
+
+
+def near_pairs(
+    hashes: Sequence[int | None], max_distance: int = DEFAULT_MAX_DISTANCE
+) -> list[tuple[int, int, int]]:
+    """Every pair ``(i, j, bits apart)`` with i < j of images whose hashes differ in at most
+    ``max_distance`` bits (the pairs ``find_groups`` joins on pixels), sorted."""
+    members: dict[int, list[int]] = {}
+    for i, value in enumerate(hashes):
+        if value is not None:
+            members.setdefault(value, []).append(i)
+    unique = np.fromiter(members, dtype=np.uint64, count=len(members))
+    images = list(members.values())
+    pairs = {(i, j, 0) for same in images for k, i in enumerate(same) for j in same[k + 1 :]}
+    for a, b in _near_pairs(unique, max_distance):  # a pair sharing several bands comes again
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            bits = int(np.bitwise_count(unique[x] ^ unique[y]))
+            pairs.update((min(i, j), max(i, j), bits) for i in images[x] for j in images[y])
+    return sorted(pairs)
 
 
 def _hash_or_none(path: Path) -> int | None:

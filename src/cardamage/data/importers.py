@@ -19,12 +19,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cardamage.data.folders import image_files
 from cardamage.data.groups import find_groups
 from cardamage.data.images import ImageError, check_image
 from cardamage.data.inspect import label_counts
 from cardamage.data.manifest import (
     GROUP_COLUMN,
     IMAGE_COLUMN,
+    SPLIT_COLUMN,
+    SPLIT_NAMES,
     Manifest,
     Problem,
     load_manifest,
@@ -33,8 +36,6 @@ from cardamage.data.manifest import (
 from cardamage.errors import CardamageError
 from cardamage.tasks import Task
 
-#: File suffixes ``import_folders`` takes for images; anything else in a class folder is skipped.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: Mapping key ``<task>_order``: a multiclass task's labels from mildest to worst.
 ORDER_SUFFIX = "_order"
 _COCO_PREFIX = "instances_"  # instances_train.json -> images under <root>/train/
@@ -62,7 +63,8 @@ class ImportReport:
 
     def summary(self) -> str:
         """A few lines for the terminal; ``cardamage data inspect`` gives the full picture."""
-        columns = ", ".join([IMAGE_COLUMN, *(t.name for t in self.tasks), GROUP_COLUMN])
+        split = [SPLIT_COLUMN] if self.manifest.splits is not None else []
+        columns = ", ".join([IMAGE_COLUMN, *(t.name for t in self.tasks), GROUP_COLUMN, *split])
         lines = [
             f"wrote {self.rows} images in {self.groups} groups to {self.out_csv} "
             f"({columns}); image paths are relative to {self.manifest.image_root}"
@@ -152,11 +154,13 @@ def import_coco(
     mapping: Path,
     out_csv: Path,
     tasks: Sequence[Task],
+    keep_splits: bool = False,
 ) -> ImportReport:
     """COCO instances files (a Roboflow export's train/val/test included) -> tidy manifest.
 
     Each image's file is looked for at ``images_root/file_name``, then under a folder named
     for its split (``instances_train.json`` or ``train/_annotations.coco.json`` -> ``train/``).
+    ``keep_splits`` writes that split (train, val or test) in a ``split`` column.
     """
     files = [annotations] if isinstance(annotations, Path) else list(annotations)
     rules = read_mapping(mapping, tasks)
@@ -164,6 +168,8 @@ def import_coco(
     _check_mapped(rules, images)
     root = _image_root(images_root)
     rows: dict[Path, dict[str, tuple[str, ...]]] = {}
+    splits = {path: _split_of(path) for path in files} if keep_splits else {}
+    split_of: dict[Path, str] = {}  # kept image -> its annotation file's split
     problems = []
     for image in images:
         found = _locate(root, image)
@@ -173,15 +179,23 @@ def import_coco(
             problem = f"its file {found} is listed twice; the first listing is kept"
         if problem is None:
             rows[found] = labels
+            split_of[found] = splits.get(image.source, "")
         else:
             problems.append(Problem(image.source, None, f"image '{image.file_name}': {problem}"))
-    return _finish(
-        _manifest(out_csv, root, rows, rules.tasks),
-        out_csv,
-        tasks,
-        rules.tasks,
-        problems,
-        _coco_notes(rules, images),
+    manifest = _manifest(out_csv, root, rows, rules.tasks)
+    if keep_splits:
+        manifest = replace(manifest, splits=tuple(split_of[path] for path in rows))
+    return _finish(manifest, out_csv, tasks, rules.tasks, problems, _coco_notes(rules, images))
+
+
+def _split_of(annotations: Path) -> str:
+    """The split an annotation file is of, by its name or folder (Roboflow: valid/)."""
+    for hint in (annotations.stem.removeprefix(_COCO_PREFIX), annotations.parent.name):
+        if hint.lower() in SPLIT_NAMES:
+            return SPLIT_NAMES[hint.lower()]
+    raise CardamageError(
+        f"{annotations}: no split in its name or folder ({', '.join(SPLIT_NAMES)}) "
+        "for --keep-splits"
     )
 
 
@@ -332,7 +346,7 @@ def import_folders(root: Path, task: str, out_csv: Path, tasks: Sequence[Task]) 
     """
     target = _task_named(task, tasks)
     root = _image_root(root)
-    files = _image_files(root)
+    files = image_files(root)
     unknown = sorted({f.parts[0] for f in files if len(f.parts) > 1} - set(target.labels))
     if unknown:
         raise CardamageError(
@@ -351,12 +365,6 @@ def import_folders(root: Path, task: str, out_csv: Path, tasks: Sequence[Task]) 
         else:
             problems.append(Problem(root / relative, None, problem))
     return _finish(_manifest(out_csv, root, rows, (target,)), out_csv, tasks, (target,), problems)
-
-
-def _image_files(root: Path) -> list[Path]:
-    """Image files under root, relative to it, sorted; hidden files and folders skipped."""
-    files = (p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return sorted(f for f in files if not any(part.startswith(".") for part in f.parts))
 
 
 def import_original_csv(

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cardamage.data.manifest import Manifest, Problem
+from cardamage.data.leakage import Leak, leak_report
+from cardamage.data.manifest import TEST, TRAIN, VAL, Manifest, Problem
 from cardamage.tasks import Task
 
 _NO_LABEL = "(none)"
@@ -22,16 +23,34 @@ FEW_GROUPS = 10
 
 
 def inspect_manifest(
-    manifest: Manifest, tasks: Sequence[Task], problems: Sequence[Problem] = ()
+    manifest: Manifest,
+    tasks: Sequence[Task],
+    problems: Sequence[Problem] = (),
+    notes: Sequence[str] = (),
+    leaks: Sequence[Leak] = (),
 ) -> str:
-    """Counts, co-occurrence and imbalance per task, groups, unlabelled images, problems."""
+    """Counts, co-occurrence and imbalance per task, groups, unlabelled images, problems; with
+    a split column also the labels per split and near-identical photos across splits."""
     sections = [
-        _overview(manifest, tasks),
+        "\n".join([_overview(manifest, tasks), *notes]),
         *(_task_section(manifest, task) for task in tasks),
-        _groups_section(manifest),
-        _problems_section(problems),
     ]
+    if manifest.splits is not None:
+        sections += [_splits_section(manifest, tasks), leak_report(leaks)]
+    sections += [_groups_section(manifest), _problems_section(problems)]
     return "\n\n".join(sections) + "\n"
+
+
+def _splits_section(manifest: Manifest, tasks: Sequence[Task]) -> str:
+    """Images per label in each split: a label a split lacks cannot be scored there."""
+    names = [s for s in (TRAIN, VAL, TEST) if s in set(manifest.splits or ())]
+    parts = {s: manifest.subset(manifest.rows_in(s)) for s in names}
+    lines = ["splits: " + ", ".join(f"{s} {len(parts[s])}" for s in names)]
+    for task in tasks:
+        counts = {s: label_counts(parts[s], task) for s in names}
+        rows = [[label, *(counts[s][label] for s in names)] for label in task.labels]
+        lines += [f"{task.name} per split:", _table(["label", *names], rows)]
+    return "\n".join(lines)
 
 
 def label_counts(manifest: Manifest, task: Task) -> dict[str, int]:

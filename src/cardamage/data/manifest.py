@@ -1,7 +1,7 @@
 """The labelled-image table: a user's CSV, validated in one pass.
 
 Two formats are read, told apart by the header: the tidy one this project writes
-(``image,<task names>[,group][,claim]``) and the original project's
+(``image,<task names>[,group][,claim][,split]``) and the original project's
 (``name,damage,location,damagetype`` with ``[a;b]`` lists and ``NULL`` placeholders). Every
 problem is collected with its line, so a user fixes the whole file in one go instead of one
 error per run.
@@ -27,6 +27,12 @@ IMAGE_COLUMN = "image"
 GROUP_COLUMN = "group"
 #: Photos of one car (an insurance claim, an inspection): assessed together, kept in one fold.
 CLAIM_COLUMN = "claim"
+#: Which part of a data set a photo belongs to: ``train`` and ``val`` rows are trained on
+#: (``val`` as a fixed validation set with ``--val-split``), ``test`` rows are only scored.
+SPLIT_COLUMN = "split"
+TRAIN, VAL, TEST = "train", "val", "test"
+#: Names a split goes by in files and folders (Roboflow: ``valid``), lower case.
+SPLIT_NAMES = {TRAIN: TRAIN, VAL: VAL, "valid": VAL, "validation": VAL, TEST: TEST}
 #: The original project's names for columns this project names differently (others: task name).
 ORIGINAL_ALIASES = {"image": "name", "severity": "damage", "damage_type": "damagetype"}
 LABEL_SEPARATOR = ";"
@@ -48,10 +54,10 @@ class Problem:
 class ManifestError(CardamageError):
     """A manifest with problems; ``problems`` holds them all, ``str()`` lists one per line."""
 
-    def __init__(self, problems: Sequence[Problem]) -> None:
+    def __init__(self, problems: Sequence[Problem], header: str | None = None) -> None:
         self.problems = list(problems)
         n = len(self.problems)
-        header = f"manifest has {n} problem{'' if n == 1 else 's'}:"
+        header = header or f"manifest has {n} problem{'' if n == 1 else 's'}:"
         super().__init__("\n".join([header, *map(str, self.problems)]))
 
 
@@ -67,6 +73,8 @@ class Manifest:
     lines: tuple[int, ...]
     #: Each photo's claim ('' for a photo of no claim); None without a ``claim`` column.
     claims: tuple[str, ...] | None = None
+    #: Each photo's split (TRAIN, VAL or TEST); None without a ``split`` column.
+    splits: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -88,7 +96,15 @@ class Manifest:
             groups=None if self.groups is None else _pick(self.groups, idx),
             lines=_pick(self.lines, idx),
             claims=None if self.claims is None else _pick(self.claims, idx),
+            splits=None if self.splits is None else _pick(self.splits, idx),
         )
+
+    def rows_in(self, *splits: str) -> np.ndarray:
+        """Indices of the rows in any of ``splits``; every row when there is no split column
+        and ``splits`` includes TRAIN (a manifest without splits is all training data)."""
+        if self.splits is None:
+            return np.arange(len(self) if TRAIN in splits else 0)
+        return np.flatnonzero(np.isin(np.asarray(self.splits, dtype=object), list(splits)))
 
 
 def _pick(values: tuple, idx: list[int]) -> tuple:
@@ -112,6 +128,7 @@ def read_manifest(
         groups=tuple(row.group for row in rows) if check.grouped else None,
         lines=tuple(row.line for row in rows),
         claims=tuple(row.claim for row in rows) if check.claimed else None,
+        splits=tuple(row.split for row in rows) if check.split else None,
     )
     return manifest, check.problems
 
@@ -141,16 +158,18 @@ def write_manifest(manifest: Manifest, path: Path | str, tasks: Sequence[Task]) 
         columns[GROUP_COLUMN] = manifest.groups
     if manifest.claims is not None:
         columns[CLAIM_COLUMN] = manifest.claims
-    _write_csv(path, list(columns), zip(*columns.values(), strict=True))
+    if manifest.splits is not None:
+        columns[SPLIT_COLUMN] = manifest.splits
+    write_csv(path, list(columns), zip(*columns.values(), strict=True))
 
 
 def write_problems(problems: Iterable[Problem], path: Path | str) -> None:
     """``file,line,message`` CSV: the rows ``--skip-bad`` left out, and why."""
     rows = ([str(p.file), "" if p.line is None else p.line, p.message] for p in problems)
-    _write_csv(path, ["file", "line", "message"], rows)
+    write_csv(path, ["file", "line", "message"], rows)
 
 
-def _write_csv(path: Path | str, header: list[str], rows: Iterable[Sequence]) -> None:
+def write_csv(path: Path | str, header: list[str], rows: Iterable[Sequence]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -180,6 +199,7 @@ class _Row:
     labels: dict[str, tuple[str, ...]]
     group: str | None
     claim: str
+    split: str
 
 
 @dataclass(frozen=True)
@@ -191,6 +211,7 @@ class _Columns:
     tasks: dict[str, tuple[int, str]]
     group: int | None
     claim: int | None
+    split: int | None
 
 
 class _Check:
@@ -199,7 +220,7 @@ class _Check:
     def __init__(self, path: Path, root: Path, tasks: tuple[Task, ...], check_images: bool):
         self.path, self.root, self.tasks, self.check_images = path, root, tasks, check_images
         self.problems: list[Problem] = []
-        self.grouped = self.claimed = False
+        self.grouped = self.claimed = self.split = False
         self._seen: dict[Path, int] = {}  # resolved image path -> first line listing it
 
     def report(self, line: int | None, message: str) -> None:
@@ -222,6 +243,7 @@ class _Check:
             return []
         self.grouped = columns.group is not None
         self.claimed = columns.claim is not None
+        self.split = columns.split is not None
         return self._rows(records, columns)
 
     def _rows(self, records: Iterator[tuple[int, list[str]]], columns: _Columns) -> list[_Row]:
@@ -285,7 +307,8 @@ class _Check:
                 f"missing column{'s' if len(missing) > 1 else ''} "
                 f"{_quoted(missing)} (header has: {', '.join(filter(None, names))})",
             )
-        repeated = [c for c in (*wanted.values(), GROUP_COLUMN, CLAIM_COLUMN) if names.count(c) > 1]
+        optional = (GROUP_COLUMN, CLAIM_COLUMN, SPLIT_COLUMN)
+        repeated = [c for c in (*wanted.values(), *optional) if names.count(c) > 1]
         if repeated:
             self.report(
                 line,
@@ -301,6 +324,7 @@ class _Check:
             tasks={t.name: (index[wanted[t.name]], wanted[t.name]) for t in self.tasks},
             group=names.index(GROUP_COLUMN) if GROUP_COLUMN in names else None,
             claim=names.index(CLAIM_COLUMN) if CLAIM_COLUMN in names else None,
+            split=names.index(SPLIT_COLUMN) if SPLIT_COLUMN in names else None,
         )
 
     def _row(self, line: int, cells: list[str], columns: _Columns) -> _Row | None:
@@ -315,9 +339,10 @@ class _Check:
         labels = {t.name: self._labels(line, t, *columns.tasks[t.name], cells) for t in self.tasks}
         group = None if columns.group is None else self._group(line, cells[columns.group].strip())
         claim = "" if columns.claim is None else cells[columns.claim].strip()
+        split = TRAIN if columns.split is None else self._split(line, cells[columns.split])
         if image is None or len(self.problems) > before:
             return None
-        return _Row(line, image, labels, group, claim)
+        return _Row(line, image, labels, group, claim, split)
 
     def _image(self, line: int, raw: str) -> str | None:
         """The path as stored (relative to the root), or None after reporting why not."""
@@ -374,6 +399,16 @@ class _Check:
                 line, f"empty '{GROUP_COLUMN}' cell (give every row a group, or drop the column)"
             )
         return group
+
+    def _split(self, line: int, cell: str) -> str:
+        split = SPLIT_NAMES.get(cell.strip().lower())
+        if split is None:
+            self.report(
+                line,
+                f"'{SPLIT_COLUMN}' is '{cell.strip()}', not one of {', '.join(SPLIT_NAMES)} "
+                "(an empty cell is no split: give every row one, or drop the column)",
+            )
+        return split or ""
 
 
 def _unknown_label(label: str, column: str, task: Task) -> str:

@@ -76,3 +76,17 @@ def record_evaluation(model: Path, out: Path | None, data: Path, result: Evaluat
     if finished and written[0].parent.resolve() in shown:
         written.append(write_html_report(run.path))
     return written
+
+
+def evaluate_test_split(
+    run_dir: Path, batch_size: int = 32
+) -> tuple[Evaluation, list[Path]] | None:
+    """A finished run's test split (``RUN/test.csv``, set apart before training) scored by
+    its final model and recorded as ``cardamage evaluate --model RUN --data RUN/test.csv``
+    records it: the evaluation and the files written; None when the data had no test split."""
+    run = RunDir(run_dir)
+    if not run.test_file.is_file():
+        return None
+    predictor = Predictor.load(run.path)
+    result = evaluate_model(predictor, run.test_file, run.config().image_root, batch_size)
+    return result, record_evaluation(run.path, None, run.test_file, result)

@@ -14,7 +14,7 @@ import csv
 import io
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -222,15 +222,7 @@ def apply_corrections(
             if labels[name][row_of[image]] != value:
                 labels[name][row_of[image]] = value
                 changed.add(image)
-    fixed = Manifest(
-        manifest.source,
-        manifest.image_root,
-        manifest.images,
-        {name: tuple(rows) for name, rows in labels.items()},
-        manifest.groups,
-        manifest.lines,
-        manifest.claims,
-    )
+    fixed = replace(manifest, labels={name: tuple(rows) for name, rows in labels.items()})
     write_manifest(fixed, out, tasks)
     return len(changed)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from sklearn.model_selection import KFold
 
 from cardamage.config import TrainConfig
-from cardamage.data.folds import make_folds
-from cardamage.data.manifest import Manifest, load_manifest
+from cardamage.data.manifest import Manifest
 from cardamage.evaluate.html_report import write_html_report
 from cardamage.evaluate.label_review import write_run_issues
 from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
@@ -38,6 +38,7 @@ from cardamage.train.features import FeatureRequest, cached_features, default_ca
 from cardamage.train.pixels import cached_pixels, cached_size
 from cardamage.train.review_scores import linear_scores, mean_over_views, review_scores
 from cardamage.train.rundir import FoldFiles, RunDir, versions
+from cardamage.train.splits import held_out_rows, read_run_data
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
 from cardamage.trust.calibrators import calibrate
 from cardamage.trust.training import calibrate_out_of_fold, fit_distribution
@@ -239,27 +240,29 @@ def median_schedule(results: list[FoldResult]) -> dict:
 def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train k folds (or the ones an interrupted run left), write the run directory."""
     started = time.time()
-    tasks = cfg.build_tasks()
-    manifest, problems = load_manifest(
-        cfg.data.data, cfg.image_root, tasks, skip_bad=cfg.data.skip_bad
-    )
-    splits = make_folds(manifest, tasks, cfg.data.folds, cfg.run.seed)
+    data = read_run_data(cfg)  # test photos set apart: none of them goes past this line
+    cfg, tasks, manifest, splits = data.cfg, data.tasks, data.manifest, data.splits
     run = RunDir(cfg.run.out)
     if resume:
         run.check_same_folds(cfg.data.data, manifest, splits)
         run.sweep_temporaries()
     else:
         run.prepare(cfg.run.overwrite)
-        run.record_inputs(cfg, manifest, problems, splits)
+        run.record_inputs(cfg, manifest, list(data.problems), splits)
+        run.record_splits(data.test, tasks, data.leaks)
     precision = runtime.configure_precision(cfg.run.mixed_precision)
+    first, *more = data.first_lines(run.leakage_file if data.leaks else None)
     print(
-        f"cardamage: {len(manifest)} images, {cfg.data.folds} folds, {cfg.model.backbone} at "
+        f"cardamage: {first}, {cfg.model.backbone} at "
         f"{cfg.model.image_size} px on {runtime.device_summary()} ({precision})"
     )
+    for line in more:
+        print(line)
     inputs = Inputs(cfg, tasks, manifest)
     with interrupt.stop_on_ctrl_c():
         results = _train_folds(inputs, splits)
         summary = _finish(inputs, manifest, splits, results)
+    summary["test_images"] = len(data.test)
     summary["seconds"] = round(time.time() - started, 1)
     summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     run.write_summary(summary)
@@ -275,12 +278,12 @@ def _train_folds(inputs: Inputs, splits: list) -> list[FoldResult]:
         interrupt.check()
         result = finished_fold(index, RunDir(cfg.run.out))
         if result is not None:
-            print(f"fold {index}/{cfg.data.folds}: finished before, kept")
+            print(f"fold {index}/{len(splits)}: finished before, kept")
         else:
             _fresh_session(cfg)
             result = train_fold(index, inputs, train, val)
             scores = ", ".join(f"{t.name} {headline(t, result.metrics[t.name]):.3f}" for t in tasks)
-            print(f"fold {index}/{cfg.data.folds}: {scores}")
+            print(f"fold {index}/{len(splits)}: {scores}")
         results.append(result)
     return results
 
@@ -315,11 +318,18 @@ def _final_model(
 
 
 def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[FoldResult]) -> dict:
-    """Tune thresholds out-of-fold, score out-of-fold, write reports, save the final model."""
-    cfg, targets = inputs.cfg, inputs.targets
+    """Tune thresholds out-of-fold, score out-of-fold, write reports, save the final model.
+
+    With a fixed validation split only its val rows have out-of-fold scores: thresholds,
+    calibration, the out-of-fold metrics and label review use those alone."""
+    cfg = inputs.cfg
     run = RunDir(cfg.run.out)
-    oof = out_of_fold(targets, splits, [r.scores for r in results])
-    calibrated = calibrate_out_of_fold(inputs.tasks, targets, oof, splits, cfg.trust)
+    held = held_out_rows(splits)
+    checked = _checked_rows(held, splits, cfg.run.seed)
+    targets = {name: y[held] for name, y in inputs.targets.items()}
+    every = out_of_fold(inputs.targets, splits, [r.scores for r in results])
+    oof = {name: scores[held] for name, scores in every.items()}
+    calibrated = calibrate_out_of_fold(inputs.tasks, targets, oof, checked, cfg.trust)
     scores = calibrated.scores
     tasks = [
         t.with_thresholds(tune_thresholds(targets[t.name], scores[t.name]))
@@ -347,15 +357,20 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     final = _final_model(inputs, results, best)
     spec = replace(model_spec(cfg), ensemble=final.spec.ensemble)
     ModelBundle(final, spec, tasks, info, calibrated.calibration).save(run.model_dir)
-    distribution = fit_distribution(_training_features(inputs, final), splits, cfg.trust)
+    # a fixed split's density is fitted on train and its reference is val's; the other way
+    # round completes the out-of-sample scores the check needs for every photo
+    both_ways = splits if len(splits) > 1 else [splits[0], splits[0][::-1]]
+    distribution = fit_distribution(_training_features(inputs, final), both_ways, cfg.trust)
     if distribution is not None:
         distribution.save(run.model_dir)
-    run.write_oof(manifest, tasks, oof)
+    validated = manifest.subset(held)
+    run.write_oof(validated, tasks, oof)
     if cfg.run.label_review != "off":
         review = _review_scores(inputs, results, splits, calibrated.calibration)
-        write_run_issues(run, manifest, tasks, review)
+        write_run_issues(run, validated, tasks, {k: v[held] for k, v in review.items()})
     summary = {
-        "folds": cfg.data.folds,
+        "folds": len(splits),
+        "val_split": cfg.data.val_split,
         "images": len(manifest),
         "best_fold": best.index,
         "final_model": cfg.run.final_model,
@@ -369,6 +384,14 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     if distribution is not None:
         summary["distribution"] = distribution.summary()
     return summary
+
+
+def _checked_rows(held: np.ndarray, splits: list, seed: int) -> list:
+    """Splits of the held-out rows (positions in ``held``) on which calibration is measured
+    honestly: the folds themselves, or halves of a fixed validation split."""
+    if len(splits) > 1:
+        return splits
+    return list(KFold(2, shuffle=True, random_state=seed).split(held))
 
 
 def out_of_fold(

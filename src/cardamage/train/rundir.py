@@ -13,6 +13,7 @@ import json
 import platform
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cardamage.config import TrainConfig, load_train_config
+from cardamage.data.leakage import Leak, write_leaks
 from cardamage.data.manifest import (
     IMAGE_COLUMN,
     LABEL_SEPARATOR,
@@ -79,6 +81,10 @@ class RunDir:
     final_dir = property(lambda self: self.path / "final")
     heldout_dir = property(lambda self: self.path / "heldout")
     heldout_claims_dir = property(lambda self: self.path / "heldout_claims")
+    #: The data's test split (tidy manifest), scored by the final model once training ends.
+    test_file = property(lambda self: self.path / "test.csv")
+    #: Near-identical photo pairs across splits (columns LEAK_COLUMNS).
+    leakage_file = property(lambda self: self.path / "leakage.csv")
 
     def results_file(self, task: str) -> Path:
         return self.path / f"results_{task}.txt"
@@ -116,6 +122,13 @@ class RunDir:
         atomic_write_json(self.folds_file, _fold_records(manifest, splits))
         # written last: its presence marks a run that can be resumed
         atomic_write_json(self.config_file, cfg.model_dump(mode="json"))
+
+    def record_splits(self, test: Manifest, tasks: list[Task], leaks: Sequence[Leak]) -> None:
+        """The test rows, kept apart from everything trained on, and the leakage pairs."""
+        if len(test):
+            write_manifest(test, self.test_file, tasks)
+        if leaks:
+            write_leaks(leaks, self.leakage_file)
 
     def resume_config(self) -> TrainConfig:
         """The config a run started with: a resumed run must train exactly what it began."""
