@@ -102,7 +102,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "--resume",
         type=Path,
         metavar="RUN",
-        help="continue an interrupted run from its last finished fold",
+        help="continue an interrupted run from its last finished fold (a finished run is left "
+        "as it is)",
     )
     add_train_flags(p)
     p.set_defaults(run=_train)

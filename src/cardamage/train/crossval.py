@@ -227,6 +227,8 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     )
     splits = make_folds(manifest, tasks, cfg.data.folds, cfg.run.seed)
     run = RunDir(cfg.run.out)
+    if resume and run.finished:
+        return _already_finished(run)
     if resume:
         run.check_same_folds(cfg.data.data, manifest, splits)
         run.sweep_temporaries()
@@ -246,6 +248,16 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     run.write_summary(summary)
     write_html_report(cfg.run.out)
+    return summary
+
+
+def _already_finished(run: RunDir) -> dict:
+    """A finished run resumed: its summary, nothing retrained or rewritten (a refit would
+    change the model its reports describe). Only a report the kill left unwritten is written."""
+    summary = run.summary()
+    print(f"{run.path} finished at {summary.get('finished', 'an unknown time')}: nothing to resume")
+    if not run.report_file.is_file():
+        write_html_report(run.path)
     return summary
 
 
