@@ -151,6 +151,12 @@ def test_a_request_whose_only_file_is_bad_fails_with_a_clear_error(client, data,
     assert _post(client, ("good.jpg", JPEG)).status_code == 200  # and the server keeps serving
 
 
+def test_a_bomb_past_pillows_guard_is_refused_with_the_configured_limit(client):
+    error = _error(_post(client, ("bomb.png", _png_header(40_000, 40_000))), 422, "too_many_pixels")
+    assert "1600000000 pixels exceeds the limit of 1000000" in error["message"]
+    assert str(2 * Image.MAX_IMAGE_PIXELS) not in error["message"]  # Pillow's own limit
+
+
 def test_when_every_file_is_bad_each_reason_is_listed(client):
     error = _error(_post(client, ("a", b""), ("b", b"text")), 422, "no_usable_image")
     assert [f["error"]["code"] for f in error["files"]] == ["empty_file", "not_an_image"]
