@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import logging
 import os
 import socket
 import struct
@@ -250,6 +251,21 @@ def test_a_huge_chunked_body_is_cut_off_at_the_limit(client):
 )
 def test_malformed_requests_get_4xx_json(client, kwargs, status, code):
     _error(client.post("/v1/predict", **kwargs), status, code)
+
+
+def test_a_malformed_upload_is_logged_as_one_clear_line(client, caplog):
+    """Not python-multipart's bare 'Expected boundary character 45, ...': which request, what."""
+    caplog.set_level(logging.DEBUG)
+    body = b"a photo sent raw, not as multipart"
+    response = client.post(
+        "/v1/predict", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    _error(response, 400, "bad_multipart")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in warnings] == ["cardamage.serve.uploads"], warnings
+    line = warnings[0].getMessage()
+    assert line.startswith("POST /v1/predict from 127.0.0.1:") and "400 bad_multipart" in line
+    assert "malformed multipart body: Expected boundary character" in line
 
 
 def test_missing_files_names_the_fields_it_got(client):
