@@ -131,14 +131,19 @@ def test_int8_stays_close_to_fp32(run_dir: Path, images: list[bytes]) -> None:
     np.testing.assert_allclose(int8["severity"].sum(axis=1), 1, atol=1e-5)  # heads stay float
 
 
-def test_onnx_serving_imports_neither_tensorflow_nor_keras(run_dir: Path, images) -> None:
+def test_onnx_serving_imports_neither_tensorflow_keras_nor_scikit_learn(
+    run_dir: Path, images
+) -> None:
+    """scikit-learn only fits (calibration, the distribution check): ~100 MB a server saves."""
     script = (
         "import sys\n"
+        "import cardamage.serve.app\n"
         "from cardamage.inference.predictor import Predictor\n"
         "photo = sys.stdin.buffer.read()\n"
         "for engine in ('onnx', 'onnx-int8'):\n"
         "    Predictor.load(sys.argv[1], engine=engine).predict([photo])\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))\n"
+        "heavy = {'tensorflow', 'keras', 'sklearn'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(run_dir)],
