@@ -221,14 +221,14 @@ def median_schedule(results: list[FoldResult]) -> dict:
 def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train k folds (or the ones an interrupted run left), write the run directory."""
     started = time.time()
+    run = RunDir(cfg.run.out)
+    if resume and run.finished:  # before the data is read: it may have moved since
+        return _already_finished(run)
     tasks = cfg.build_tasks()
     manifest, problems = load_manifest(
         cfg.data.data, cfg.image_root, tasks, skip_bad=cfg.data.skip_bad
     )
     splits = make_folds(manifest, tasks, cfg.data.folds, cfg.run.seed)
-    run = RunDir(cfg.run.out)
-    if resume and run.finished:
-        return _already_finished(run)
     if resume:
         run.check_same_folds(cfg.data.data, manifest, splits)
         run.sweep_temporaries()
