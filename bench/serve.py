@@ -106,10 +106,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(model_dir: Path, port: int, log: Path, **settings: object) -> subprocess.Popen:
+    """The server in its own process, once ready; ``settings``: other ServeSettings fields."""
+    extra = "".join(f", {name}={value!r}" for name, value in settings.items())
     code = (
         "from cardamage.serve.server import run; "
-        f"run(model={str(model_dir)!r}, port={port}, api_key='')"
+        f"run(model={str(model_dir)!r}, port={port}, api_key=''{extra})"
     )
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=out)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import zipfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -141,6 +144,27 @@ def test_existing_run_is_not_overwritten(run: Path, dataset: Path, capsys) -> No
     assert code == 2
     assert "already exists" in capsys.readouterr().err
     assert (run / "summary.json").read_bytes() == before
+
+
+def test_resuming_a_finished_run_changes_nothing(run: Path, capsys) -> None:
+    """No refit, no label review, no file rewritten: the report keeps describing the model."""
+    files = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    assert cli(["train", "--resume", str(run)]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == files
+
+
+def test_saved_models_carry_no_optimizer_state(run: Path) -> None:
+    """The heads trainer trains the first fold's heads in place, compiled: saved as they are,
+    their optimizer's moments went into the file, which nothing reads."""
+    models = [run / "model", *sorted((run / "folds").glob("fold_*/model"))]
+    assert len(models) == 3
+    for model in models:
+        with zipfile.ZipFile(model / "model.keras") as saved:
+            weights = h5py.File(io.BytesIO(saved.read("model.weights.h5")))
+            names: list[str] = []
+            weights.visit(names.append)
+        assert not [n for n in names if "optimizer" in n], model
 
 
 def test_bad_rows_refused_or_skipped(dataset: Path, tmp_path: Path, capsys) -> None:

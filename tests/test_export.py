@@ -131,14 +131,19 @@ def test_int8_stays_close_to_fp32(run_dir: Path, images: list[bytes]) -> None:
     np.testing.assert_allclose(int8["severity"].sum(axis=1), 1, atol=1e-5)  # heads stay float
 
 
-def test_onnx_serving_imports_neither_tensorflow_nor_keras(run_dir: Path, images) -> None:
+def test_onnx_serving_imports_neither_tensorflow_keras_nor_scikit_learn(
+    run_dir: Path, images
+) -> None:
+    """scikit-learn only fits (calibration, the distribution check): ~100 MB a server saves."""
     script = (
         "import sys\n"
+        "import cardamage.serve.app\n"
         "from cardamage.inference.predictor import Predictor\n"
         "photo = sys.stdin.buffer.read()\n"
         "for engine in ('onnx', 'onnx-int8'):\n"
         "    Predictor.load(sys.argv[1], engine=engine).predict([photo])\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))\n"
+        "heavy = {'tensorflow', 'keras', 'sklearn'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(run_dir)],
@@ -290,3 +295,46 @@ def test_tflite_runs_in_the_interpreter_and_matches(run_dir: Path, images: list[
                     served[name], scores, atol=1e-4 if name == FEATURES else 1e-5
                 )
         np.testing.assert_allclose(served["severity"].sum(axis=1), 1, atol=0.05)
+
+
+def test_evaluate_scores_with_the_engine_asked(run_dir: Path, tmp_path: Path) -> None:
+    """`evaluate --engine onnx` scores the exported model, as a server would, without TensorFlow;
+    its figures are the Keras model's."""
+    from cardamage.data.synthetic import generate_dataset
+
+    data = generate_dataset(tmp_path / "heldout", n=12, size=48, seed=4)
+    script = (
+        "import sys\n"
+        "from cardamage.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))\n"
+    )
+    figures = {}
+    for engine in ("onnx", "keras"):
+        out = tmp_path / engine
+        args = ["evaluate", "--model", str(run_dir), "--data", str(data), "--engine", engine]
+        done = subprocess.run(
+            [sys.executable, "-c", script, *args, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if engine == "onnx":
+            assert done.stdout.strip().endswith("0 []"), done.stdout + done.stderr
+        figures[engine] = json.loads((out / "evaluation.json").read_text())["tasks"]
+    ranked = [task for task, metrics in figures["keras"].items() if "mAP" in metrics]
+    assert ranked == ["location", "damage_type"]
+    for task in ranked:  # mAP ranks scores: no threshold for a 1e-5 difference to cross
+        assert figures["onnx"][task]["mAP"] == pytest.approx(figures["keras"][task]["mAP"], 1e-3)
+
+
+def test_evaluate_help_says_what_each_option_takes_and_the_exit_status(capsys) -> None:
+    from cardamage.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--data DATA the labelled photos: a manifest CSV" in shown
+    assert "--images IMAGES the folder the manifest's image paths are relative to" in shown
+    assert "--engine ENGINE keras (default), onnx or onnx-int8" in shown
+    assert "exit status: 0 every photo of --data was scored 2 nothing was scored" in shown

@@ -10,6 +10,7 @@ import csv
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +235,9 @@ def test_headline_out_of_fold_without_heldout(run_copy):
 def test_evaluate_records_heldout_and_rewrites_report(run_dir, dataset, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("folds"))
-    assert cli(["evaluate", "--model", str(run), "--data", str(dataset)]) == 0
+    with warnings.catch_warnings():  # the charts are laid out once, as their figures ask
+        warnings.filterwarnings("error", "The figure layout has changed")
+        assert cli(["evaluate", "--model", str(run), "--data", str(dataset)]) == 0
     evaluation = json.loads((run / "heldout" / "evaluation.json").read_text())
     assert str(run / "report.html") in capsys.readouterr().out
     page = (run / "report.html").read_text(encoding="utf-8")

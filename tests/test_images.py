@@ -206,6 +206,15 @@ def test_pillow_decompression_bomb_becomes_image_error(tmp_path, monkeypatch):
         load_image(path, max_pixels=10**9)
 
 
+def test_a_bomb_past_pillows_guard_is_refused_with_our_lower_limit(tmp_path, monkeypatch):
+    """Pillow refuses first (over twice its MAX_IMAGE_PIXELS); the message names our limit."""
+    path = _saved(tmp_path, _solid("RGB", RED, size=(100, 100)), "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    for check in (load_image, check_image):
+        with pytest.raises(ImageError, match=r"bomb\.png.*10000 pixels exceeds the limit of 1500"):
+            check(path, max_pixels=1500)
+
+
 def test_bad_bytes_are_named(tmp_path):
     with pytest.raises(ImageError, match="upload-7"):
         load_image(b"garbage", name="upload-7")

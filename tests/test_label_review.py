@@ -250,6 +250,23 @@ def test_review_command_writes_and_prints_the_list(run_dir: Path, reviewed, caps
     assert shown.count("severity") == 2 and "label_issues.csv" in shown
     written = issues_from_rows(RunDir(run_dir).label_issues())
     assert [i.group for i in written] == [i.group for i in issues]
+    assert f"written: {run_dir / 'label_issues.csv'}" in shown
+    stamp = (run_dir / "label_issues.csv").stat().st_mtime_ns
+    assert cli(["data", "review", str(run_dir), "--top", "2"]) == 0
+    again = capsys.readouterr().out
+    assert "written" not in again and f"the whole list: {run_dir / 'label_issues.csv'}" in again
+    assert (run_dir / "label_issues.csv").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("top", ["-3", "0", "two"])
+def test_review_refuses_a_top_that_is_not_a_count(run_dir: Path, top: str, capsys):
+    from cardamage.cli import main as cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli(["data", "review", str(run_dir), "--top", top])
+    assert exited.value.code == 2
+    assert f"--top: expected a whole number of at least 1, got '{top}'" in capsys.readouterr().err
+    assert not (run_dir / "label_issues.csv").exists()
 
 
 def test_apply_command_refuses_a_bad_file_in_one_line(reviewed, tmp_path: Path, capsys):

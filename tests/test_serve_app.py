@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import io
+import logging
 import os
 import socket
 import struct
@@ -151,6 +152,12 @@ def test_a_request_whose_only_file_is_bad_fails_with_a_clear_error(client, data,
     assert _post(client, ("good.jpg", JPEG)).status_code == 200  # and the server keeps serving
 
 
+def test_a_bomb_past_pillows_guard_is_refused_with_the_configured_limit(client):
+    error = _error(_post(client, ("bomb.png", _png_header(40_000, 40_000))), 422, "too_many_pixels")
+    assert "1600000000 pixels exceeds the limit of 1000000" in error["message"]
+    assert str(2 * Image.MAX_IMAGE_PIXELS) not in error["message"]  # Pillow's own limit
+
+
 def test_when_every_file_is_bad_each_reason_is_listed(client):
     error = _error(_post(client, ("a", b""), ("b", b"text")), 422, "no_usable_image")
     assert [f["error"]["code"] for f in error["files"]] == ["empty_file", "not_an_image"]
@@ -244,6 +251,21 @@ def test_a_huge_chunked_body_is_cut_off_at_the_limit(client):
 )
 def test_malformed_requests_get_4xx_json(client, kwargs, status, code):
     _error(client.post("/v1/predict", **kwargs), status, code)
+
+
+def test_a_malformed_upload_is_logged_as_one_clear_line(client, caplog):
+    """Not python-multipart's bare 'Expected boundary character 45, ...': which request, what."""
+    caplog.set_level(logging.DEBUG)
+    body = b"a photo sent raw, not as multipart"
+    response = client.post(
+        "/v1/predict", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    _error(response, 400, "bad_multipart")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in warnings] == ["cardamage.serve.uploads"], warnings
+    line = warnings[0].getMessage()
+    assert line.startswith("POST /v1/predict from 127.0.0.1:") and "400 bad_multipart" in line
+    assert "malformed multipart body: Expected boundary character" in line
 
 
 def test_missing_files_names_the_fields_it_got(client):

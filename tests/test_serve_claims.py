@@ -65,6 +65,12 @@ def test_a_bad_photo_gets_an_error_row_and_the_claim_is_assessed_from_the_rest(c
     assert results[3]["error"]["code"] == "empty_file"
     left_out = {x["photo"]: x["reason"] for x in body["claim"]["left_out"]}
     assert set(left_out) == {"notes.txt", "view0.jpg (2)"}  # a repeated name is told apart
+    assert [r["filename"] for r in results] == [
+        "view0.jpg",
+        "notes.txt",
+        "view1.jpg",
+        "view0.jpg (2)",
+    ]
     assert "not an image" in left_out["notes.txt"]
     assert sorted(body["claim"]["photos"]) == ["view0.jpg", "view1.jpg"]
 
@@ -87,3 +93,28 @@ def test_the_endpoint_is_documented(client):
         "/v1/claims" in paths
         and "multipart/form-data" in paths["/v1/claims"]["post"]["requestBody"]["content"]
     )
+
+
+def test_a_repeated_file_name_is_the_same_in_photos_and_results(client):
+    body = _post(client, [PHOTOS[0], PHOTOS[0]]).json()
+    assert sorted(body["claim"]["photos"]) == ["view0.jpg", "view0.jpg (2)"]
+    assert [r["filename"] for r in body["results"]] == ["view0.jpg", "view0.jpg (2)"]
+
+
+@pytest.mark.parametrize("where", ["params", "data"])
+def test_heatmaps_asked_of_a_claim_are_refused_not_ignored(client, where):
+    asked = {where: {"explain": "true"}}
+    if where == "data":
+        asked["data"]["claim"] = "claim-7"
+    response = client.post("/v1/claims", files=[("files", f) for f in PHOTOS[:1]], **asked)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "explain_not_for_claims" and "/v1/predict" in error["message"]
+    refused = client.post("/v1/claims?explain=false", files=[("files", PHOTOS[0])])
+    assert refused.status_code == 200
+
+
+def test_the_explain_refusal_is_documented(client):
+    claims = client.get("/openapi.json").json()["paths"]["/v1/claims"]["post"]
+    [explain] = [p for p in claims["parameters"] if p["name"] == "explain"]
+    assert "refused (422)" in explain["description"] and "422" in claims["responses"]

@@ -207,3 +207,57 @@ def test_a_photo_the_model_will_not_answer_for_shows_why_not_a_severity(browser,
     sync_api.expect(card.locator(".bar")).to_have_count(0)
     screenshot(page, "serve-page-abstain.png")
     page.close()
+
+
+def _in_view(selector: str, index: int) -> str:
+    """A JS predicate: the index-th match's top edge is inside the window."""
+    return (
+        f"() => {{ const n = document.querySelectorAll({selector!r})[{index}];"
+        " if (!n) return false; const r = n.getBoundingClientRect();"
+        " return r.top >= 0 && r.top < window.innerHeight; }"
+    )
+
+
+def test_a_second_upload_comes_into_view_and_the_first_stays(browser, server, photos):
+    """On a phone the first card fills the screen: the second lands below the fold."""
+    page = _open(browser, server.url, 390, 700)
+    page.set_input_files("#picker", str(photos["front-bumper.jpg"]))
+    sync_api.expect(page.locator(".headline")).to_have_count(1)
+    page.evaluate("window.scrollTo(0, 0)")  # the user reads the page from the top again
+    page.set_input_files("#picker", str(photos["rear-quarter.png"]))
+    page.wait_for_function(_in_view(".card", 1), timeout=5000)
+    sync_api.expect(page.locator(".card")).to_have_count(2)
+    sync_api.expect(page.locator(".headline")).to_have_count(2)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.set_input_files("#picker", [str(photos["front-bumper.jpg"]), str(photos["notes.txt"])])
+    page.wait_for_function(_in_view(".claim", 0), timeout=5000)  # a claim card, too
+    page.close()
+
+
+def test_the_threshold_marks_are_explained_on_every_card(browser, server, photos):
+    page = _open(browser, server.url, 1280, 900)
+    page.set_input_files("#picker", str(photos["front-bumper.jpg"]))
+    key = page.locator(".card .bars__key")
+    sync_api.expect(key).to_have_count(1)
+    sync_api.expect(key).to_contain_text("marks a label's threshold")
+    tick = page.locator(".bar__tick").first
+    assert "threshold" in tick.get_attribute("title")
+    page.close()
+
+
+def test_no_damage_beside_a_damage_found_says_how_both_can_be(browser, predictor, photos):
+    every_type = with_thresholds(predictor, {"damage_type": 0.0})  # every type passes
+    png, jpeg = photos["rear-quarter.png"], photos["front-bumper.jpg"]
+    severities = [p.tasks["severity"].labels[0][0] for p in predictor.predict([png, jpeg])]
+    assert severities[0] == "whole" != severities[1], "the tiny model's answers changed"
+    with live_server(create_app(ServeSettings(api_key=None), every_type)) as s:
+        page = _open(browser, s.url, 1280, 900)
+        page.set_input_files("#picker", str(png))
+        note = page.locator(".card .card__note")
+        sync_api.expect(note).to_contain_text("No damage is the likeliest severity (")
+        sync_api.expect(note).to_contain_text("passed their thresholds: the tasks are decided")
+        screenshot(page, "serve-page-no-damage-beside-damage.png")
+        page.set_input_files("#picker", str(jpeg))  # a damaged car: nothing to reconcile
+        sync_api.expect(page.locator(".headline")).to_have_count(2)
+        sync_api.expect(note).to_have_count(1)
+        page.close()

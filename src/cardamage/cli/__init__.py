@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 #: Commands that need no Keras, or decide from their engine once it is known (flag or config).
-ENGINE_COMMANDS = ("synth", "predict", "serve")
+ENGINE_COMMANDS = ("synth", "predict", "serve", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

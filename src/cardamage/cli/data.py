@@ -114,12 +114,23 @@ def _config_names_tasks(config: Path) -> bool:
     return "tasks" in sectioned(read_json_config(config)).get("data", {})
 
 
+def _positive(text: str) -> int:
+    """argparse type: a count of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got '{text}'")
+    return value
+
+
 def _review_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("review", help="photos whose labels are probably wrong; apply fixes")
     p.add_argument(
         "run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="a run to list the issues of"
     )
-    p.add_argument("--top", type=int, default=20, help="issues shown per task (default 20)")
+    p.add_argument("--top", type=_positive, default=20, help="issues shown per task (default 20)")
     p.add_argument("--apply", type=Path, help="corrections CSV: image, then a column per task")
     p.add_argument("--data", type=Path, help="--apply: the manifest to correct")
     p.add_argument("--images", type=Path, help="--apply: image root (default: --data's folder)")
@@ -136,9 +147,10 @@ def _review(args: argparse.Namespace) -> int:
         if args.run_dir is None:
             raise CardamageError("data review needs a run directory, or --apply")
         run = RunDir(args.run_dir)
+        listed = run.label_issues_file.is_file()  # else review_run computes and writes it
         issues = label_review.review_run(run)
         print(label_review.issues_table(issues, args.top))
-        print(f"written: {run.label_issues_file}")
+        print(f"{'the whole list' if listed else 'written'}: {run.label_issues_file}")
         return 0
     if args.data is None or args.out is None:
         raise CardamageError("--apply needs --data and --out")

@@ -105,7 +105,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "--resume",
         type=Path,
         metavar="RUN",
-        help="continue an interrupted run from its last finished fold",
+        help="continue an interrupted run from its last finished fold (a finished run is left "
+        "as it is)",
     )
     add_train_flags(p)
     p.set_defaults(run=_train)
@@ -162,11 +163,37 @@ def _score_test_split(run: Path) -> None:
             print(f"wrote {path}")
 
 
+EVALUATE_EPILOG = """exit status:
+  0  every photo of --data was scored
+  2  nothing was scored: a bad manifest row (named by line), photo, option or model"""
+
+
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a trained model on a labelled set")
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained model on a labelled set",
+        epilog=EVALUATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", type=Path, required=True, help="run directory or model directory")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--images", type=Path)
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the labelled photos: a manifest CSV as `train --data` takes (image column, one "
+        "column per task; with a claim column, also scored per claim)",
+    )
+    p.add_argument(
+        "--images",
+        type=Path,
+        help="the folder the manifest's image paths are relative to (default: --data's folder)",
+    )
+    p.add_argument(
+        "--engine",
+        default="keras",
+        help="keras (default), onnx or onnx-int8: score with the exported model the server "
+        "would run (`cardamage export` writes it)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -187,10 +214,13 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from cardamage.quiet import import_keras_unless_onnx
+
+    import_keras_unless_onnx(args.engine)
     from cardamage.evaluate.heldout import evaluate_model, record_evaluation
     from cardamage.inference.predictor import Predictor
 
-    predictor = Predictor.load(args.model)
+    predictor = Predictor.load(args.model, args.engine)
     result = evaluate_model(
         predictor, args.data, args.images or args.data.parent, args.batch_size, args.claim_labels
     )

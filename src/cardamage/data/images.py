@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -161,6 +162,8 @@ def _opened(source: Source, name: str | None, max_pixels: int) -> Iterator[Image
         with Image.open(_stream(source, label)) as im:
             _check_pixels(im, max_pixels, label)
             yield im
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"cannot read image '{label}': {bomb_reason(e, max_pixels)}") from e
     except _DECODE_ERRORS as e:
         raise ImageError(f"cannot read image '{label}': {reason(e)}") from e
 
@@ -171,6 +174,16 @@ def _stream(source: Source, label: str) -> Path | io.BytesIO:
     if empty:
         raise ImageError(f"cannot read image '{label}': empty file (0 bytes)")
     return io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+
+
+def bomb_reason(e: Image.DecompressionBombError, max_pixels: int) -> str:
+    """Pillow refused the header (over twice ``Image.MAX_IMAGE_PIXELS``), naming its own limit
+    where ours is lower: said with ours, as a smaller image over it would be."""
+    if max_pixels >= 2 * (Image.MAX_IMAGE_PIXELS or 0):
+        return reason(e)
+    declared = re.search(r"\((\d+) pixels\)", str(e))  # "Image size (N pixels) exceeds ..."
+    pixels = declared.group(1) if declared else f"over {2 * Image.MAX_IMAGE_PIXELS}"
+    return f"{pixels} pixels exceeds the limit of {max_pixels} (a decompression bomb?)"
 
 
 def _check_pixels(im: Image.Image, max_pixels: int, label: str) -> None:

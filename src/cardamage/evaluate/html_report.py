@@ -379,7 +379,6 @@ def _risk_coverage_png(task: Task, curve: dict, answered: float) -> str:
     ax.set_xlabel("share of photos answered (most confident first)")
     ax.set_ylabel("error rate")
     ax.set_title(f"{task_title(task.name)}: risk against coverage")
-    fig.tight_layout()
     return _png(fig)
 
 

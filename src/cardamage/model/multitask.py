@@ -322,6 +322,16 @@ def fold_ensemble(models: Sequence[MultiTaskClassifier]) -> MultiTaskClassifier:
     return ensemble
 
 
+def without_training_state(model: MultiTaskClassifier) -> MultiTaskClassifier:
+    """The model with its weights alone. A compiled model, or one holding a compiled part
+    (the heads trainer trains heads in place, fine-tuning the whole model), saves its optimizer's
+    moments too (Keras' .keras format ignores ``include_optimizer``): a file 1.8 times the size
+    that nothing reads. Such a model is saved as a rebuilt, uncompiled copy."""
+    if all(getattr(m, "optimizer", None) is None for m in [model, *nested_layers(model)]):
+        return model
+    return with_flip_tta(model, model.spec.flip_tta)
+
+
 def copy_weights(source: keras.Layer, target: keras.Layer) -> None:
     """Weights of one layer into another of the same architecture; a standardiser then takes
     its mean and variance from the copied statistics (as loading a saved one does)."""
@@ -344,7 +354,7 @@ class ModelBundle:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / MODEL_FILE) as tmp:
-            self.model.save(tmp)
+            without_training_state(self.model).save(tmp)
         ModelMeta(self.spec, self.tasks, self.info, self.calibration).write(directory)
 
     @classmethod

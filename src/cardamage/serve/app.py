@@ -5,7 +5,8 @@ Errors, per file or per request
 A request is refused as a whole (a 4xx ``{"error": {"code", "message"}}``) when nothing in it
 can be answered: no or wrong API key (401), body or a file over its size limit or too many files
 (413), not multipart (415), no ``files`` field (422), malformed multipart (400), explain asked of
-a server without heatmaps (501), model not ready or queue full (503, with ``Retry-After``).
+a server without heatmaps (501) or of ``/v1/claims`` (422: heatmaps are per photo, from
+``/v1/predict``), model not ready or queue full (503, with ``Retry-After``).
 
 A file that is not a usable image (empty, not an image, a format not accepted, too many pixels,
 corrupt or truncated) is refused on its own: the answer is 200 and that file's result carries
@@ -21,6 +22,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -102,6 +104,11 @@ CLAIM_BODY = multipart_body(
             "type": "string",
             "default": "claim",
             "description": "The claim's id, echoed in the answer.",
+        },
+        "explain": {
+            "type": "boolean",
+            "default": False,
+            "description": "Same as the query parameter: true is refused (422).",
         },
     }
 )
@@ -264,9 +271,20 @@ async def predict(
     summary="Assess a claim: several photos of one car",
     tags=["predict"],
 )
-async def claims(request: Request, service: Ready) -> ClaimResponse:
+async def claims(
+    request: Request,
+    service: Ready,
+    explain: Annotated[
+        bool,
+        Query(
+            description="Not served for claims: true is refused (422). Ask /v1/predict for "
+            "the photos' heatmaps."
+        ),
+    ] = False,
+) -> ClaimResponse:
     """One assessment of the car from all its photos (multipart field `files`, the claim's id in
-    field `claim`), with each photo's own prediction.
+    field `claim`), with each photo's own prediction, named as the assessment's evidence names
+    it (a repeated file name gets ' (2)', ' (3)').
 
     The photos are combined as `cardamage assess` combines them: severity from the photos'
     probabilities that the car is at least each level, locations and damage types found in any
@@ -275,7 +293,17 @@ async def claims(request: Request, service: Ready) -> ClaimResponse:
     fails (415 or 422).
     """
     started = time.perf_counter()
-    form, decoded, predicted, _ = await _predict_form(request, service)
+
+    def no_heatmaps(form: Form) -> None:
+        if explain or _flag(form.fields.get("explain")):
+            raise ApiError(
+                422,
+                "explain_not_for_claims",
+                "explain: heatmaps are not drawn for a claim; send its photos to /v1/predict "
+                "with explain=true",
+            )
+
+    form, decoded, predicted, _ = await _predict_form(request, service, no_heatmaps)
     claim = (form.fields.get(CLAIM_FIELD) or "claim").strip() or "claim"
     names = _unique([u.filename for u in form.files])
     answers = iter(predicted)
@@ -292,7 +320,12 @@ async def claims(request: Request, service: Ready) -> ClaimResponse:
     return ClaimResponse(
         model=service.model_ref,
         claim=assessment.to_dict(),
-        results=_results(form.files, decoded, predicted, []),
+        results=_results(
+            [replace(u, filename=n) for u, n in zip(form.files, names, strict=True)],
+            decoded,
+            predicted,
+            [],
+        ),
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )
 

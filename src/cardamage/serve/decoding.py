@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from cardamage.config import FORMAT_ALIASES
-from cardamage.data.images import ImageError, Photo, load_photo, reason
+from cardamage.data.images import ImageError, Photo, bomb_reason, load_photo, reason
 from cardamage.serve.uploads import Upload
 
 #: HTTP status of each per-file code, used when no file of a request could be used.
@@ -55,7 +55,7 @@ def decode_upload(upload: Upload, rules: DecodeRules) -> Photo:
     name = upload.filename
     if not upload.data:
         raise RejectedUpload("empty_file", f"'{name}' is empty (0 bytes)")
-    image_format, (width, height) = _header(upload)
+    image_format, (width, height) = _header(upload, rules.max_pixels)
     if image_format not in rules.formats:
         raise RejectedUpload(
             "unsupported_format",
@@ -73,14 +73,15 @@ def decode_upload(upload: Upload, rules: DecodeRules) -> Photo:
         raise RejectedUpload("corrupt_image", str(e)) from None
 
 
-def _header(upload: Upload) -> tuple[str, tuple[int, int]]:
+def _header(upload: Upload, max_pixels: int) -> tuple[str, tuple[int, int]]:
     """(lower-case format, size) from the header alone."""
     try:
         with Image.open(io.BytesIO(upload.data)) as im:
             image_format = (im.format or "").lower()
             return FORMAT_ALIASES.get(image_format, image_format), im.size
     except Image.DecompressionBombError as e:
-        raise RejectedUpload("too_many_pixels", f"'{upload.filename}': {e}") from None
+        message = f"'{upload.filename}': {bomb_reason(e, max_pixels)}"
+        raise RejectedUpload("too_many_pixels", message) from None
     except UnidentifiedImageError:
         raise RejectedUpload(
             "not_an_image", f"'{upload.filename}' is not an image, or not one this server reads"

@@ -8,6 +8,7 @@ the batcher answers whatever is still queued before the process exits.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ from cardamage.serve.service import load_predictor
 from cardamage.serve.settings import ServeSettings, load_settings
 
 GRACE_S = 30
+#: uvicorn's logging, with the app's own warnings (refused uploads, failures) in its format:
+#: else Python prints them as bare lines with no level.
+LOG_CONFIG = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+LOG_CONFIG["loggers"]["cardamage"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
 
 
 def run(
@@ -52,6 +57,7 @@ def serve(settings: ServeSettings, predictor: Predictor | None = None) -> None:
             timeout_graceful_shutdown=GRACE_S,
             server_header=False,
             log_level="info",
+            log_config=LOG_CONFIG,
         )
     )
     server.run()

@@ -8,6 +8,7 @@ is sent without one. Client file names are only echoed back, reduced to a bare, 
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -17,6 +18,11 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from cardamage.serve.errors import ApiError
+
+log = logging.getLogger(__name__)
+#: python-multipart logs its parse error as a bare warning before raising it; the refusal is
+#: logged here instead, saying which request it was.
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
 FILES_FIELD = "files"
 CLAIM_FIELD = "claim"  # POST /v1/claims: the claim's id
@@ -68,7 +74,17 @@ async def read_form(request: Request, limits: UploadLimits) -> Form:
             parser.write(chunk)
         parser.finalize()
     except FormParserError as e:
-        raise ApiError(400, "bad_multipart", f"malformed multipart body: {e}") from None
+        error = ApiError(400, "bad_multipart", f"malformed multipart body: {e}")
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.warning(
+            "%s %s from %s refused (400 %s): %s",
+            request.method,
+            request.url.path,
+            client,
+            error.code,
+            error.message,
+        )
+        raise error from None
     except ClientDisconnect:
         raise ApiError(400, "client_disconnected", "the client went away mid-upload") from None
     if not reader.complete:

@@ -240,9 +240,11 @@ def median_schedule(results: list[FoldResult]) -> dict:
 def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train k folds (or the ones an interrupted run left), write the run directory."""
     started = time.time()
+    run = RunDir(cfg.run.out)
+    if resume and run.finished:  # before the data is read: it may have moved since
+        return _already_finished(run)
     data = read_run_data(cfg)  # test photos set apart: none of them goes past this line
     cfg, tasks, manifest, splits = data.cfg, data.tasks, data.manifest, data.splits
-    run = RunDir(cfg.run.out)
     if resume:
         run.check_same_folds(cfg.data.data, manifest, splits)
         run.sweep_temporaries()
@@ -267,6 +269,16 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     run.write_summary(summary)
     write_html_report(cfg.run.out)
+    return summary
+
+
+def _already_finished(run: RunDir) -> dict:
+    """A finished run resumed: its summary, nothing retrained or rewritten (a refit would
+    change the model its reports describe). Only a report the kill left unwritten is written."""
+    summary = run.summary()
+    print(f"{run.path} finished at {summary.get('finished', 'an unknown time')}: nothing to resume")
+    if not run.report_file.is_file():
+        write_html_report(run.path)
     return summary
 
 

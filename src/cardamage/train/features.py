@@ -4,6 +4,11 @@ The cache key covers everything the features depend on (backbone, weights, input
 preprocessing, augmentation, number of views, seed, image bytes), so reruns, other folds and
 other head settings reuse it and any change invalidates it. Features are written chunk by chunk
 into a memory-mapped .npy, so memory stays bounded for large data sets.
+
+An entry is filled in a hidden partial folder (``.<key>.<random>``) renamed into place when
+complete. A killed run (``kill -9``, a power cut) cannot remove its own: the next run on the
+same cache removes every partial folder whose writer is gone (its process no longer runs on
+this host, or it started over a day ago), and never one a live writer is filling.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +37,11 @@ from cardamage.train import interrupt
 
 FEATURES_FILE = "features.npy"
 CACHE_VERSION = 1
+#: In a partial entry: which process fills it ({"host", "pid"}), so others know when it died.
+WRITER_FILE = "writer.json"
+#: A partial entry whose writer cannot be asked (another host's, or one from before writers
+#: were recorded) is abandoned after this long: no extraction runs for a day.
+ABANDONED_AFTER_S = 24 * 3600
 
 
 def default_cache_dir() -> Path:
@@ -95,6 +107,7 @@ def cached_features(
     the cache. ``backbone`` is whatever computes them: the backbone, or its bottom part;
     ``fill`` computes them elsewhere (by default, with ``backbone`` in this process)."""
     entry = cache_dir / request.key()
+    sweep_partial_entries(cache_dir)
     if not (entry / FEATURES_FILE).exists():
         fill = fill or functools.partial(fill_here, backbone)
         n, views = len(request.paths), request.views
@@ -122,15 +135,59 @@ def write_entry(
     entry = file.parent
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    writer = {"host": socket.gethostname(), "pid": os.getpid()}
+    (tmp / WRITER_FILE).write_text(json.dumps(writer), encoding="utf-8")
     try:
         out = np.lib.format.open_memmap(tmp / file.name, "w+", dtype, shape)
         with tqdm(total=total, desc=desc, unit="img") as bar:
             fill(out, bar)
         out.flush()
         del out
+        (tmp / WRITER_FILE).unlink()
         os.replace(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sweep_partial_entries(cache_dir: Path) -> None:
+    """Remove the partial entries killed runs left (see the module's docstring), saying so."""
+    abandoned = [d for d in cache_dir.glob(".*") if d.is_dir() and _abandoned(d)]
+    if not abandoned:
+        return
+    size = sum(f.stat().st_size for d in abandoned for f in d.rglob("*") if f.is_file())
+    for partial in abandoned:
+        shutil.rmtree(partial, ignore_errors=True)
+    entries = "entry" if len(abandoned) == 1 else "entries"
+    print(
+        f"feature cache: removed {len(abandoned)} partial {entries} left by killed runs "
+        f"({size / 2**20:.1f} MB)"
+    )
+
+
+def _abandoned(partial: Path) -> bool:
+    """Whether the process that fills ``partial`` is gone. Without a writer recorded (yet, or
+    ever), or with one on another host, only the folder's age tells."""
+    try:
+        writer = json.loads((partial / WRITER_FILE).read_text(encoding="utf-8"))
+        host, pid = writer["host"], int(writer["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        host, pid = None, 0
+    if host == socket.gethostname() and pid > 0:
+        return not _running(pid)
+    try:
+        return time.time() - partial.stat().st_mtime > ABANDONED_AFTER_S
+    except FileNotFoundError:  # its writer just finished (renamed it) or removed it
+        return False
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def fill_here(

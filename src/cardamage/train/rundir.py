@@ -145,6 +145,11 @@ class RunDir:
                 f"cannot resume {self.path}: the data in {data} changed since the run started"
             )
 
+    @property
+    def finished(self) -> bool:
+        """summary.json is written once the final model is saved: the run has nothing left."""
+        return self.summary_file.is_file()
+
     def sweep_temporaries(self) -> None:
         """A killed process skips its cleanup: remove the temporaries its atomic writes left."""
         for leftover in self.path.rglob(".tmp.*"):

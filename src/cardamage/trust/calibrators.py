@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import expit, logit, softmax
-from sklearn.linear_model import LogisticRegression
 
 from cardamage.tasks import Task
 
@@ -59,6 +57,8 @@ def cross_fitted(
 
 
 def _fit_temperature(y_true: np.ndarray, scores: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar  # fitting only: a server applies, never fits
+
     log_p = np.log(np.clip(scores, _EPS, 1.0))
     truth = np.asarray(y_true).argmax(axis=1)
 
@@ -75,6 +75,8 @@ def _fit_platt(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
     y = (np.asarray(y) > 0).astype(int)
     if y.min() == y.max():
         return 1.0, 0.0
+    from sklearn.linear_model import LogisticRegression  # ~100 MB a server need not hold
+
     z = logit(np.clip(score, _EPS, 1 - _EPS)).reshape(-1, 1)
     fit = LogisticRegression(C=1e4).fit(z, y)  # nearly unpenalised: two parameters, many photos
     slope = float(fit.coef_[0, 0])

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
@@ -64,6 +63,10 @@ class Density:
             mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
         z = (x - mean) / scale
         if method == "mahalanobis":
+            from sklearn.covariance import (
+                LedoitWolf,
+            )  # fitting only: ~100 MB a server need not hold
+
             bank = LedoitWolf(assume_centered=True).fit(z).precision_
         else:
             if len(z) > MAX_BANK:

@@ -7,6 +7,7 @@
   const KEY_STORAGE = "cardamage.apiKey";
   const MB = 1024 * 1024;
   const MAX_ATTEMPTS = 4; // a busy server (503) is retried after its Retry-After
+  const NO_DAMAGE = "whole"; // the severity label of an undamaged car
   const TONES = { whole: "tone-ok", minor: "tone-ok", moderate: "tone-warn", severe: "tone-bad" };
   const DEFAULT_LIMITS = { max_files: 16, max_upload_mb: 20, formats: ["jpeg", "png", "webp", "bmp", "gif"] };
 
@@ -124,9 +125,11 @@
     $("clear").hidden = false;
     const limits = state.limits;
     const claim = files.length > 1 ? createClaim(files.length) : null;
+    if (claim) reveal(claim.node);
     const accepted = [];
     for (const file of files) {
       const card = createCard(file, claim ? claim.photos : $("results"));
+      if (!claim && file === files[0]) reveal(card.node);
       state.cards.push({ file, card });
       if (file.size > limits.max_upload_mb * MB) {
         const size = (file.size / MB).toFixed(1);
@@ -146,6 +149,12 @@
     for (let i = 0; i < accepted.length; i += limits.max_files) {
       send(accepted.slice(i, i + limits.max_files), 1, null);
     }
+  }
+
+  // New results go below the older ones, often below the fold: scroll them into view.
+  function reveal(node) {
+    const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    node.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
   }
 
   // A claim's photos go to /v1/claims (its answer has each photo's prediction too).
@@ -239,6 +248,7 @@
     };
     return {
       id,
+      node: box,
       photos,
       reject(message) {
         box.classList.add("claim--error");
@@ -321,6 +331,7 @@
     let explained = false;
     let note = null; // "Drawing heatmaps…" while they are fetched after the fact
     return {
+      node: card,
       pending(text) {
         slot.textContent = text;
       },
@@ -398,7 +409,31 @@
     if (main) wrap.append(headline(main[0], main[1]));
     // the headline names its task: that task's bars follow it without a heading of their own
     for (const [name, p] of entries) wrap.append(taskBlock(name, p, !main || main[0] !== name));
+    if (entries.some(([, p]) => p.thresholds)) wrap.append(thresholdKey());
+    const found = entries.filter(([, p]) => p.kind === "multilabel" && p.labels.length);
+    if (main && main[1].label === NO_DAMAGE && found.length) wrap.append(disagreement(main, found));
     return wrap;
+  }
+
+  function thresholdKey() {
+    const key = el("p", "bars__key");
+    key.append(
+      el("span", "bars__key-tick"),
+      el("span", "", "marks a label's threshold: the label is reported when its score reaches it. Each task is decided on its own."),
+    );
+    return key;
+  }
+
+  // Severity and the multilabel tasks are separate decisions on the same photo: say so when
+  // they seem to contradict each other ("No damage 48%" beside "Paint 76%").
+  function disagreement([name, p], found) {
+    const seen = found.map(([task, q]) => describe(task, q)).join(", ");
+    const passed = found.flatMap(([, q]) => q.labels).length > 1 ? "passed their thresholds" : "passed its threshold";
+    return el(
+      "p",
+      "card__note",
+      `${shown(name, p.label)} is the likeliest ${title(name).toLowerCase()} (${pct(p.score)}), yet ${seen} ${passed}: the tasks are decided separately and disagree here, so look at the photo.`,
+    );
   }
 
   function headline(name, p) {
@@ -445,7 +480,7 @@
     if (threshold !== undefined) {
       const tick = el("div", "bar__tick");
       tick.style.left = pct(threshold);
-      tick.title = `threshold ${pct(threshold)}`;
+      tick.title = `threshold ${pct(threshold)}: reported at or above it`;
       track.append(tick);
     }
     row.append(el("span", "bar__name", label), track, el("span", "bar__pct", pct(score)));
