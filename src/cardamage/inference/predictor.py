@@ -22,6 +22,7 @@ from cardamage.config import QualityRules, resolve_thresholds
 from cardamage.data.images import Photo, load_photo
 from cardamage.errors import CardamageError
 from cardamage.inference.engines import Engine, load_engine
+from cardamage.inference.photo_index.fingerprint import Fingerprint
 from cardamage.model.metadata import FEATURES, ModelMeta, resolve_model_dir
 from cardamage.tasks import Task
 from cardamage.trust.calibrators import calibrate
@@ -31,6 +32,7 @@ from cardamage.trust.verdict import Trust
 
 if TYPE_CHECKING:
     from cardamage.inference.claims import ClaimAssessment
+    from cardamage.inference.photo_index.check import ReuseCheck
 
 ImageSource = str | Path | bytes | np.ndarray
 Thresholds = Mapping[str, float | Sequence[float]]
@@ -77,6 +79,8 @@ class Prediction:
 
     tasks: dict[str, TaskPrediction]
     trust: Trust
+    #: what the photo index keeps of it (None when the engine gives no features)
+    fingerprint: Fingerprint | None = None
 
     @property
     def abstain(self) -> bool:
@@ -175,13 +179,22 @@ class Predictor:
             Trust(verdicts[i] if verdicts else None, check_quality(photo, self.quality))
             for i, photo in enumerate(photos)
         ]
-        return predictions(self.tasks, scores, trusts)
+        fingerprints = [
+            None if features is None else Fingerprint.of(photo.analysis, features[i])
+            for i, photo in enumerate(photos)
+        ]
+        return predictions(self.tasks, scores, trusts, fingerprints)
 
     def assess(
-        self, sources: Sequence[ImageSource], claim: str = "claim", rule: str | None = None
+        self,
+        sources: Sequence[ImageSource],
+        claim: str = "claim",
+        rule: str | None = None,
+        index: ReuseCheck | None = None,
     ) -> ClaimAssessment:
         """Several photos of one car -> one assessment (``cardamage.inference.claims``); a photo
-        that cannot be decoded is left out with its error, NoEvidence when none can be used."""
+        that cannot be decoded is left out with its error, NoEvidence when none can be used.
+        ``index``: photos are searched among other claims' (``seen_before``), then recorded."""
         from cardamage.inference.claims import DEFAULT_RULE, ClaimPhoto, assess_claim
 
         names = [
@@ -201,7 +214,8 @@ class Predictor:
             else ClaimPhoto(str(name), next(predictions))
             for name, d in zip(names, decoded, strict=True)
         ]
-        return assess_claim(claim, photos, rule or DEFAULT_RULE)
+        seen = index.check(claim, photos) if index is not None else None
+        return assess_claim(claim, photos, rule or DEFAULT_RULE, seen)
 
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
         """Pixels already at model size: the photo's own size is taken to be theirs."""
@@ -209,13 +223,17 @@ class Predictor:
 
 
 def predictions(
-    tasks: Sequence[Task], scores: Mapping[str, np.ndarray], trusts: Sequence[Trust]
+    tasks: Sequence[Task],
+    scores: Mapping[str, np.ndarray],
+    trusts: Sequence[Trust],
+    fingerprints: Sequence[Fingerprint | None] | None = None,
 ) -> list[Prediction]:
     """One Prediction per image from a batch of calibrated per-task scores and the images'
     verdicts: the tasks' thresholds and decisions, wherever the scores were computed (here, or
     by a Ray actor)."""
+    prints = fingerprints or [None] * len(trusts)
     return [
-        Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in tasks}, trust)
+        Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in tasks}, trust, prints[i])
         for i, trust in enumerate(trusts)
     ]
 
