@@ -38,6 +38,7 @@ from cardamage import __version__
 from cardamage.data.images import Photo
 from cardamage.errors import CardamageError
 from cardamage.inference.claims import ClaimPhoto, NoEvidence, assess_claim
+from cardamage.inference.photo_index.check import SeenBefore
 from cardamage.inference.predictor import Prediction, Predictor
 from cardamage.serve.decoding import RejectedUpload, decode_all
 from cardamage.serve.errors import ApiError, error_responses, install_error_handlers
@@ -51,6 +52,7 @@ from cardamage.serve.schemas import (
     PredictedFile,
     PredictResponse,
     RejectedFile,
+    SeenMatch,
     TaskInfo,
     TrainingSummary,
     TrustReport,
@@ -101,7 +103,8 @@ CLAIM_BODY = multipart_body(
         CLAIM_FIELD: {
             "type": "string",
             "default": "claim",
-            "description": "The claim's id, echoed in the answer.",
+            "description": "The claim's id, echoed in the answer; with a photo index, its "
+            "photos are searched among other claims' and recorded under it.",
         },
     }
 )
@@ -276,7 +279,8 @@ async def claims(request: Request, service: Ready) -> ClaimResponse:
     """
     started = time.perf_counter()
     form, decoded, predicted, _ = await _predict_form(request, service)
-    claim = (form.fields.get(CLAIM_FIELD) or "claim").strip() or "claim"
+    named = (form.fields.get(CLAIM_FIELD) or "").strip()
+    claim = named or "claim"
     names = _unique([u.filename for u in form.files])
     answers = iter(predicted)
     photos = [
@@ -285,16 +289,34 @@ async def claims(request: Request, service: Ready) -> ClaimResponse:
         else ClaimPhoto(name, next(answers))
         for name, item in zip(names, decoded, strict=True)
     ]
+    seen = None
+    if service.reuse is not None and named:  # only a named claim can be told from others
+        seen = await run_in_threadpool(service.reuse.check, claim, photos)
     try:
-        assessment = assess_claim(claim, photos)
+        assessment = assess_claim(claim, photos, seen_before=seen)
     except NoEvidence as e:  # every readable photo abstained: nothing to answer from
         raise ApiError(422, "no_usable_photo", str(e)) from None
+    results = _results(form.files, decoded, predicted, [])
     return ClaimResponse(
         model=service.model_ref,
         claim=assessment.to_dict(),
-        results=_results(form.files, decoded, predicted, []),
+        results=_with_seen_before(results, names, seen) if seen else results,
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )
+
+
+def _with_seen_before(
+    results: list[PredictedFile | RejectedFile], names: list[str], seen: SeenBefore
+) -> list[PredictedFile | RejectedFile]:
+    """Each predicted photo with its matches in other claims (an empty list: none)."""
+    return [
+        r.model_copy(
+            update={"seen_before": [SeenMatch(**m.to_dict()) for m in seen.photos.get(n, ())]}
+        )
+        if isinstance(r, PredictedFile) and seen.warning is None
+        else r
+        for r, n in zip(results, names, strict=True)
+    ]
 
 
 async def _predict_form(
