@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import imagehash
 import numpy as np
 from PIL import Image
 
-from cardamage.model.metadata import ModelMeta
+if TYPE_CHECKING:
+    from cardamage.model.metadata import ModelMeta
 
 HASH_BITS = 64
 

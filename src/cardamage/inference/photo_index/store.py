@@ -188,8 +188,18 @@ class SqlIndex:
         self.dim = dim
 
     def _set_space(self, cur: Any, dim: int) -> None:
-        for key, value in (("feature_space", self.feature_space or ""), ("dim", str(dim))):
-            cur.execute(self._q("INSERT INTO meta (key, value) VALUES (?, ?)"), (key, value))
+        """The first photo sets the index's feature space, unless another writer just did
+        (read again under the write lock): then it must be this one's."""
+        cur.execute("SELECT key, value FROM meta")
+        meta = dict(cur.fetchall())
+        wanted = {"feature_space": self.feature_space or "", "dim": str(dim)}
+        for key, value in wanted.items():
+            if key not in meta:
+                cur.execute(self._q("INSERT INTO meta (key, value) VALUES (?, ?)"), (key, value))
+            elif meta[key] != value:
+                raise IndexUnavailable(
+                    f"photo index {self.location}: its {key} is {meta[key]}, not {value}"
+                )
 
     def search(self, fingerprint: Fingerprint, exclude_claim: str | None = None) -> list[Match]:
         """The photos of other claims this photo copies or nearly copies, closest first."""
