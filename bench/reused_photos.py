@@ -81,6 +81,12 @@ TRANSFORMS = {
 
 
 def load_predictor(args: argparse.Namespace) -> Predictor:
+    predictor = with_features(args)
+    predictor.fingerprint = True
+    return predictor
+
+
+def with_features(args: argparse.Namespace) -> Predictor:
     if args.model is not None:
         return Predictor.load(args.model)
     from cardamage.model.metadata import ModelSpec

@@ -47,7 +47,9 @@ def location(request, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model_dir: Path) -> Predictor:
-    return Predictor.load(tiny_model_dir)
+    predictor = Predictor.load(tiny_model_dir)
+    predictor.fingerprint = True
+    return predictor
 
 
 def _fingerprint(predictor: Predictor, image) -> Fingerprint:

@@ -70,6 +70,7 @@ def _open_for_model(args: argparse.Namespace):
 
     location = _location(args)
     predictor = load_predictor(args)
+    predictor.fingerprint = True
     return predictor, open_index(location, feature_space(predictor.meta))
 
 

@@ -243,6 +243,7 @@ def _assess(args: argparse.Namespace) -> int:
         from cardamage.inference.photo_index.fingerprint import feature_space
 
         reuse = ReuseCheck(location, feature_space(predictor.meta))
+        predictor.fingerprint = True
     args.out.mkdir(parents=True, exist_ok=True)
     paths = [args.out / f"{name}.{args.format}" for name in ("claims", "photos")]
     with contextlib.ExitStack() as stack:

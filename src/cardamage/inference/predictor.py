@@ -116,6 +116,9 @@ class Predictor:
             t.with_thresholds(resolved[t.name]) if t.name in resolved else t for t in meta.tasks
         ]
         self.image_size = meta.spec.image_size
+        #: give each prediction its fingerprint for the photo index (a few ms a photo: only
+        #: where claims are checked for reused photos)
+        self.fingerprint = False
 
     @classmethod
     def load(
@@ -166,7 +169,10 @@ class Predictor:
         for decoded in iter_decoded(self.decode, sources, batch_size):
             yield [future.result() for _, future in decoded]
 
-    def predict_photos(self, photos: Sequence[Photo]) -> list[Prediction]:
+    def predict_photos(
+        self, photos: Sequence[Photo], fingerprint: bool | None = None
+    ) -> list[Prediction]:
+        """``fingerprint``: with fingerprints for the photo index (default: self.fingerprint)."""
         scores = self.scores(np.stack([photo.pixels for photo in photos]))
         features = scores.get(FEATURES)
         if self.distribution is not None and features is None:
@@ -179,8 +185,9 @@ class Predictor:
             Trust(verdicts[i] if verdicts else None, check_quality(photo, self.quality))
             for i, photo in enumerate(photos)
         ]
+        wanted = self.fingerprint if fingerprint is None else fingerprint
         fingerprints = [
-            None if features is None else Fingerprint.of(photo.analysis, features[i])
+            Fingerprint.of(photo.analysis, features[i]) if wanted and features is not None else None
             for i, photo in enumerate(photos)
         ]
         return predictions(self.tasks, scores, trusts, fingerprints)
@@ -207,7 +214,8 @@ class Predictor:
             except CardamageError as e:
                 decoded.append(e)
         good = [d for d in decoded if isinstance(d, Photo)]
-        predictions = iter(self.predict_photos(good) if good else [])
+        fingerprint = index is not None or None
+        predictions = iter(self.predict_photos(good, fingerprint) if good else [])
         photos = [
             ClaimPhoto(str(name), error=str(d))
             if isinstance(d, CardamageError)

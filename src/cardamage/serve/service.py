@@ -80,6 +80,7 @@ class ModelService:
         self.explainer = load_explainer(predictor)
         if settings.photo_index:  # opened at the first claim: a database down now may be up then
             self.reuse = ReuseCheck(settings.photo_index, feature_space(predictor.meta))
+            predictor.fingerprint = True
         self.batcher = MicroBatcher(
             predictor.predict_photos,
             max_batch=settings.max_batch,

@@ -24,7 +24,8 @@ from PIL import Image
 if TYPE_CHECKING:
     from cardamage.model.metadata import ModelMeta
 
-HASH_BITS = 64
+#: The grey thumbnail pHash takes the DCT of (imagehash's default for 64-bit hashes).
+THUMB = 32
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,11 @@ class Fingerprint:
     def of(cls, pixels: np.ndarray, features: np.ndarray) -> Fingerprint:
         """From the photo's pixels (any size; the quality checks' square view is used) and its
         features as the engine gave them."""
-        image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
-        mirror = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return cls(_phash(image), unit(features), _phash(mirror))
+        image = Image.fromarray(np.asarray(pixels, dtype=np.uint8)).convert("L")
+        # pHash's own first step, done once: the mirror's hash comes from the mirrored thumbnail
+        thumb = image.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
+        mirror = thumb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return cls(_phash(thumb), unit(features), _phash(mirror))
 
 
 def _phash(image: Image.Image) -> int:
