@@ -23,11 +23,13 @@ from cardamage.errors import CardamageError
 from cardamage.inference.photo_index.fingerprint import Fingerprint, unit
 from cardamage.inference.photo_index.vectors import VectorSearch
 
-#: Measured by bench/reused_photos.py on lensor-coco: resized, recompressed, brightened and
-#: mirrored copies are within 6 bits; distinct photos' hashes 10 bits or more apart.
+#: Measured by bench/reused_photos.py on 762 distinct lensor-coco photos: within 6 bits, every
+#: copy resized to 50 %, recompressed at JPEG 60 or mirrored is a copy (brightened 25 %: 98 %);
+#: 4 to 10 bits move the distinct pairs matched by a few in 100,000.
 COPY_BITS = 6
-#: Measured likewise: cropped and recompressed copies' features keep a cosine of 0.9 or more;
-#: distinct photos of other cars stay below.
+#: Measured likewise: at 0.90 every copy cropped by 10 % is found (82 % by its features alone)
+#: and 0.026 % of the 289,941 pairs of distinct photos match (0.92 misses 0.5 % of the crops;
+#: 0.85 matches 0.10 % of the pairs).
 NEAR_COPY_SIMILARITY = 0.9
 #: Nearest neighbours looked at per photo: matches are few, the rest room for a claim's own.
 NEIGHBOURS = 32
