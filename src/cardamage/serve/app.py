@@ -276,6 +276,10 @@ async def claims(request: Request, service: Ready) -> ClaimResponse:
     photo, each with its evidence (which photo, its score). A file that cannot be used gets
     `error` in `results` and is left out of the assessment; when no file can be used the request
     fails (415 or 422).
+
+    With a photo index on the server and a `claim` id, each photo is searched among the photos
+    of other claims (`seen_before` on each result, `claim.seen_before.message` for a person),
+    then recorded under the claim; an index that cannot be used gives `seen_before.warning`.
     """
     started = time.perf_counter()
     form, decoded, predicted, _ = await _predict_form(request, service)
