@@ -23,8 +23,9 @@ SCHEMES = ("postgresql://", "postgres://")
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL without its password (in the authority or a query parameter), for messages."""
+    url = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 class PostgresIndex(SqlIndex):
