@@ -48,18 +48,14 @@ class PostgresIndex(SqlIndex):
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Cursor]:
-        self._reconnect()
+        self._ready()
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield cur
 
-    def _reconnect(self) -> None:
+    def _ready(self) -> None:
         if self.conn.closed or self.conn.broken:
             self.conn = self._connect()
-
-    def _sync(self) -> None:
-        self._reconnect()
-        super()._sync()
 
     def _size(self) -> int:
         cur = self.conn.cursor()

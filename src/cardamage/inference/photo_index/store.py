@@ -75,7 +75,7 @@ class IndexStats:
     feature_space: str | None
     dim: int | None
     size_bytes: int
-    skipped: int  # rows whose features could not be read (never expected: reported, not used)
+    skipped: int  # rows whose features are not the index's width (never expected: not searched)
 
 
 class PhotoIndex(Protocol):
@@ -110,7 +110,6 @@ class SqlIndex:
         self.conn = self._connect()
         self.search_cache: VectorSearch | None = None
         self.seen_id = self.seen_deletion = 0
-        self.skipped = 0
         with self._guard("create the tables"), self._write() as cur:
             for statement in SCHEMA.format(serial=self.serial, blob=self.blob).split(";"):
                 cur.execute(statement)
@@ -127,6 +126,9 @@ class SqlIndex:
 
     def _size(self) -> int:
         raise NotImplementedError
+
+    def _ready(self) -> None:
+        """Before reading: a store whose connection can break opens it again here."""
 
     def _errors(self) -> tuple[type[Exception], ...]:
         raise NotImplementedError
@@ -235,6 +237,7 @@ class SqlIndex:
 
     def _sync(self) -> None:
         """Bring the in-memory search up to the database: new rows, then deletions."""
+        self._ready()
         cur = self.conn.cursor()
         cur.execute(
             self._q("SELECT id, phash, features FROM photos WHERE id > ? ORDER BY id"),
@@ -259,8 +262,7 @@ class SqlIndex:
         if self.dim is None:
             self.feature_space, self.dim = self._space(self.feature_space)
         expected = 2 * (self.dim or 0)
-        good = [r for r in rows if len(r[2]) == expected]
-        self.skipped += len(rows) - len(good)
+        good = [r for r in rows if len(r[2]) == expected]  # stats counts the others
         if not good:
             return
         if self.search_cache is None:
@@ -282,15 +284,23 @@ class SqlIndex:
         return len(ids)
 
     def stats(self) -> IndexStats:
+        """Counted in the database: no search cache is built (it costs minutes on a big index)."""
         with self.lock, self._guard("count its photos"):
-            self._sync()
+            self._ready()
+            space, dim = self._space(None)
             cur = self.conn.cursor()
-            cur.execute("SELECT COUNT(*), COUNT(DISTINCT claim) FROM photos")
-            photos, claims = cur.fetchone()
+            cur.execute(
+                self._q(
+                    "SELECT COUNT(*), COUNT(DISTINCT claim), "
+                    "COALESCE(SUM(CASE WHEN length(features) = ? THEN 0 ELSE 1 END), 0) "
+                    "FROM photos"
+                ),
+                (2 * (dim or 0),),
+            )
+            photos, claims, skipped = cur.fetchone()
             self.conn.commit()
             size = self._size()
-        space = self.feature_space or None
-        return IndexStats(self.location, photos, claims, space, self.dim, size, self.skipped)
+        return IndexStats(self.location, photos, claims, space or None, dim, size, int(skipped))
 
     def close(self) -> None:
         with self.lock:
