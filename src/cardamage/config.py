@@ -595,6 +595,9 @@ class AppConfig(_Strict):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     #: when a photo is too poor to answer for (every model, every engine)
     quality: QualityRules = Field(default_factory=QualityRules)
+    #: where claim photos are remembered to find reused ones (``cardamage.inference.
+    #: photo_index``): a SQLite file (relative to this file) or a ``postgresql://`` URL
+    photo_index: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -661,6 +664,9 @@ def load_app_config(path: Path | None, overrides: Mapping[str, Any] | None = Non
     for key in APP_PATH_KEYS:
         if isinstance(values.get(key), str):
             values[key] = str(Path(path).parent / values[key])  # an absolute one stays itself
+    index = values.get("photo_index")
+    if isinstance(index, str) and "://" not in index:
+        values["photo_index"] = str(Path(path).parent / index)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "model" in given:  # a model flag replaces the file's model, of either style
         values = {k: v for k, v in values.items() if not k.endswith("_model_fp")}

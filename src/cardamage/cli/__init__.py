@@ -1,4 +1,4 @@
-"""`cardamage synth | train | evaluate | report | data | predict | serve | export`.
+"""`cardamage synth | train | evaluate | report | data | predict | serve | export | index`.
 
 Thin commands over the library, one module per group. Heavy imports (TensorFlow) happen
 inside the commands so `--help` stays instant.
@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cardamage.cli import data, inference, training
+from cardamage.cli import data, index, inference, training
 from cardamage.errors import CardamageError
 from cardamage.quiet import import_keras_quietly
 
@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 #: Commands that need no Keras, or decide from their engine once it is known (flag or config).
-ENGINE_COMMANDS = ("synth", "predict", "serve", "evaluate")
+ENGINE_COMMANDS = ("synth", "predict", "serve", "evaluate", "index")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="How badly a car is damaged, where, and what kind: train, evaluate, serve.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (training, data, inference):
+    for group in (training, data, inference, index):
         group.register(sub)
     return parser
 

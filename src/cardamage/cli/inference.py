@@ -49,7 +49,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
         help="image files or folders; with --ray also URIs (s3://, gs://), a manifest (.csv) or "
         "a list of photos (.txt, one a line)",
     )
-    _model_options(p, "keras (default; onnx with --ray), onnx or onnx-int8")
+    model_options(p, "keras (default; onnx with --ray), onnx or onnx-int8")
     p.add_argument("--recursive", action="store_true", help="look into sub-folders")
     p.add_argument(
         "--format",
@@ -72,7 +72,7 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_predict)
 
 
-def _model_options(
+def model_options(
     p: argparse.ArgumentParser, engines: str = "keras (default), onnx or onnx-int8"
 ) -> None:
     p.add_argument(
@@ -84,7 +84,7 @@ def _model_options(
     p.add_argument("--config", type=Path, help="application_config.json: model, engine, thresholds")
 
 
-def _load_predictor(args: argparse.Namespace) -> Predictor:
+def load_predictor(args: argparse.Namespace) -> Predictor:
     """The model --model or --config name (runs/demo when neither), Keras imported quietly."""
     from cardamage.config import load_app_config
 
@@ -92,6 +92,15 @@ def _load_predictor(args: argparse.Namespace) -> Predictor:
     cfg = load_app_config(args.config, {"model": model, "engine": args.engine})
     import_keras_unless_onnx(cfg.predictor_engine)
     return cfg.load_predictor()
+
+
+def _index_location(args: argparse.Namespace) -> str | None:
+    """--index, else the config's photo_index, else None (no reused-photo check)."""
+    if args.index is not None or args.config is None:
+        return args.index
+    from cardamage.config import load_app_config
+
+    return load_app_config(args.config, {"model": args.model}).photo_index
 
 
 def _ray_flags(p: argparse.ArgumentParser) -> None:
@@ -197,7 +206,7 @@ def _assess_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--manifest", type=Path, help="a CSV with 'image' and 'claim' columns instead")
     p.add_argument("--images", type=Path, help="the manifest's image root (default: its folder)")
-    _model_options(p)
+    model_options(p)
     p.add_argument("--out", type=Path, required=True, help="writes claims.<fmt>, photos.<fmt>")
     p.add_argument("--format", choices=["csv", "json", "jsonl"], default="csv")
     p.add_argument(
@@ -207,6 +216,13 @@ def _assess_parser(sub: argparse._SubParsersAction) -> None:
         help=f"how photos' severities combine (default {DEFAULT_RULE}, measured best)",
     )
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--index",
+        metavar="FILE_OR_URL",
+        help="photo index: a SQLite file (created on first use) or a postgresql:// URL; each "
+        "photo is searched among other claims' (seen_before) and recorded (default: the "
+        "config's photo_index; none: no check)",
+    )
     p.set_defaults(run=_assess)
 
 
@@ -220,7 +236,14 @@ def _assess(args: argparse.Namespace) -> int:
         claims = claims_from_manifest(args.manifest, args.images)
     else:
         claims = claims_from_folders(args.folders)
-    predictor = _load_predictor(args)
+    predictor, location = load_predictor(args), _index_location(args)
+    reuse = None
+    if location is not None:
+        from cardamage.inference.photo_index.check import ReuseCheck
+        from cardamage.inference.photo_index.fingerprint import feature_space
+
+        reuse = ReuseCheck(location, feature_space(predictor.meta))
+        predictor.fingerprint = True
     args.out.mkdir(parents=True, exist_ok=True)
     paths = [args.out / f"{name}.{args.format}" for name in ("claims", "photos")]
     with contextlib.ExitStack() as stack:
@@ -230,7 +253,15 @@ def _assess(args: argparse.Namespace) -> int:
             )
             for path in paths
         ]
-        done = assess_files(predictor, claims, args.format, *files, args.batch_size, args.rule)
+        done = assess_files(
+            predictor, claims, args.format, *files, args.batch_size, args.rule, reuse
+        )
+    if reuse is not None:
+        reuse.close()
+    for line in done.reused:
+        print(f"reused photos: {line}", file=sys.stderr)
+    if done.index_warning:
+        print(f"cardamage: warning: {done.index_warning}", file=sys.stderr)
     print(
         f"assessed {done.assessed} claim(s), {done.unassessed} without a usable photo, "
         f"{done.unreadable} photo(s) unreadable: {paths[0]}, {paths[1]}",

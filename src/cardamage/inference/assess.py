@@ -9,7 +9,7 @@ the model, as in `cardamage predict`), then each claim's rows are combined by
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -26,11 +26,15 @@ from cardamage.inference.claims import (
     assess_claim,
     levels,
 )
+from cardamage.inference.photo_index.check import ReuseCheck, SeenBefore
+from cardamage.inference.photo_index.store import Match
 from cardamage.inference.predictor import Predictor
 
 #: The claim rows' columns after the scores: the photos used (driving ones first), those left
 #: out with their reason, the number of photos, and for ordinal tasks P(at least each level).
 CLAIM_COLUMNS = ("photos", "left_out", "n_photos")
+#: With a photo index, claims and photos also get where their photos were seen before.
+SEEN_COLUMN = "seen_before"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,10 @@ class Assessed:
     assessed: int  # claims with an assessment
     unassessed: int  # claims none of whose photos could be used
     unreadable: int  # photos that could not be read
+    #: per claim with photos found in other claims: 'claim A: photos found in claim B: ...'
+    reused: tuple[str, ...] = ()
+    #: why photos could not be checked for reuse (the first time it happened)
+    index_warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,17 +82,23 @@ def claims_from_folders(folders: Sequence[Path]) -> list[Claim]:
 
 
 def assess_rows(
-    predictor: Predictor, claims: Sequence[Claim], batch_size: int, rule: str = DEFAULT_RULE
-) -> Iterator[tuple[Claim, list[Row], ClaimAssessment | NoEvidence]]:
-    """Per claim, in order: its photo rows and its assessment (or why there is none)."""
+    predictor: Predictor,
+    claims: Sequence[Claim],
+    batch_size: int,
+    rule: str = DEFAULT_RULE,
+    reuse: ReuseCheck | None = None,
+) -> Iterator[tuple[Claim, list[Row], ClaimAssessment | NoEvidence, SeenBefore | None]]:
+    """Per claim, in order: its photo rows, its assessment (or why there is none) and, with
+    a photo index, its photos found in other claims (searched, then recorded)."""
     rows = predict_rows(predictor, (p for c in claims for p in c.paths), batch_size)
     for claim in claims:
         photo_rows = [next(rows) for _ in claim.paths]
         photos = [ClaimPhoto(r.path, r.result, r.error) for r in photo_rows]
+        seen = reuse.check(claim.id, photos) if reuse is not None else None
         try:
-            yield claim, photo_rows, assess_claim(claim.id, photos, rule)
+            yield claim, photo_rows, assess_claim(claim.id, photos, rule, seen), seen
         except NoEvidence as e:
-            yield claim, photo_rows, e
+            yield claim, photo_rows, e, seen
 
 
 def claim_row(claim: Claim, outcome: ClaimAssessment | NoEvidence) -> Row:
@@ -120,28 +134,53 @@ def assess_files(
     photos_out: TextIO,
     batch_size: int = 32,
     rule: str = DEFAULT_RULE,
+    reuse: ReuseCheck | None = None,
 ) -> Assessed:
-    """Write one row per claim and one per photo (with its claim); return the counts."""
+    """Write one row per claim and one per photo (with its claim); return the counts. With
+    ``reuse`` (a photo index) both get a ``seen_before`` column."""
+    seen_column = (SEEN_COLUMN,) if reuse is not None else ()
     claim_writer = Writer(
         claims_out,
         fmt,
         predictor,
         key="claim",
-        extra=(*CLAIM_COLUMNS, *at_least_columns(predictor)),
+        extra=(*seen_column, *CLAIM_COLUMNS, *at_least_columns(predictor)),
     )
-    photo_writer = Writer(photos_out, fmt, predictor, extra=("claim",))
+    photo_writer = Writer(photos_out, fmt, predictor, extra=("claim", *seen_column))
     ok = failed = unreadable = 0
-    outcomes: Iterable = assess_rows(predictor, claims, batch_size, rule)
-    for claim, photo_rows, outcome in tqdm(
+    log = _ReuseLog()
+    outcomes: Iterable = assess_rows(predictor, claims, batch_size, rule, reuse)
+    for claim, photo_rows, outcome, seen in tqdm(
         outcomes, total=len(claims), desc="assess", unit="claim", disable=None
     ):
         for row in photo_rows:
             row.extra["claim"] = claim.id
+            if seen is not None:
+                row.extra[SEEN_COLUMN] = [_match_text(m) for m in seen.photos.get(row.path, ())]
             photo_writer.write(row)
             unreadable += row.error is not None
-        claim_writer.write(claim_row(claim, outcome))
+        row = claim_row(claim, outcome)
+        if seen is not None:
+            row.extra[SEEN_COLUMN] = seen.message or seen.warning
+            log.add(claim.id, seen)
+        claim_writer.write(row)
         ok += not isinstance(outcome, NoEvidence)
         failed += isinstance(outcome, NoEvidence)
     claim_writer.close()
     photo_writer.close()
-    return Assessed(ok, failed, unreadable)
+    return Assessed(ok, failed, unreadable, tuple(log.reused), log.warning)
+
+
+@dataclass
+class _ReuseLog:
+    reused: list[str] = field(default_factory=list)
+    warning: str | None = None
+
+    def add(self, claim: str, seen: SeenBefore) -> None:
+        if seen.message:
+            self.reused.append(f"claim {claim}: {seen.message}")
+        self.warning = self.warning or seen.warning
+
+
+def _match_text(m: Match) -> str:
+    return f"{m.claim}: {m.photo} ({m.kind}, similarity {m.similarity:.3f})"

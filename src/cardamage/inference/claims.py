@@ -25,6 +25,7 @@ from cardamage.errors import CardamageError
 from cardamage.tasks import Task
 
 if TYPE_CHECKING:
+    from cardamage.inference.photo_index.check import SeenBefore
     from cardamage.inference.predictor import Prediction
 
 NO_DAMAGE = "whole"
@@ -109,10 +110,14 @@ class ClaimAssessment:
     tasks: dict[str, ClaimTask]
     photos: tuple[str, ...]
     left_out: tuple[tuple[str, str], ...]
+    #: photos found in other claims (None: no photo index was asked)
+    seen_before: SeenBefore | None = None
 
     def to_dict(self) -> dict:
+        seen = {} if self.seen_before is None else {"seen_before": self.seen_before.to_dict()}
         return {
             "claim": self.claim,
+            **seen,
             "rule": self.rule,
             "assessment": {name: t.to_dict() for name, t in self.tasks.items()},
             "photos": list(self.photos),
@@ -130,10 +135,14 @@ def levels(task: Task) -> list[int]:
 
 
 def assess_claim(
-    claim: str, photos: Sequence[ClaimPhoto], rule: str = DEFAULT_RULE
+    claim: str,
+    photos: Sequence[ClaimPhoto],
+    rule: str = DEFAULT_RULE,
+    seen_before: SeenBefore | None = None,
 ) -> ClaimAssessment:
     """The one aggregation behind ``cardamage assess``, ``POST /v1/claims``, claim-level
-    evaluation and the benchmark. Raises NoEvidence when no photo can be used."""
+    evaluation and the benchmark. Raises NoEvidence when no photo can be used.
+    ``seen_before``: the photo index's answer, carried as is."""
     if rule not in COMBINE:
         raise CardamageError(f"unknown claim rule '{rule}' (one of: {', '.join(COMBINE)})")
     used = [p for p in photos if p.prediction is not None and not p.prediction.abstain]
@@ -153,7 +162,7 @@ def assess_claim(
         decide = _ordinal if task_prediction.task.multiclass else _union
         tasks[name] = decide(task_prediction.task, names, scores, rule)
     ranked = tuple(sorted(names, key=lambda n: _support(tasks.values(), n), reverse=True))
-    return ClaimAssessment(claim, rule, tasks, ranked, left_out)
+    return ClaimAssessment(claim, rule, tasks, ranked, left_out, seen_before)
 
 
 def _ordinal(task: Task, names: list[str], scores: np.ndarray, rule: str) -> ClaimTask:

@@ -22,6 +22,7 @@ from cardamage.config import QualityRules, resolve_thresholds
 from cardamage.data.images import Photo, load_photo
 from cardamage.errors import CardamageError
 from cardamage.inference.engines import Engine, load_engine
+from cardamage.inference.photo_index.fingerprint import Fingerprint
 from cardamage.model.metadata import FEATURES, ModelMeta, resolve_model_dir
 from cardamage.tasks import Task
 from cardamage.trust.calibrators import calibrate
@@ -31,6 +32,7 @@ from cardamage.trust.verdict import Trust
 
 if TYPE_CHECKING:
     from cardamage.inference.claims import ClaimAssessment
+    from cardamage.inference.photo_index.check import ReuseCheck
 
 ImageSource = str | Path | bytes | np.ndarray
 Thresholds = Mapping[str, float | Sequence[float]]
@@ -77,6 +79,8 @@ class Prediction:
 
     tasks: dict[str, TaskPrediction]
     trust: Trust
+    #: what the photo index keeps of it (None when the engine gives no features)
+    fingerprint: Fingerprint | None = None
 
     @property
     def abstain(self) -> bool:
@@ -112,6 +116,9 @@ class Predictor:
             t.with_thresholds(resolved[t.name]) if t.name in resolved else t for t in meta.tasks
         ]
         self.image_size = meta.spec.image_size
+        #: give each prediction its fingerprint for the photo index (a few ms a photo: only
+        #: where claims are checked for reused photos)
+        self.fingerprint = False
 
     @classmethod
     def load(
@@ -162,7 +169,10 @@ class Predictor:
         for decoded in iter_decoded(self.decode, sources, batch_size):
             yield [future.result() for _, future in decoded]
 
-    def predict_photos(self, photos: Sequence[Photo]) -> list[Prediction]:
+    def predict_photos(
+        self, photos: Sequence[Photo], fingerprint: bool | None = None
+    ) -> list[Prediction]:
+        """``fingerprint``: with fingerprints for the photo index (default: self.fingerprint)."""
         scores = self.scores(np.stack([photo.pixels for photo in photos]))
         features = scores.get(FEATURES)
         if self.distribution is not None and features is None:
@@ -175,13 +185,23 @@ class Predictor:
             Trust(verdicts[i] if verdicts else None, check_quality(photo, self.quality))
             for i, photo in enumerate(photos)
         ]
-        return predictions(self.tasks, scores, trusts)
+        wanted = self.fingerprint if fingerprint is None else fingerprint
+        fingerprints = [
+            Fingerprint.of(photo.analysis, features[i]) if wanted and features is not None else None
+            for i, photo in enumerate(photos)
+        ]
+        return predictions(self.tasks, scores, trusts, fingerprints)
 
     def assess(
-        self, sources: Sequence[ImageSource], claim: str = "claim", rule: str | None = None
+        self,
+        sources: Sequence[ImageSource],
+        claim: str = "claim",
+        rule: str | None = None,
+        index: ReuseCheck | None = None,
     ) -> ClaimAssessment:
         """Several photos of one car -> one assessment (``cardamage.inference.claims``); a photo
-        that cannot be decoded is left out with its error, NoEvidence when none can be used."""
+        that cannot be decoded is left out with its error, NoEvidence when none can be used.
+        ``index``: photos are searched among other claims' (``seen_before``), then recorded."""
         from cardamage.inference.claims import DEFAULT_RULE, ClaimPhoto, assess_claim
 
         names = [
@@ -194,14 +214,16 @@ class Predictor:
             except CardamageError as e:
                 decoded.append(e)
         good = [d for d in decoded if isinstance(d, Photo)]
-        predictions = iter(self.predict_photos(good) if good else [])
+        fingerprint = index is not None or None
+        predictions = iter(self.predict_photos(good, fingerprint) if good else [])
         photos = [
             ClaimPhoto(str(name), error=str(d))
             if isinstance(d, CardamageError)
             else ClaimPhoto(str(name), next(predictions))
             for name, d in zip(names, decoded, strict=True)
         ]
-        return assess_claim(claim, photos, rule or DEFAULT_RULE)
+        seen = index.check(claim, photos) if index is not None else None
+        return assess_claim(claim, photos, rule or DEFAULT_RULE, seen)
 
     def predict_pixels(self, pixels: np.ndarray) -> list[Prediction]:
         """Pixels already at model size: the photo's own size is taken to be theirs."""
@@ -209,13 +231,17 @@ class Predictor:
 
 
 def predictions(
-    tasks: Sequence[Task], scores: Mapping[str, np.ndarray], trusts: Sequence[Trust]
+    tasks: Sequence[Task],
+    scores: Mapping[str, np.ndarray],
+    trusts: Sequence[Trust],
+    fingerprints: Sequence[Fingerprint | None] | None = None,
 ) -> list[Prediction]:
     """One Prediction per image from a batch of calibrated per-task scores and the images'
     verdicts: the tasks' thresholds and decisions, wherever the scores were computed (here, or
     by a Ray actor)."""
+    prints = fingerprints or [None] * len(trusts)
     return [
-        Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in tasks}, trust)
+        Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in tasks}, trust, prints[i])
         for i, trust in enumerate(trusts)
     ]
 

@@ -40,6 +40,7 @@ from cardamage import __version__
 from cardamage.data.images import Photo
 from cardamage.errors import CardamageError
 from cardamage.inference.claims import ClaimPhoto, NoEvidence, assess_claim
+from cardamage.inference.photo_index.check import SeenBefore
 from cardamage.inference.predictor import Prediction, Predictor
 from cardamage.serve.decoding import RejectedUpload, decode_all
 from cardamage.serve.errors import ApiError, error_responses, install_error_handlers
@@ -53,6 +54,7 @@ from cardamage.serve.schemas import (
     PredictedFile,
     PredictResponse,
     RejectedFile,
+    SeenMatch,
     TaskInfo,
     TrainingSummary,
     TrustReport,
@@ -103,7 +105,8 @@ CLAIM_BODY = multipart_body(
         CLAIM_FIELD: {
             "type": "string",
             "default": "claim",
-            "description": "The claim's id, echoed in the answer.",
+            "description": "The claim's id, echoed in the answer; with a photo index, its "
+            "photos are searched among other claims' and recorded under it.",
         },
         "explain": {
             "type": "boolean",
@@ -291,6 +294,10 @@ async def claims(
     photo, each with its evidence (which photo, its score). A file that cannot be used gets
     `error` in `results` and is left out of the assessment; when no file can be used the request
     fails (415 or 422).
+
+    With a photo index on the server and a `claim` id, each photo is searched among the photos
+    of other claims (`seen_before` on each result, `claim.seen_before.message` for a person),
+    then recorded under the claim; an index that cannot be used gives `seen_before.warning`.
     """
     started = time.perf_counter()
 
@@ -304,7 +311,8 @@ async def claims(
             )
 
     form, decoded, predicted, _ = await _predict_form(request, service, no_heatmaps)
-    claim = (form.fields.get(CLAIM_FIELD) or "claim").strip() or "claim"
+    named = (form.fields.get(CLAIM_FIELD) or "").strip()
+    claim = named or "claim"
     names = _unique([u.filename for u in form.files])
     answers = iter(predicted)
     photos = [
@@ -313,21 +321,35 @@ async def claims(
         else ClaimPhoto(name, next(answers))
         for name, item in zip(names, decoded, strict=True)
     ]
+    seen = None
+    if service.reuse is not None and named:  # only a named claim can be told from others
+        seen = await run_in_threadpool(service.reuse.check, claim, photos)
     try:
-        assessment = assess_claim(claim, photos)
+        assessment = assess_claim(claim, photos, seen_before=seen)
     except NoEvidence as e:  # every readable photo abstained: nothing to answer from
         raise ApiError(422, "no_usable_photo", str(e)) from None
+    renamed = [replace(u, filename=n) for u, n in zip(form.files, names, strict=True)]
+    results = _results(renamed, decoded, predicted, [])
     return ClaimResponse(
         model=service.model_ref,
         claim=assessment.to_dict(),
-        results=_results(
-            [replace(u, filename=n) for u, n in zip(form.files, names, strict=True)],
-            decoded,
-            predicted,
-            [],
-        ),
+        results=_with_seen_before(results, names, seen) if seen else results,
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )
+
+
+def _with_seen_before(
+    results: list[PredictedFile | RejectedFile], names: list[str], seen: SeenBefore
+) -> list[PredictedFile | RejectedFile]:
+    """Each predicted photo with its matches in other claims (an empty list: none)."""
+    return [
+        r.model_copy(
+            update={"seen_before": [SeenMatch(**m.to_dict()) for m in seen.photos.get(n, ())]}
+        )
+        if isinstance(r, PredictedFile) and seen.warning is None
+        else r
+        for r, n in zip(results, names, strict=True)
+    ]
 
 
 async def _predict_form(

@@ -83,10 +83,24 @@ class TrustReport(BaseModel):
     quality: dict[str, QualityCheck] = Field(description="Each check by name.")
 
 
+class SeenMatch(BaseModel):
+    claim: str = Field(description="The other claim the photo was found in.")
+    photo: str = Field(description="That claim's photo.")
+    similarity: float = Field(description="Cosine of the two photos' model features (1: same).")
+    kind: Literal["copy", "near-copy"] = Field(
+        description="copy: perceptual hashes match (resized, recompressed, mirrored); "
+        "near-copy: features match (cropped, colour-shifted)."
+    )
+    added: str = Field(description="When that photo was indexed (ISO 8601, UTC).")
+
+
 class PredictedFile(BaseModel):
     filename: str
     prediction: dict[str, TaskPrediction] = Field(description="Per task name.")
     trust: TrustReport
+    seen_before: list[SeenMatch] | None = Field(
+        None, description="Claims only, with a photo index: this photo in other claims."
+    )
     explanation: dict[str, str] | None = Field(
         None,
         description="Per task: a base64 PNG heatmap of where the model looked (explain); "
@@ -178,8 +192,24 @@ class LeftOut(BaseModel):
     reason: str
 
 
+class SeenBefore(BaseModel):
+    message: str | None = Field(
+        None, description="For a person: 'photos found in claim X: ...'; none when none were."
+    )
+    claims: list[str] = Field(description="The other claims this claim's photos were found in.")
+    photos: dict[str, list[SeenMatch]] = Field(description="Per photo with matches.")
+    warning: str | None = Field(
+        None, description="Why the photos could not be checked (the index is unavailable)."
+    )
+
+
 class ClaimAssessment(BaseModel):
     claim: str
+    seen_before: SeenBefore | None = Field(
+        None,
+        description="Photos found in other claims; present when the server has a photo index "
+        "and the request names its claim.",
+    )
     rule: str = Field(description="How the photos' severities were combined, e.g. 'max'.")
     assessment: dict[str, ClaimTask] = Field(description="Per task name.")
     photos: list[str] = Field(description="The photos used, those that drove the decision first.")

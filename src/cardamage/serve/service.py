@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cardamage.errors import CardamageError
+from cardamage.inference.photo_index.check import ReuseCheck
+from cardamage.inference.photo_index.fingerprint import feature_space
 from cardamage.inference.predictor import Prediction, Predictor
 from cardamage.serve.batcher import MicroBatcher
 from cardamage.serve.decoding import DecodeRules
@@ -45,6 +47,7 @@ class ModelService:
         self.explainer: Explainer | None
         self.model_ref: ModelRef
         self.rules: DecodeRules
+        self.reuse: ReuseCheck | None = None
 
     @property
     def ready(self) -> bool:
@@ -59,6 +62,8 @@ class ModelService:
     def close(self) -> None:
         if self.ready:
             self.batcher.close()
+        if self.reuse is not None:
+            self.reuse.close()
 
     def _load(self) -> None:
         settings = self.settings
@@ -73,6 +78,9 @@ class ModelService:
         self.model_ref = model_ref(predictor)
         self.rules = DecodeRules(predictor.image_size, settings.formats, settings.max_pixels)
         self.explainer = load_explainer(predictor)
+        if settings.photo_index:  # opened at the first claim: a database down now may be up then
+            self.reuse = ReuseCheck(settings.photo_index, feature_space(predictor.meta))
+            predictor.fingerprint = True
         self.batcher = MicroBatcher(
             predictor.predict_photos,
             max_batch=settings.max_batch,

@@ -30,6 +30,8 @@ class ServeSettings(ServeConfig):
     #: Per task: one threshold for every label, or per label (overrides the model's).
     thresholds: Thresholds = Field(default_factory=dict)
     quality: QualityRules = Field(default_factory=QualityRules)
+    #: the photo index (a SQLite file or a postgresql:// URL); None: no reused-photo check
+    photo_index: str | None = None
 
 
 def load_settings(
@@ -53,4 +55,5 @@ def settings_from(cfg: AppConfig) -> ServeSettings:
         engine=cfg.engine,
         thresholds=cfg.thresholds,
         quality=cfg.quality,
+        photo_index=cfg.photo_index,
     )

@@ -19,6 +19,7 @@
     cards: [], // {file, card} of every photo sent, so heatmaps can be fetched for them later
     display: {}, // task -> label -> the label as a person reads it (from /v1/model)
     claims: 0, // claims shown so far: names the next one
+    opened: new Date().toISOString().slice(0, 19).replace("T", " "), // tells page loads apart
   };
 
   function el(tag, className, text) {
@@ -162,7 +163,7 @@
     const form = new FormData();
     for (const { file } of items) form.append("files", file, file.name);
     if (claim) {
-      form.append("claim", claim.id);
+      form.append("claim", `${claim.id} · ${state.opened}`); // unique across page loads
       return api("/v1/claims", { method: "POST", body: form });
     }
     return api(`/v1/predict${explain ? "?explain=true" : ""}`, { method: "POST", body: form });
@@ -263,6 +264,8 @@
   // The car's severity, then per multilabel task what any photo found, with which photos saw it.
   function renderClaim(claim) {
     const wrap = el("div", "claim__result");
+    const reused = seenBefore(claim.seen_before);
+    if (reused) wrap.append(reused);
     const entries = Object.entries(claim.assessment);
     for (const [name, p] of entries.filter(([, t]) => t.kind === "multiclass")) {
       wrap.append(headline(name, p));
@@ -292,6 +295,18 @@
       wrap.append(el("p", "claim__left-out", `Left out: ${left}`));
     }
     return wrap;
+  }
+
+  // ---- photos found in other claims (the server's photo index), at the top of the claim card --
+
+  function seenBefore(seen) {
+    if (!seen || !(seen.message || seen.warning)) return null;
+    if (seen.message) return el("p", "claim__seen-before", `⚠ ${capital(seen.message)}`);
+    return el("p", "claim__seen-warning", `Not checked for photos of other claims: ${seen.warning}`);
+  }
+
+  function capital(text) {
+    return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
   function createCard(file, parent) {

@@ -1,0 +1,293 @@
+"""Benchmark of the photo index (issue 32): are reused claim photos found, and how fast?
+
+1. Recall and false matches, on lensor-coco's real photos (one per source photo: the train
+   split holds Roboflow's augmented copies of each source) recorded as generated claims of
+   three photos: each of ``--queries`` photos is transformed (resize 50 %, JPEG 60, crop 10 %,
+   mirror, brightness +25 %), searched in the index as a new claim, and found or not (recall per
+   transform, per match kind). False matches: every pair of distinct source photos, compared
+   exhaustively by the index's rule (hash within COPY_BITS, mirror included, or features at
+   NEAR_COPY_SIMILARITY or more), as a share of pairs; Roboflow's augmented copies of one
+   source (the same photo, re-cropped and re-coloured) and the generator's other views of the
+   same car (another claim of the same car) are reported apart. A grid of thresholds around
+   the chosen ones shows why they were chosen.
+2. Search latency and size on an index of ``--size`` photos (synthetic unit vectors of the
+   model's width, the worst case for a graph: real features cluster): usearch's HNSW graph
+   (the index's search) beside exact search (numpy; faiss-cpu's flat index when installed),
+   on ``--threads`` threads; then the SQLite file's bytes per photo.
+
+Features: ``--model RUN`` (a trained run), else MobileNetV2 1.0 with ../shared's offline ImageNet
+weights at 224 px (the demo's backbone; heads play no part in the features). Skips part 1 when
+../shared is absent.
+
+    python bench/reused_photos.py [--queries 200] [--size 100000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_data import LENSOR, WEIGHTS
+
+from cardamage.data.synthetic.claims import draw_claim
+from cardamage.inference.photo_index.check import open_index
+from cardamage.inference.photo_index.fingerprint import Fingerprint, feature_space, hamming
+from cardamage.inference.photo_index.store import COPY_BITS, NEAR_COPY_SIMILARITY, Entry
+from cardamage.inference.photo_index.vectors import VectorSearch
+from cardamage.inference.predictor import Predictor
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, help="a trained run (default: ImageNet MobileNetV2)")
+    p.add_argument("--queries", type=int, default=200, help="photos transformed and searched")
+    p.add_argument("--photos", type=int, default=0, help="distinct photos indexed (0: all)")
+    p.add_argument("--synth-claims", type=int, default=40, help="generated cars for other views")
+    p.add_argument("--size", type=int, default=100_000, help="photos in the latency index")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def crop10(image: Image.Image) -> Image.Image:
+    """10 % off the photo's area, from one corner (a crop hides what identifies the claim)."""
+    w, h = image.size
+    side = np.sqrt(0.9)
+    return image.crop((0, 0, round(w * side), round(h * side)))
+
+
+def jpeg60(image: Image.Image) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=60)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+TRANSFORMS = {
+    "resize 50%": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BILINEAR),
+    "JPEG 60": jpeg60,
+    "crop 10%": crop10,
+    "mirror": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "brightness +25%": lambda im: ImageEnhance.Brightness(im).enhance(1.25),
+}
+
+
+def load_predictor(args: argparse.Namespace) -> Predictor:
+    predictor = with_features(args)
+    predictor.fingerprint = True
+    return predictor
+
+
+def with_features(args: argparse.Namespace) -> Predictor:
+    if args.model is not None:
+        return Predictor.load(args.model)
+    from cardamage.model.metadata import ModelSpec
+    from cardamage.model.multitask import ModelBundle, build_model
+    from cardamage.tasks import default_tasks
+
+    spec = ModelSpec(backbone="mobilenetv2", weights=str(WEIGHTS), image_size=224, alpha=1.0)
+    tasks = default_tasks()
+    out = Path(tempfile.mkdtemp(prefix="reused-model-"))
+    ModelBundle(build_model(spec, tasks), spec, tasks, {"note": "ImageNet features"}).save(out)
+    return Predictor.load(out)
+
+
+def fingerprints(predictor: Predictor, images: list[Image.Image]) -> list[Fingerprint]:
+    pixels = [np.asarray(im.convert("RGB")) for im in images]
+    return [p.fingerprint for p in predictor.predict(pixels, batch_size=16)]
+
+
+def one_per_source(limit: int, rng: np.random.Generator) -> list[Path]:
+    by_source: dict[str, Path] = {}
+    for path in sorted((LENSOR / "images").rglob("*.jpg")):
+        by_source.setdefault(path.name.split(".rf.")[0], path)
+    paths = list(by_source.values())
+    rng.shuffle(paths)
+    return paths[:limit] if limit else paths
+
+
+def matched(a: list[Fingerprint], b: list[Fingerprint], bits: int, cosine: float) -> np.ndarray:
+    """(len(a), len(b)) booleans: the index's rule between every pair."""
+    ha = np.array([f.phash for f in a])
+    hm = np.array([f.phash_mirror for f in a])
+    hb = np.array([f.phash for f in b])
+    near = hamming(ha[:, None], hb[None, :]) <= bits
+    near |= hamming(hm[:, None], hb[None, :]) <= bits
+    fa, fb = np.stack([f.features for f in a]), np.stack([f.features for f in b])
+    return near | (fa @ fb.T >= cosine)
+
+
+def part_recall(args: argparse.Namespace, predictor: Predictor) -> None:
+    rng = np.random.default_rng(args.seed)
+    paths = one_per_source(args.photos, rng)
+    images = [Image.open(p).convert("RGB") for p in paths]
+    started = time.perf_counter()
+    prints = fingerprints(predictor, images)
+    rate = len(images) / (time.perf_counter() - started)
+    print(f"lensor-coco: {len(images)} distinct source photos ({rate:.1f} photos/s fingerprinted)")
+    index = open_index(Path(tempfile.mkdtemp()) / "index.sqlite", feature_space(predictor.meta))
+    claim_of = {i: f"claim-{i // 3}" for i in range(len(paths))}
+    index.add([Entry(claim_of[i], paths[i].name, fp) for i, fp in enumerate(prints)])
+    queries = rng.choice(len(paths), min(args.queries, len(paths)), replace=False)
+    print(f"\n{len(queries)} photos, each transformed and searched as a new claim:")
+    print(f"{'transform':<18}{'recall':>8}{'as copy':>9}{'as near':>9}{'others hit':>12}")
+    transformed: dict[str, list[Fingerprint]] = {}
+    for name, transform in TRANSFORMS.items():
+        transformed[name] = fingerprints(predictor, [transform(images[i]) for i in queries])
+        found = copy = wrong = 0
+        for i, fp in zip(queries, transformed[name], strict=True):
+            matches = index.search(fp, exclude_claim="new")
+            hit = [m for m in matches if m.photo == paths[i].name]
+            found += bool(hit)
+            copy += bool(hit) and hit[0].kind == "copy"
+            wrong += len(matches) - len(hit)
+        n = len(queries)
+        print(f"{name:<18}{found / n:>8.3f}{copy / n:>9.3f}{(found - copy) / n:>9.3f}{wrong:>12}")
+    pairs = len(prints) * (len(prints) - 1) // 2
+    upper = np.triu_indices(len(prints), 1)
+    print("\nfalse matches between distinct source photos, and recall, by threshold:")
+    print(f"{'bits':>5}{'cosine':>8}{'false pairs':>13}{'share':>9}  min recall (transform)")
+    for bits in (4, COPY_BITS, 8, 10):
+        for cosine in (0.85, 0.88, NEAR_COPY_SIMILARITY, 0.92, 0.95):
+            false = int(matched(prints, prints, bits, cosine)[upper].sum())
+            recalls = {
+                name: float(
+                    np.mean(np.diag(matched(fps, [prints[i] for i in queries], bits, cosine)))
+                )
+                for name, fps in transformed.items()
+            }
+            worst = min(recalls, key=recalls.get)
+            chosen = " <- chosen" if (bits, cosine) == (COPY_BITS, NEAR_COPY_SIMILARITY) else ""
+            print(
+                f"{bits:>5}{cosine:>8.2f}{false:>13}{false / pairs:>9.4%}  "
+                f"{recalls[worst]:.3f} ({worst}){chosen}"
+            )
+    print(f"({pairs:,} pairs)")
+    part_related(args, predictor, paths, prints)
+
+
+def part_related(
+    args: argparse.Namespace, predictor: Predictor, paths: list[Path], prints: list[Fingerprint]
+) -> None:
+    """Matches that are not false ones: the same source photo augmented, the same car's views."""
+    by_source: dict[str, list[Path]] = {}
+    for path in sorted((LENSOR / "images" / "train").glob("*.jpg")):
+        by_source.setdefault(path.name.split(".rf.")[0], []).append(path)
+    groups = [g[:2] for g in by_source.values() if len(g) >= 2][: args.queries]
+    a = fingerprints(predictor, [Image.open(g[0]).convert("RGB") for g in groups])
+    b = fingerprints(predictor, [Image.open(g[1]).convert("RGB") for g in groups])
+    same = float(np.mean(np.diag(matched(a, b, COPY_BITS, NEAR_COPY_SIMILARITY))))
+    print(
+        f"\nRoboflow's augmented copies of one source photo (the same photo, re-cropped and "
+        f"re-coloured): {same:.1%} of {len(groups)} pairs matched"
+    )
+    rng = np.random.default_rng(args.seed)
+    cars = [draw_claim(rng) for _ in range(args.synth_claims)]
+    views = [
+        (c, fp)
+        for c, car in enumerate(cars)
+        for fp in fingerprints(predictor, [p.image for p in car.photos])
+    ]
+    fps = [fp for _, fp in views]
+    car = np.array([c for c, _ in views])
+    hit = matched(fps, fps, COPY_BITS, NEAR_COPY_SIMILARITY)
+    upper = np.triu(np.ones_like(hit, dtype=bool), 1)
+    same_car, other_car = (
+        upper & (car[:, None] == car[None, :]),
+        upper & (car[:, None] != car[None, :]),
+    )
+    print(
+        f"generated cars ({len(cars)} claims, {len(fps)} photos): other views of the same car "
+        f"matched in {hit[same_car].mean():.1%} of {same_car.sum()} pairs; photos of different "
+        f"cars in {hit[other_car].mean():.2%} of {other_car.sum()} pairs"
+    )
+
+
+def part_latency(args: argparse.Namespace, dim: int) -> None:
+    rng = np.random.default_rng(args.seed)
+    n = args.size
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    hashes = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64)
+    queries = vectors[rng.choice(n, 200, replace=False)]
+    print(f"\nsearch on {n:,} photos of {dim} features, {args.threads} thread(s):")
+    started = time.perf_counter()
+    search = VectorSearch(dim)
+    search.add(np.arange(n, dtype=np.int64), hashes, vectors)
+    built = time.perf_counter() - started
+    graph = _latencies(
+        lambda q: search.search([0, 0], q, COPY_BITS, NEAR_COPY_SIMILARITY, 32), queries
+    )
+    found = np.mean([search.search([0, 0], q, COPY_BITS, 0.99, 1)[:1] != [] for q in queries[:50]])
+    print(
+        f"  usearch HNSW (f16) + hash scan: p50 {graph[0]:.2f} ms, p95 {graph[1]:.2f} ms; built in "
+        f"{built:.0f} s ({n / built:.0f} photos/s); {search.graph.memory_usage / 2**20:.0f} MiB; "
+        f"finds the photo itself {found:.0%}"
+    )
+    exact = _latencies(lambda q: np.argpartition(-(vectors @ q), 32)[:32], queries[:50])
+    print(f"  exact, numpy float32:           p50 {exact[0]:.2f} ms, p95 {exact[1]:.2f} ms")
+    try:
+        import faiss
+    except ImportError:
+        print("  faiss-cpu not installed: its flat index not measured")
+    else:
+        faiss.omp_set_num_threads(args.threads)
+        flat = faiss.IndexFlatIP(dim)
+        flat.add(vectors)
+        timing = _latencies(lambda q: flat.search(q[None], 32), queries[:50])
+        print(f"  exact, faiss flat:              p50 {timing[0]:.2f} ms, p95 {timing[1]:.2f} ms")
+    part_size(vectors[: min(n, 20_000)], hashes)
+
+
+def part_size(vectors: np.ndarray, hashes: np.ndarray) -> None:
+    path = Path(tempfile.mkdtemp()) / "index.sqlite"
+    index = open_index(path, "bench")
+    batch = 1000
+    started = time.perf_counter()
+    for start in range(0, len(vectors), batch):
+        index.add(
+            [
+                Entry(f"claim-{i // 3}", f"{i}.jpg", Fingerprint(int(hashes[i]), vectors[i]))
+                for i in range(start, min(start + batch, len(vectors)))
+            ]
+        )
+    took = time.perf_counter() - started
+    size = index.stats().size_bytes
+    print(
+        f"SQLite: {len(vectors):,} photos written in {took:.1f} s ({len(vectors) / took:.0f}/s), "
+        f"{size / len(vectors):.0f} bytes per photo ({size / len(vectors) * 1e5 / 2**20:.0f} MiB "
+        "per 100,000 photos)"
+    )
+
+
+def _latencies(run, queries: np.ndarray) -> tuple[float, float]:
+    times = []
+    for q in queries:
+        started = time.perf_counter()
+        run(q)
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    predictor = load_predictor(args)
+    dim = len(predictor.predict([np.zeros((64, 64, 3), np.uint8)])[0].fingerprint.features)
+    if LENSOR.exists():
+        part_recall(args, predictor)
+    else:
+        print(f"{LENSOR} not found: recall and false matches not measured")
+    part_latency(args, dim)
+
+
+if __name__ == "__main__":
+    main()
