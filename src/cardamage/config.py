@@ -191,6 +191,20 @@ class TrustConfig(_Strict):
     coverage: float = Field(
         0.95, gt=0, lt=1, description="share of genuine photos the distribution check passes"
     )
+    review_coverage: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="share of usable photos answered without review, per task (out of fold); "
+        "the rest are answered but marked 'needs review' (1: never)",
+    )
+    review_risk: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="instead of review_coverage: the error rate the answers left without "
+        "review may have, per task (out of fold)",
+    )
 
 
 class RunConfig(_Strict):

@@ -101,12 +101,16 @@ def classify(predictor, path: str, debug: bool) -> bool:
     except CardamageError as e:
         print(f"error: {e}", flush=True)
         return False
-    print(original_format(prediction), flush=True)
-    if prediction.abstain:  # the original's dict stays as it was; the doubt goes beside it
-        print(f"abstain: {prediction.abstain_reason}", flush=True)
+    if prediction.abstain:  # declined: no answer to print, only why
+        print(f"not assessed: {prediction.abstain_reason}", flush=True)
+    else:  # the original's dict as it was; a doubt goes beside it
+        print(original_format(prediction), flush=True)
+        if prediction.needs_review:
+            print(f"needs review: {prediction.review_reason}", flush=True)
     if debug:
         elapsed = (time.perf_counter() - started) * 1000
-        print(f"debug: {elapsed:.0f} ms; scores {prediction.to_dict()}", file=sys.stderr)
+        trust = prediction.trust_dict()
+        print(f"debug: {elapsed:.0f} ms; {prediction.to_dict()}; {trust}", file=sys.stderr)
     return True
 
 

@@ -39,7 +39,7 @@ from cardamage.train.review_scores import linear_scores, mean_over_views, review
 from cardamage.train.rundir import FoldFiles, RunDir, versions
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
 from cardamage.trust.calibrators import calibrate
-from cardamage.trust.training import calibrate_out_of_fold, fit_distribution
+from cardamage.trust.training import calibrate_out_of_fold, fit_distribution, fit_review
 
 
 @dataclass
@@ -332,6 +332,8 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     distribution = fit_distribution(_training_features(inputs, final), splits, cfg.trust)
     if distribution is not None:
         distribution.save(run.model_dir)
+    needs_review = fit_review(tasks, targets, scores, cfg.trust)
+    needs_review.save(run.model_dir)
     run.write_oof(manifest, tasks, oof)
     if cfg.run.label_review != "off":
         review = _review_scores(inputs, results, splits, calibrated.calibration)
@@ -350,6 +352,7 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
         }
     if distribution is not None:
         summary["distribution"] = distribution.summary()
+    summary["review"] = {"thresholds": needs_review.thresholds, **needs_review.chosen_for}
     return summary
 
 
