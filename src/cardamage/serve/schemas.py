@@ -76,6 +76,8 @@ class InDistribution(BaseModel):
     )
     threshold: float = Field(description="The typicality a photo needs to pass.")
     passed: bool
+    message: str | None = Field(None, description="Only when it failed: for a person.")
+    detail: str | None = Field(None, description="Only when it failed: the figures.")
 
 
 class TaskConfidence(BaseModel):

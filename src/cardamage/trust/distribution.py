@@ -25,18 +25,21 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
+from sklearn.decomposition import PCA
 
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
 
 DISTRIBUTION_FILE = "distribution.npz"
-METHODS: tuple[str, ...] = ("knn", "mahalanobis")
+METHODS: tuple[str, ...] = ("pca", "knn", "mahalanobis")
 #: Neighbours averaged by the knn score.
 K = 10
+#: Principal components the pca score keeps: the directions photos of cars vary along most.
+DIMS = 32
 #: Most training photos the knn score keeps (a random subset beyond): memory and time stay
 #: bounded (20,000 x 1,600 float16 features are 64 MB) on large training sets.
 MAX_BANK = 20_000
-DEFAULT_COVERAGE = 0.95
+DEFAULT_COVERAGE = 0.99
 
 
 @dataclass(frozen=True)
@@ -46,39 +49,50 @@ class Density:
     method: str
     mean: np.ndarray
     scale: np.ndarray
-    #: knn: the training features, L2-normalised; mahalanobis: the standardised precision
+    #: knn: the training features, L2-normalised; mahalanobis: the standardised precision;
+    #: pca: the projection onto the components, whitened by their shrunk precision (d, DIMS)
     bank: np.ndarray
 
     @classmethod
-    def fit(
-        cls,
-        features: np.ndarray,
-        method: str = "mahalanobis",
-        seed: int = 0,
-    ) -> Density:
+    def fit(cls, features: np.ndarray, method: str = "pca", seed: int = 0) -> Density:
         if method not in METHODS:
             raise CardamageError(f"unknown distribution method '{method}' (known: {METHODS})")
         x = np.asarray(features, dtype=np.float64)
         mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
-        if method == "mahalanobis":
+        if method == "pca":
+            z = _unit(x)
+            mean = z.mean(axis=0)
+            bank = _whitened_components(z - mean, seed)
+        elif method == "mahalanobis":
             mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-        z = (x - mean) / scale
-        if method == "mahalanobis":
-            bank = LedoitWolf(assume_centered=True).fit(z).precision_
+            bank = LedoitWolf(assume_centered=True).fit((x - mean) / scale).precision_
         else:
-            if len(z) > MAX_BANK:
-                z = z[np.random.default_rng(seed).choice(len(z), MAX_BANK, replace=False)]
-            bank = _unit(z)
+            if len(x) > MAX_BANK:
+                x = x[np.random.default_rng(seed).choice(len(x), MAX_BANK, replace=False)]
+            bank = _unit(x)
         f32 = np.float32
         return cls(method, mean.astype(f32), scale.astype(f32), bank.astype(f32))
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        z = (np.asarray(features, dtype=np.float32) - self.mean) / self.scale
+        x = np.asarray(features, dtype=np.float32)
+        if self.method == "pca":
+            return -np.linalg.norm((_unit(x) - self.mean) @ self.bank, axis=1)
+        z = (x - self.mean) / self.scale
         if self.method == "mahalanobis":
             return -np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, self.bank, z), 0.0))
         similarity = _unit(z) @ self.bank.T
         k = min(K, similarity.shape[1])
         return np.sort(similarity, axis=1)[:, -k:].mean(axis=1)
+
+
+def _whitened_components(centred: np.ndarray, seed: int) -> np.ndarray:
+    """(d, k): projects a centred feature onto the top k principal components and whitens it
+    by their Ledoit-Wolf precision, so a Mahalanobis distance is the norm of the result.
+    k is far below the number of photos, so the covariance is well estimated."""
+    dims = max(1, min(DIMS, centred.shape[0] - 1, centred.shape[1]))
+    components = PCA(dims, random_state=seed).fit(centred).components_  # (k, d)
+    precision = LedoitWolf().fit(centred @ components.T).precision_
+    return components.T @ np.linalg.cholesky(precision)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -109,18 +123,27 @@ class InDistribution:
     passed: bool
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "score": round(self.typicality, 4),
             "threshold": round(self.threshold, 4),
             "passed": self.passed,
         }
+        if not self.passed:
+            out |= {"message": self.message, "detail": self.detail}
+        return out
 
     @property
-    def message(self) -> str:
-        return (
-            f"unlike the training photos (typicality {self.typicality:.0%}, "
-            f"under {self.threshold:.0%})"
-        )
+    def message(self) -> str | None:
+        """What a claims handler reads when it failed."""
+        return None if self.passed else "this does not look like a photo of a car"
+
+    @property
+    def detail(self) -> str | None:
+        """The figures, for engineers: how few genuine photos looked this unlike the training
+        photos."""
+        if self.passed:
+            return None
+        return f"typicality {self.typicality:.1%}, under {self.threshold:.1%}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +159,7 @@ class DistributionCheck:
         cls,
         features: np.ndarray,
         splits: list[tuple[np.ndarray, np.ndarray]],
-        method: str = "mahalanobis",
+        method: str = "pca",
         coverage: float = DEFAULT_COVERAGE,
     ) -> DistributionCheck:
         scores, folds = out_of_fold_scores(features, splits, method)
