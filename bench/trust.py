@@ -69,6 +69,12 @@ def corruptions() -> dict[str, tuple[Callable, Callable]]:
     def contrast(c: float) -> Callable:
         return A.RandomBrightnessContrast(brightness_limit=(0, 0), contrast_limit=(c, c), p=1)
 
+    def noise(std: float) -> Callable:
+        return A.GaussNoise(std_range=(std, std), p=1)
+
+    def downscale(scale: float) -> Callable:
+        return A.Downscale(scale_range=(scale, scale), p=1)
+
     def cast(x: int) -> Callable:
         return A.RGBShift(r_shift_limit=(x, x), g_shift_limit=(0, 0), b_shift_limit=(-x, -x), p=1)
 
@@ -81,12 +87,12 @@ def corruptions() -> dict[str, tuple[Callable, Callable]]:
             A.ImageCompression(quality_range=(30, 30), p=1),
             A.ImageCompression(quality_range=(8, 8), p=1),
         ),
-        "noise": (A.GaussNoise(std_range=(0.05, 0.05), p=1), A.GaussNoise(std_range=(0.15, 0.15), p=1)),
+        "noise": (noise(0.05), noise(0.15)),
         "brightness": (brightness(-0.25), brightness(-0.5)),
         "contrast": (contrast(-0.4), contrast(-0.7)),
         "colour": (cast(25), cast(60)),
-        "downscale": (A.Downscale(scale_range=(0.35, 0.35), p=1), A.Downscale(scale_range=(0.12, 0.12), p=1)),
-    }  # fmt: skip
+        "downscale": (downscale(0.35), downscale(0.12)),
+    }
 
 
 def parse_args() -> argparse.Namespace:
@@ -162,27 +168,28 @@ def run_splits(run: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return splits
 
 
-def distribution_table(train_features, splits, sets: dict, coverage: float) -> None:
+def distribution_table(train_features, splits, sets: dict, coverages: tuple[float, ...]) -> None:
+    """Per score and coverage setting: the share of each set passed, non-cars flagged."""
     names = [n for n in sets if n != "non-car"]
-    print(f"\n1. usable photo of a car: share passed by the distribution check alone")
-    print(f"{'set':<18}" + "".join(f"{m:>13}" for m in METHODS))
-    checks = {m: DistributionCheck.fit(train_features, splits, m, coverage) for m in METHODS}
-    passed = {
-        m: {n: np.mean([v.passed for v in c.verdicts(sets[n][FEATURES])]) for n in sets}
-        for m, c in checks.items()
-    }
+    columns = [(m, c) for c in coverages for m in METHODS]
+    print("\n1. usable photo of a car: share passed by the distribution check alone")
+    print(f"{'set':<18}" + "".join(f"{m[:8] + f' {c:.0%}':>14}" for m, c in columns))
+    checks = [DistributionCheck.fit(train_features, splits, m, c) for m, c in columns]
+    passed = [
+        {n: np.mean([v.passed for v in check.verdicts(sets[n][FEATURES])]) for n in sets}
+        for check in checks
+    ]
     for name in names:
-        print(f"{name:<18}" + "".join(f"{passed[m][name]:>13.1%}" for m in METHODS))
-    print(
-        f"{'non-car flagged':<18}" + "".join(f"{1 - passed[m]['non-car']:>13.1%}" for m in METHODS)
-    )
-    auroc = []
-    for check in checks.values():
-        genuine, strangers = sets["held-out"][FEATURES], sets["non-car"][FEATURES]
-        raw = np.r_[check.density.score(genuine), check.density.score(strangers)]
-        auroc.append(roc_auc_score(np.r_[np.ones(len(genuine)), np.zeros(len(strangers))], raw))
-    print(f"{'AUROC vs non-car':<18}" + "".join(f"{a:>13.3f}" for a in auroc))
-    print(f"(set for {coverage:.1%} of genuine training photos passed out of fold)")
+        print(f"{name:<18}" + "".join(f"{p[name]:>14.1%}" for p in passed))
+    print(f"{'non-car flagged':<18}" + "".join(f"{1 - p['non-car']:>14.1%}" for p in passed))
+    genuine, strangers = sets["held-out"][FEATURES], sets["non-car"][FEATURES]
+    truth = np.r_[np.ones(len(genuine)), np.zeros(len(strangers))]
+    auroc = [
+        roc_auc_score(truth, np.r_[c.density.score(genuine), c.density.score(strangers)])
+        for c in checks
+    ]
+    print(f"{'AUROC vs non-car':<18}" + "".join(f"{a:>14.3f}" for a in auroc))
+    print("(each set for its share of genuine training photos passed out of fold)")
 
 
 def declined(check: DistributionCheck, sets: dict) -> dict[str, np.ndarray]:
@@ -206,12 +213,10 @@ def answers_table(predictor, review: ReviewPolicy, sets: dict, targets: dict, re
     )
     for task in predictor.tasks:
         metric = "accuracy" if task.multiclass else "exact match"
-        print(
-            f"\n{task.name} ({metric}; review under confidence {review.thresholds[task.name]:.3f})"
-        )
-        print(
-            f"{'set':<18}{'all':>7}{'answered':>10}{'(share)':>9}{'no review':>10}{'(share)':>9}{'AUROC':>7}"
-        )
+        threshold = review.thresholds[task.name]
+        print(f"\n{task.name} ({metric}; review under confidence {threshold:.3f})")
+        header = ("all", 7), ("answered", 10), ("(share)", 9), ("no review", 10), ("(share)", 9)
+        print(f"{'set':<18}" + "".join(f"{h:>{w}}" for h, w in header) + f"{'AUROC':>7}")
         for name, out in sets.items():
             if name == "non-car":
                 continue
@@ -219,7 +224,7 @@ def answers_table(predictor, review: ReviewPolicy, sets: dict, targets: dict, re
             scores = calibrate(predictor.meta.calibration.get(task.name), out[task.name])
             right = correct(task, y, scores)
             answered = ~refused[name]
-            sure = answered & (confidence(task, scores) >= review.thresholds[task.name])
+            sure = answered & (confidence(task, scores) >= threshold)
             auroc = (
                 roc_auc_score(right, confidence(task, scores)) if 0 < right.mean() < 1 else np.nan
             )
@@ -295,7 +300,7 @@ def main() -> None:
     default = TrustConfig()
     splits = run_splits(run)
     train_features = everything["train"][FEATURES]
-    distribution_table(train_features, splits, sets, default.coverage)
+    distribution_table(train_features, splits, sets, (0.95, default.coverage))
     check = DistributionCheck.fit(train_features, splits, default.distribution, default.coverage)
     print(f"\ndeclined with the default ({default.distribution}), by cause:")
     refused = declined(check, sets)

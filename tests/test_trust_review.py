@@ -65,3 +65,30 @@ def test_only_an_unsure_answer_carries_a_message(tmp_path):
     policy.save(tmp_path)
     assert ReviewPolicy.load(tmp_path) == policy
     assert ReviewPolicy.load(tmp_path / "none").thresholds == {}  # an older model: all stand
+
+
+def test_the_evaluation_reports_both_questions_apart():
+    from cardamage.cli.training import abstention_line
+    from cardamage.evaluate.selective import selective_report
+
+    y, scores = _scores(400)
+    declined = np.zeros(400, bool)
+    declined[:20] = True
+    unsure = confidence(SEVERITY, scores) < 0.6
+    report = selective_report(
+        [SEVERITY],
+        {"severity": y},
+        {"severity": scores},
+        declined,
+        ["too dark to judge"] * 20,
+        {"severity": unsure & ~declined},
+    )
+    entry = report["tasks"]["severity"]
+    assert entry["sure"] == int((~declined & ~unsure).sum())
+    assert entry["without_review"]["accuracy"] > entry["all"]["accuracy"]
+    usable, sure = abstention_line(report, [SEVERITY]).splitlines()
+    assert usable.startswith("usable photos: answered 380 of 400 (95%), severity accuracy ")
+    assert usable.endswith("; declined: 20 too dark to judge")
+    assert sure.startswith(
+        f"sure enough: severity answered without review for {entry['sure']} of 380"
+    )
