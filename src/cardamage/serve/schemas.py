@@ -54,33 +54,34 @@ class MultilabelPrediction(BaseModel):
 TaskPrediction = Annotated[MulticlassPrediction | MultilabelPrediction, Field(discriminator="kind")]
 
 
-class QualityCheck(BaseModel):
+class Why(BaseModel):
+    """Only on a check that failed (an answer that is unsure): why, twice."""
+
+    message: str | None = Field(
+        None, description="For a person, e.g. 'too dark to judge: retake in daylight'."
+    )
+    detail: str | None = Field(
+        None, description="The figures, for engineers, e.g. 'brightness 12, under 25'."
+    )
+
+
+class QualityCheck(Why):
     name: str
     value: float = Field(description="What was measured on the photo.")
     threshold: float
     passed: bool
-    message: str | None = Field(
-        None,
-        description="Only when it failed: what a person reads, e.g. 'too dark to judge: "
-        "retake in daylight'.",
-    )
-    detail: str | None = Field(
-        None, description="Only when it failed: the figures, e.g. 'brightness 12, under 25'."
-    )
 
 
-class InDistribution(BaseModel):
+class InDistribution(Why):
     score: float = Field(
         description="Typicality: the share of genuine training photos (scored out of fold) "
         "that looked less like the training set than this photo."
     )
     threshold: float = Field(description="The typicality a photo needs to pass.")
     passed: bool
-    message: str | None = Field(None, description="Only when it failed: for a person.")
-    detail: str | None = Field(None, description="Only when it failed: the figures.")
 
 
-class TaskConfidence(BaseModel):
+class TaskConfidence(Why):
     confidence: float = Field(
         description="The calibrated probability of the task's decision (multiclass: the top "
         "class's score; multilabel: the least certain label's)."
@@ -89,8 +90,6 @@ class TaskConfidence(BaseModel):
         description="The confidence an answer needs to stand without review (none: no policy)."
     )
     sure: bool
-    message: str | None = Field(None, description="Only when unsure: for a person.")
-    detail: str | None = Field(None, description="Only when unsure: the figures.")
 
 
 class TrustReport(BaseModel):

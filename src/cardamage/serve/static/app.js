@@ -388,31 +388,27 @@
     return item;
   }
 
-  function abstainBox(trust) {
-    const box = el("div", "card__abstain");
+  // A box of reasons: what a person should do, then each reason with its figures.
+  function reasonsBox(className, heading, failed) {
+    const box = el("div", className);
     box.setAttribute("role", "status");
-    box.append(el("strong", "", "Not assessed: a person should look at this photo"));
+    box.append(el("strong", "", heading));
     const reasons = el("ul", "abstain__reasons");
-    const seen = trust.in_distribution;
-    if (seen && !seen.passed) reasons.append(reasonItem(seen.message, seen.detail));
-    for (const check of Object.values(trust.quality)) {
-      if (!check.passed) reasons.append(reasonItem(check.message, check.detail));
-    }
+    failed.forEach((x) => reasons.append(reasonItem(x.message, x.detail)));
     box.append(reasons);
     return box;
   }
 
+  function abstainBox(trust) {
+    const seen = trust.in_distribution && !trust.in_distribution.passed ? [trust.in_distribution] : [];
+    const failed = [...seen, ...Object.values(trust.quality).filter((c) => !c.passed)];
+    return reasonsBox("card__abstain", "Not assessed: a person should look at this photo", failed);
+  }
+
   // Answered, but a task's confidence is under its threshold: say which answer to check.
   function reviewBox(trust) {
-    const box = el("div", "card__review");
-    box.setAttribute("role", "status");
-    box.append(el("strong", "", "Needs review"));
-    const reasons = el("ul", "abstain__reasons");
-    for (const c of Object.values(trust.confidence || {})) {
-      if (!c.sure) reasons.append(reasonItem(c.message, c.detail));
-    }
-    box.append(reasons);
-    return box;
+    const unsure = Object.values(trust.confidence || {}).filter((c) => !c.sure);
+    return reasonsBox("card__review", "Needs review", unsure);
   }
 
   function renderPrediction(prediction, trust) {
