@@ -2,6 +2,8 @@
 
 Asks `Image filepath: ` and prints the original's dict, e.g.
 `{'damage': [('moderate', 0.98)], 'location': [('front', 0.95)], 'damagetype': []}`.
+A photo the model declines (not usable, or not a car) prints `not assessed: <reason>` instead
+of the dict; an answer a person should check is followed by `needs review: <reason>`.
 Paths can also come as arguments or piped on standard input; a bad file prints one line and
 the loop goes on; Ctrl-C or end of input exits with status 0.
 """
