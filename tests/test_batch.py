@@ -126,6 +126,34 @@ def test_a_declined_photo_has_its_reason_and_no_answer_in_every_format(
     }  # fmt: skip
 
 
+def test_an_unsure_answer_is_given_and_marked_for_review(
+    folder: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Question 2 apart from question 1: answered, with the answer, and flagged for a person."""
+    import shutil
+
+    from cardamage.trust.review import ReviewPolicy
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    ReviewPolicy({"severity": 0.999}, {"coverage": 0.8}).save(model)
+    out = tmp_path / "o.csv"
+    assert (
+        main(["predict", str(folder / "a.jpg"), "--model", str(model), "--output", str(out)]) == 0
+    )
+    [row] = csv.DictReader(out.read_text().splitlines())
+    assert row["abstain"] == "no" and row["severity"]  # answered...
+    assert row["needs_review"] == "yes"  # ...but a person should check it
+    assert row["review_reason"] == "the severity is uncertain: a person should check it"
+    [prediction] = Predictor.load(model).predict([folder / "a.jpg"])
+    confidence = prediction.trust_dict()["confidence"]["severity"]
+    assert confidence["confidence"] == pytest.approx(
+        prediction.tasks["severity"].labels[0][1], abs=1e-4
+    )
+    assert confidence["detail"].endswith(", under 100%") and not confidence["sure"]
+    assert prediction.trust_dict()["confidence"]["location"]["threshold"] is None
+
+
 def test_missing_model_and_missing_file(
     folder: Path, tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:
