@@ -67,7 +67,7 @@ def _palette_png() -> bytes:
     return encoded(noise_image().convert("P"), "PNG", transparency=0)
 
 
-UPRIGHT = noise_image(64, 40, seed=7)
+UPRIGHT = noise_image(96, 72, seed=7)  # big enough to be answered (and mapped)
 
 #: kind -> (file name, content, words the one-line message must hold besides the file's name)
 BAD: dict[str, tuple[str, Callable[[], bytes], str]] = {
