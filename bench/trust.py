@@ -1,18 +1,27 @@
-"""Benchmark of knowing when not to answer, on real photos (lensor-coco) and non-car images.
+"""Benchmark of knowing when not to answer, on real photos (lensor-coco), the same photos
+under common corruptions, and non-car images.
 
-Trains on lensor-coco's train split (grouped folds, cached features, the 224 px recipe unless
-told otherwise), then scores its val and test splits (photos of other source cars) and non-car
-images (random textures, flat colours, rendered text, shapes, and scikit-image's natural photos)
-with the shipped model, and prints side by side for both distribution scores (knn, mahalanobis,
-fitted on the same training features and folds):
-  - the share of genuine held-out photos flagged (the setting: 1 - coverage),
-  - the share of non-car images flagged, and the AUROC between the two,
-and, for the calibration, the held-out ECE of the raw and the calibrated scores. Finally what a
-model trained on the embedded generator's cars says about lensor-coco's real photos.
-Targets (issue 16): AUROC >= 0.95; genuine photos flagged within 3 points of the setting; ECE at
-least halved. Skips when ../shared is absent.
+Trains on lensor-coco's train split (grouped folds, cached features, MobileNetV2 at 224 px with
+the real-photos preset's linear heads), then scores its val and test splits (other cars of the
+same source), the same held-out photos under seven corruptions at two strengths (albumentations:
+blur, JPEG, noise, brightness, contrast, colour cast, downscaling; a stand-in for photos from
+another camera or source) and non-car images (textures, flat colours, text, shapes and
+scikit-image's natural photos). It prints, for the two questions apart:
 
-    python bench/trust.py [--size 224] [--synth-n 600]
+1. *Is this a usable photo of a car?* For each distribution score (all fitted on the same
+   training features and folds): the share of genuine photos passed per set and of non-car
+   images flagged. Then, with the default, the share each set loses to the quality checks, to
+   the distribution check and to both.
+2. *How sure is the answer?* Per task and set: accuracy on all photos, on the answered ones
+   and on those answered without review (the review policy fitted out of fold, as training
+   does); the AUROC of the confidence for correctness; accuracy along the risk-coverage curve.
+
+Targets (issue 29): genuine passed >= 90 % on the clean and the mild sets, non-cars flagged
+>= 90 %, answered accuracy >= all-photo accuracy on every set, accuracy falling with coverage.
+Engine outputs are cached under ``--work`` (give the same folder again to skip the training and
+the backbone). Skips when ../shared is absent.
+
+    python bench/trust.py --work /tmp/bench-trust
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the te
 from real_data import LENSOR, WEIGHTS, import_lensor
 from trust_support import constructed, natural_photos
 
-from cardamage.config import load_train_config
+from cardamage.config import TrustConfig, load_train_config
+from cardamage.data.images import load_image
 from cardamage.data.manifest import load_manifest
-from cardamage.data.synthetic import generate_dataset
 from cardamage.evaluate.calibration import reliability
 from cardamage.inference.predictor import Predictor
 from cardamage.model.metadata import FEATURES
@@ -42,81 +52,213 @@ from cardamage.train.crossval import cross_validate
 from cardamage.train.rundir import RunDir
 from cardamage.trust.calibrators import calibrate
 from cardamage.trust.distribution import METHODS, DistributionCheck
+from cardamage.trust.quality import check_quality
+from cardamage.trust.review import ReviewPolicy, confidence, correct
+
+#: Coverages the risk-coverage curve is printed at.
+CURVE = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+
+
+def corruptions() -> dict[str, tuple[Callable, Callable]]:
+    """Per corruption, its mild and strong transform (fixed strengths, applied at 640 px)."""
+    import albumentations as A
+
+    def brightness(b: float) -> Callable:
+        return A.RandomBrightnessContrast(brightness_limit=(b, b), contrast_limit=(0, 0), p=1)
+
+    def contrast(c: float) -> Callable:
+        return A.RandomBrightnessContrast(brightness_limit=(0, 0), contrast_limit=(c, c), p=1)
+
+    def noise(std: float) -> Callable:
+        return A.GaussNoise(std_range=(std, std), p=1)
+
+    def downscale(scale: float) -> Callable:
+        return A.Downscale(scale_range=(scale, scale), p=1)
+
+    def cast(x: int) -> Callable:
+        return A.RGBShift(r_shift_limit=(x, x), g_shift_limit=(0, 0), b_shift_limit=(-x, -x), p=1)
+
+    return {
+        "blur": (
+            A.GaussianBlur(sigma_limit=(1.5, 1.5), blur_limit=0, p=1),
+            A.GaussianBlur(sigma_limit=(4, 4), blur_limit=0, p=1),
+        ),
+        "jpeg": (
+            A.ImageCompression(quality_range=(30, 30), p=1),
+            A.ImageCompression(quality_range=(8, 8), p=1),
+        ),
+        "noise": (noise(0.05), noise(0.15)),
+        "brightness": (brightness(-0.25), brightness(-0.5)),
+        "contrast": (contrast(-0.4), contrast(-0.7)),
+        "colour": (cast(25), cast(60)),
+        "downscale": (downscale(0.35), downscale(0.12)),
+    }
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--coverage", type=float, default=0.95)
-    p.add_argument("--synth-n", type=int, default=600, help="generated photos for the last part")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--work", type=Path)
+    p.add_argument("--work", type=Path, help="reused: the run and the engine outputs are cached")
     return p.parse_args()
 
 
-def train(data: Path, config: Path | None, out: Path, args, **extra) -> Path:
+def train(data: Path, config: Path, out: Path, args: argparse.Namespace) -> Path:
     options = {
         "data": data,
+        "images": LENSOR / "images",
         "out": out,
         "backbone": "mobilenetv2",
         "weights": str(WEIGHTS),
         "image_size": args.size,
         "folds": args.folds,
         "seed": args.seed,
-        "trust_coverage": args.coverage,
         "cache_dir": out.parent / "cache",
         "overwrite": True,
         "head_units": 0,
         "dropout": 0.0,
         "standardize": True,
         "head_l2": 0.1,
-    } | extra
+    }
     cross_validate(load_train_config(config, options))
     return out
 
 
-def features_and_scores(predictor: Predictor, images: list) -> dict[str, np.ndarray]:
-    """The engine's raw outputs (scores before calibration, and the features)."""
+def engine_outputs(predictor: Predictor, images: list) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The engine's raw outputs (scores before calibration, and the features), and per photo
+    whether it passes every quality check."""
     parts: dict[str, list[np.ndarray]] = {}
+    usable = []
     for start in range(0, len(images), 32):
-        chunk = images[start : start + 32]
-        pixels = np.stack([predictor.decode(image).pixels for image in chunk]).astype(np.float32)
+        photos = [predictor.decode(image) for image in images[start : start + 32]]
+        usable += [all(c.passed for c in check_quality(p, predictor.quality)) for p in photos]
+        pixels = np.stack([p.pixels for p in photos]).astype(np.float32)
         for name, value in predictor.engine(pixels).items():
             parts.setdefault(name, []).append(np.asarray(value))
-    return {name: np.concatenate(values) for name, values in parts.items()}
+    return {name: np.concatenate(values) for name, values in parts.items()}, np.array(usable)
 
 
-def distribution_table(run: Path, train_features, genuine, strangers, coverage: float) -> None:
+def outputs(work: Path, predictor: Predictor, sets: dict[str, Callable[[], list]]) -> dict:
+    """Per set, the engine outputs and the quality verdicts, cached in ``work``."""
+    cache = work / "outputs.npz"
+    found = dict(np.load(cache)) if cache.exists() else {}
+    for name, images in sets.items():
+        if f"{name}/usable" not in found:
+            out, usable = engine_outputs(predictor, images())
+            found |= {f"{name}/{k}": v for k, v in out.items()} | {f"{name}/usable": usable}
+            np.savez(cache, **found)
+            print(f"  scored {name}: {len(usable)} photos", flush=True)
+    return {
+        name: {k.split("/", 1)[1]: v for k, v in found.items() if k.startswith(f"{name}/")}
+        for name in sets
+    }
+
+
+def run_splits(run: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The run's folds as index arrays into its out-of-fold file's rows."""
     folds = json.loads((run / "folds.json").read_text())
     images = RunDir(run).read_oof(RunDir(run).model_meta().tasks)[0]
     index = {image: i for i, image in enumerate(images)}
-    splits = [
-        (
-            np.array([index[x] for x in images if x not in set(f["validation"])]),
-            np.array([index[x] for x in f["validation"]]),
-        )
-        for f in folds
+    splits = []
+    for fold in folds:
+        held = set(fold["validation"])
+        train = np.array([index[x] for x in images if x not in held])
+        splits.append((train, np.array([index[x] for x in fold["validation"]])))
+    return splits
+
+
+def distribution_table(train_features, splits, sets: dict, coverages: tuple[float, ...]) -> None:
+    """Per score and coverage setting: the share of each set passed, non-cars flagged."""
+    names = [n for n in sets if n != "non-car"]
+    columns = [(m, c) for c in coverages for m in METHODS]
+    print("\n1. usable photo of a car: share passed by the distribution check alone")
+    print(f"{'set':<18}" + "".join(f"{m[:8] + f' {c:.0%}':>14}" for m, c in columns))
+    checks = [DistributionCheck.fit(train_features, splits, m, c) for m, c in columns]
+    passed = [
+        {n: np.mean([v.passed for v in check.verdicts(sets[n][FEATURES])]) for n in sets}
+        for check in checks
     ]
-    print(f"\n{'distribution check':<22}{'genuine flagged':>17}{'non-car flagged':>17}{'AUROC':>8}")
-    for method in METHODS:
-        check = DistributionCheck.fit(train_features, splits, method, coverage)
-        g = np.array([not v.passed for v in check.verdicts(genuine)])
-        s = np.array([not v.passed for v in check.verdicts(strangers)])
-        raw = np.concatenate([check.density.score(genuine), check.density.score(strangers)])
-        truth = np.r_[np.ones(len(genuine)), np.zeros(len(strangers))]
-        print(f"{method:<22}{g.mean():>16.1%} {s.mean():>16.1%} {roc_auc_score(truth, raw):>7.3f}")
-    print(f"(setting: {1 - coverage:.0%} of genuine photos flagged)")
+    for name in names:
+        print(f"{name:<18}" + "".join(f"{p[name]:>14.1%}" for p in passed))
+    print(f"{'non-car flagged':<18}" + "".join(f"{1 - p['non-car']:>14.1%}" for p in passed))
+    genuine, strangers = sets["held-out"][FEATURES], sets["non-car"][FEATURES]
+    truth = np.r_[np.ones(len(genuine)), np.zeros(len(strangers))]
+    auroc = [
+        roc_auc_score(truth, np.r_[c.density.score(genuine), c.density.score(strangers)])
+        for c in checks
+    ]
+    print(f"{'AUROC vs non-car':<18}" + "".join(f"{a:>14.3f}" for a in auroc))
+    print("(each set for its share of genuine training photos passed out of fold)")
+
+
+def declined(check: DistributionCheck, sets: dict) -> dict[str, np.ndarray]:
+    """Per set, whether each photo is declined: a failed quality check or not like a car."""
+    out = {}
+    print(f"\n{'set':<18}{'quality ok':>12}{'car-like':>10}{'passed':>9}")
+    for name, outputs_ in sets.items():
+        car = np.array([v.passed for v in check.verdicts(outputs_[FEATURES])])
+        usable = outputs_["usable"]
+        out[name] = ~(car & usable)
+        shown = 1 - out[name].mean() if name != "non-car" else out[name].mean()
+        label = "non-car flagged" if name == "non-car" else name
+        print(f"{label:<18}{usable.mean():>12.1%}{car.mean():>10.1%}{shown:>9.1%}")
+    return out
+
+
+def answers_table(predictor, review: ReviewPolicy, sets: dict, targets: dict, refused) -> None:
+    print(
+        "\n2. how sure is the answer: accuracy on all photos / on the answered (not declined) / "
+        "on those answered without review; coverage of each; AUROC of confidence for correctness"
+    )
+    for task in predictor.tasks:
+        metric = "accuracy" if task.multiclass else "exact match"
+        threshold = review.thresholds[task.name]
+        print(f"\n{task.name} ({metric}; review under confidence {threshold:.3f})")
+        header = ("all", 7), ("answered", 10), ("(share)", 9), ("no review", 10), ("(share)", 9)
+        print(f"{'set':<18}" + "".join(f"{h:>{w}}" for h, w in header) + f"{'AUROC':>7}")
+        for name, out in sets.items():
+            if name == "non-car":
+                continue
+            y = targets[name][task.name]
+            scores = calibrate(predictor.meta.calibration.get(task.name), out[task.name])
+            right = correct(task, y, scores)
+            answered = ~refused[name]
+            sure = answered & (confidence(task, scores) >= threshold)
+            auroc = (
+                roc_auc_score(right, confidence(task, scores)) if 0 < right.mean() < 1 else np.nan
+            )
+            print(
+                f"{name:<18}{right.mean():>7.3f}{_mean(right[answered]):>10}{answered.mean():>9.0%}"
+                f"{_mean(right[sure]):>10}{sure.mean():>9.0%}{auroc:>7.3f}"
+            )
+        _curve(task, predictor, sets, targets, refused)
+
+
+def _curve(task, predictor, sets, targets, refused) -> None:
+    """Accuracy among the most confident answered photos, per share of them answered."""
+    print(f"  risk-coverage, answered photos ({task.name} accuracy at each coverage):")
+    print(f"  {'set':<16}" + "".join(f"{c:>7.0%}" for c in CURVE))
+    for name in ("held-out", "blur-mild", "jpeg-mild", "downscale-mild", "colour-mild"):
+        answered = ~refused[name]
+        scores = calibrate(predictor.meta.calibration.get(task.name), sets[name][task.name])
+        right = correct(task, targets[name][task.name], scores)[answered]
+        order = np.argsort(-confidence(task, scores[answered]), kind="stable")
+        cells = [right[order][: max(1, round(c * len(order)))].mean() for c in CURVE]
+        print(f"  {name:<16}" + "".join(f"{v:>7.3f}" for v in cells))
+
+
+def _mean(values: np.ndarray) -> str:
+    return f"{values.mean():.3f}" if len(values) else "-"
 
 
 def calibration_table(predictor: Predictor, raw: dict, targets: dict) -> None:
     print(f"\n{'held-out ECE':<22}{'raw':>8}{'calibrated':>12}")
     for task in predictor.tasks:
         fitted = predictor.meta.calibration.get(task.name)
-        before = reliability(targets[task.name], raw[task.name], multiclass=task.multiclass)
-        after = reliability(
-            targets[task.name], calibrate(fitted, raw[task.name]), multiclass=task.multiclass
-        )
+        y = targets[task.name]
+        before = reliability(y, raw[task.name], multiclass=task.multiclass)
+        after = reliability(y, calibrate(fitted, raw[task.name]), multiclass=task.multiclass)
         print(f"{task.name:<22}{before['ece']:>8.3f}{after['ece']:>12.3f}")
 
 
@@ -126,54 +268,55 @@ def main() -> None:
         return
     args = parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-trust-"))
+    work.mkdir(parents=True, exist_ok=True)
     manifest_csv, config = import_lensor(work)
-    rows = manifest_csv.read_text().splitlines()
-    header, body = rows[0], rows[1:]
-    (work / "train.csv").write_text(
-        "\n".join([header, *[r for r in body if r.startswith("train/")]]) + "\n"
-    )
-    (work / "heldout.csv").write_text(
-        "\n".join([header, *[r for r in body if not r.startswith("train/")]]) + "\n"
-    )
-    cfg_extra = {"images": LENSOR / "images"}
-    run = train(work / "train.csv", config, work / "lensor", args, **cfg_extra)
-
+    header, *body = manifest_csv.read_text().splitlines()
+    for name, keep in (("train", True), ("heldout", False)):
+        rows = [r for r in body if r.startswith("train/") == keep]
+        (work / f"{name}.csv").write_text("\n".join([header, *rows]) + "\n")
+    run = work / "lensor"
+    if not (run / "summary.json").exists():
+        train(work / "train.csv", config, run, args)
     predictor = Predictor.load(run)
     tasks = predictor.tasks
     trained, _ = load_manifest(work / "train.csv", LENSOR / "images", tasks)
     heldout, _ = load_manifest(work / "heldout.csv", LENSOR / "images", tasks)
-    strangers = constructed(224) + natural_photos()
-    train_out = features_and_scores(predictor, trained.paths())
-    held_out = features_and_scores(predictor, heldout.paths())
-    stranger_out = features_and_scores(predictor, strangers)
+
+    def corrupted(transform: Callable) -> Callable[[], list]:
+        return lambda: [transform(image=load_image(p))["image"] for p in heldout.paths()]
+
+    sources = {"train": trained.paths, "held-out": heldout.paths}
+    sources["non-car"] = lambda: constructed(224) + natural_photos()
+    for name, (mild, strong) in corruptions().items():
+        sources |= {f"{name}-mild": corrupted(mild), f"{name}-strong": corrupted(strong)}
+    print(f"\nscoring {len(sources)} sets (cached in {work / 'outputs.npz'})")
+    everything = outputs(work, predictor, sources)
+    sets = {k: v for k, v in everything.items() if k != "train"}
     print(
         f"\nlensor-coco: trained on {len(trained)} photos (train split, grouped folds), "
-        f"held out {len(heldout)} (val + test), {len(strangers)} non-car images; "
-        f"MobileNetV2 at {args.size} px"
+        f"held out {len(heldout)} (val + test) and the same under 7 corruptions at 2 strengths, "
+        f"{len(sets['non-car']['usable'])} non-car images; MobileNetV2 at {args.size} px"
     )
-    distribution_table(
-        run, train_out[FEATURES], held_out[FEATURES], stranger_out[FEATURES], args.coverage
-    )
-    calibration_table(predictor, held_out, {t.name: heldout.targets(t) for t in tasks})
-    summary = json.loads((run / "summary.json").read_text())
-    for name, entry in summary["tasks"].items():
-        c = entry.get("calibration")
-        if c:
-            before, after = c["ece_before"], c["ece_after"]
-            print(f"{name:<22}out-of-fold ECE {before:.3f} -> {after:.3f} (cross-fitted)")
+    default = TrustConfig()
+    splits = run_splits(run)
+    train_features = everything["train"][FEATURES]
+    distribution_table(train_features, splits, sets, (0.95, default.coverage))
+    check = DistributionCheck.fit(train_features, splits, default.distribution, default.coverage)
+    print(f"\ndeclined with the default ({default.distribution}), by cause:")
+    refused = declined(check, sets)
 
-    synth = generate_dataset(work / "synth", n=args.synth_n, size=224, seed=0)
-    synth_run = train(synth, None, work / "synth-run", args, image_size=224)
-    generated = Predictor.load(synth_run)
-    real = [p.trust for p in generated.predict(trained.paths() + heldout.paths())]
-    flagged = np.mean(
-        [t.in_distribution is not None and not t.in_distribution.passed for t in real]
+    images, oof = RunDir(run).read_oof(tasks)
+    oof_targets = RunDir(run).read_truth(tasks, images)
+    calibrated = {
+        t.name: calibrate(predictor.meta.calibration.get(t.name), oof[t.name]) for t in tasks
+    }
+    review = ReviewPolicy.fit(
+        tasks, oof_targets, calibrated, default.review_coverage, default.review_risk
     )
-    abstained = np.mean([t.abstain for t in real])
-    print(
-        f"\na model trained on {args.synth_n} generated cars, on lensor-coco's {len(real)} real "
-        f"photos: {flagged:.1%} flagged unlike its training photos, {abstained:.1%} abstained"
-    )
+    truth = {t.name: heldout.targets(t) for t in tasks}
+    targets = {name: truth for name in sets}
+    answers_table(predictor, review, sets, targets, refused)
+    calibration_table(predictor, sets["held-out"], truth)
 
 
 if __name__ == "__main__":

@@ -42,5 +42,5 @@ def photo(tmp_path: Path) -> Path:
 
     rng = np.random.default_rng(0)
     path = tmp_path / "photo.jpg"
-    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(rng.integers(0, 255, (72, 96, 3), dtype=np.uint8)).save(path)
     return path

@@ -66,7 +66,7 @@ def encoded(image: Image.Image, image_format: str = "JPEG", **params) -> bytes:
     return buffer.getvalue()
 
 
-def noise_image(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
+def noise_image(width: int = 80, height: int = 64, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 

@@ -43,7 +43,7 @@ def test_folders_one_row_per_claim_and_photos_beside(claims, tiny_model_dir, tmp
     assert list(rows) == ["A", "B", "C"]
     assert rows["A"]["error"] == "" and rows["A"]["n_photos"] == "4"
     assert "bad.jpg" in rows["A"]["left_out"] and len(rows["A"]["photos"].split(";")) == 3
-    assert "no photo could be assessed" in rows["C"]["error"]
+    assert "not assessed: none of its" in rows["C"]["error"]
     photos = _rows(out / "photos.csv")
     assert [p["claim"] for p in photos] == ["A"] * 4 + ["B"] * 2 + ["C"]
     # the claim row is the one rule applied to the photos' own predictions

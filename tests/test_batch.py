@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest_serve import car_photo
 from PIL import Image
 
 from cardamage.cli import main
@@ -23,7 +24,7 @@ def folder(tmp_path: Path) -> Path:
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
     for name in ("a.jpg", "b.png", "sub/c.webp"):
-        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(photos / name)
+        Image.fromarray(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)).save(photos / name)
     (photos / "corrupt.jpg").write_bytes((photos / "a.jpg").read_bytes()[:100])
     (photos / "notes.txt").write_text("not a photo")
     return photos
@@ -96,6 +97,63 @@ def test_json_formats_recursive(
     assert len(good) == 3 and {"severity", "location", "damage_type"} == set(good[0]["prediction"])
 
 
+def test_a_declined_photo_has_its_reason_and_no_answer_in_every_format(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """No label, no score, no heatmap: only why, for a person and the figures for engineers."""
+    dark = tmp_path / "night.png"
+    car_photo().point(lambda v: v // 12).save(dark)
+    base = ["predict", str(dark), "--model", str(tiny_model_dir)]
+    heatmaps = tmp_path / "heatmaps"
+    assert main([*base, "--output", str(tmp_path / "o.csv"), "--explain", str(heatmaps)]) == 0
+    [row] = csv.DictReader((tmp_path / "o.csv").read_text().splitlines())
+    assert row["abstain"] == "yes" and row["needs_review"] == "no"
+    reason = row["abstain_reason"]
+    assert reason.startswith("too dark to judge: retake in daylight")
+    assert row["abstain_detail"].startswith("brightness ")
+    assert row["summary"] == f"not assessed: {reason}"
+    answer = [k for k in row if k.startswith(("severity", "location", "damage_type"))]
+    assert answer and all(row[k] == "" for k in answer)
+    assert [p.name for p in heatmaps.iterdir()] == ["index.csv"]
+    index = list(csv.DictReader((heatmaps / "index.csv").read_text().splitlines()))
+    assert {r["shows"] for r in index} == {f"not assessed: {reason}"}
+    assert main([*base, "--format", "jsonl", "--output", str(tmp_path / "o.jsonl")]) == 0
+    record = json.loads((tmp_path / "o.jsonl").read_text())
+    assert record["prediction"] is None and record["trust"]["abstain"] is True
+    assert record["trust"]["confidence"] == {}
+    assert record["trust"]["quality"]["size"] == {
+        "name": "size", "value": 480.0, "threshold": 64.0, "passed": True
+    }  # fmt: skip
+
+
+def test_an_unsure_answer_is_given_and_marked_for_review(
+    folder: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Question 2 apart from question 1: answered, with the answer, and flagged for a person."""
+    import shutil
+
+    from cardamage.trust.review import ReviewPolicy
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    ReviewPolicy({"severity": 0.999}, {"coverage": 0.8}).save(model)
+    out = tmp_path / "o.csv"
+    assert (
+        main(["predict", str(folder / "a.jpg"), "--model", str(model), "--output", str(out)]) == 0
+    )
+    [row] = csv.DictReader(out.read_text().splitlines())
+    assert row["abstain"] == "no" and row["severity"]  # answered...
+    assert row["needs_review"] == "yes"  # ...but a person should check it
+    assert row["review_reason"] == "the severity is uncertain: a person should check it"
+    [prediction] = Predictor.load(model).predict([folder / "a.jpg"])
+    confidence = prediction.trust_dict()["confidence"]["severity"]
+    assert confidence["confidence"] == pytest.approx(
+        prediction.tasks["severity"].labels[0][1], abs=1e-4
+    )
+    assert confidence["detail"].endswith(", under 100%") and not confidence["sure"]
+    assert prediction.trust_dict()["confidence"]["location"]["threshold"] is None
+
+
 def test_missing_model_and_missing_file(
     folder: Path, tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:
@@ -143,7 +201,7 @@ def test_explain_keeps_same_named_photos_of_different_folders_apart(
     rng = np.random.default_rng(2)
     for claim in ("claimA", "claimB"):
         (photos / claim).mkdir(parents=True)
-        noise = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+        noise = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)
         Image.fromarray(noise).save(photos / claim / "IMG_0001.jpg")
     heatmaps = tmp_path / "heatmaps"
     args = ["predict", str(photos), "--recursive", "--model", str(tiny_model_dir)]

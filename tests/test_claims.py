@@ -17,10 +17,10 @@ TASKS = {t.name: t for t in default_tasks()}  # severity: minor, moderate, sever
 def photo(
     name: str, severity, location=(0, 0, 0), damage=(0, 0, 0, 0), failed: str | None = None
 ) -> ClaimPhoto:
-    """``failed``: the message of a quality check the photo fails (it then abstains)."""
+    """``failed``: the name of a quality check the photo fails (it is then declined)."""
     scores = {"severity": severity, "location": location, "damage_type": damage}
     tasks = {n: TaskPrediction(TASKS[n], np.asarray(s, np.float32)) for n, s in scores.items()}
-    checks = [QualityCheck("blur", 1.0, 10.0, False, failed)] if failed else []
+    checks = [QualityCheck(failed, 1.0, 10.0, False)] if failed else []
     return ClaimPhoto(name, Prediction(tasks, Trust(None, checks)))
 
 
@@ -75,23 +75,44 @@ def test_evidence_adds_up_under_noisy_or_but_not_under_max():
 
 def test_abstained_and_unreadable_photos_are_left_out_with_their_reason():
     photos = [
-        photo("blurry", SEVERE, failed="blurred (sharpness 1.0, under 10)"),
+        photo("blurry", SEVERE, failed="blur"),
         ClaimPhoto("notes.txt", error="not an image"),
         photo("ok", MINOR),
     ]
     claim = assess_claim("c", photos)
     assert claim.photos == ("ok",)
-    reason = "not assessed: blurred (sharpness 1.0, under 10)"
+    assert claim.partial == "from 1 of 3 photos"
+    reason = "too blurred to judge: retake holding still"
     assert claim.left_out == (("blurry", reason), ("notes.txt", "not an image"))
     assert claim.tasks["severity"].labels == ("minor",)  # the abstained severe photo not counted
     d = claim.to_dict()
     assert d["left_out"][0] == {"photo": "blurry", "reason": reason}
     assert d["assessment"]["severity"]["evidence"]["minor"][0]["photo"] == "ok"
+    assert (d["n_photos"], d["partial"]) == (3, "from 1 of 3 photos")
 
 
-def test_no_usable_photo_is_no_assessment():
-    with pytest.raises(NoEvidence, match=r"claim 'c9'.*bad\.jpg: truncated"):
-        assess_claim("c9", [ClaimPhoto("bad.jpg", error="truncated")])
+def test_a_claim_decision_has_one_confidence_the_probability_of_at_least_that_level():
+    claim = assess_claim("c", [photo("a", (0.3, 0.5, 0.1, 0.1)), photo("b", WHOLE)])
+    severity = claim.tasks["severity"]
+    assert severity.labels == ("moderate",)
+    # max rule: P(at least moderate) = 0.5 + 0.1 from photo a; the exact score is lower
+    assert severity.confidence == pytest.approx(0.6)
+    assert severity.to_dict()["confidence"] == pytest.approx(0.6)
+    assert severity.to_dict()["score"] < severity.confidence
+    assert claim.partial is None
+    calm = assess_claim("c", [photo("b", WHOLE)]).tasks["severity"]
+    assert calm.confidence == pytest.approx(calm.scores["whole"])
+
+
+def test_no_usable_photo_is_no_assessment_with_each_photos_reason():
+    with pytest.raises(NoEvidence, match=r"claim 'c9' not assessed: none of its 2 photo") as e:
+        assess_claim(
+            "c9", [ClaimPhoto("bad.jpg", error="truncated"), photo("dark", MINOR, failed="dark")]
+        )
+    assert e.value.left_out == (
+        ("bad.jpg", "truncated"),
+        ("dark", "too dark to judge: retake in daylight"),
+    )
 
 
 def test_unknown_rule_is_refused():

@@ -86,7 +86,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
     for i in range(PHOTOS):
         name = f"sub/{i:02d}.jpg" if i % 4 == 0 else f"{i:02d}.jpg"
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / name)
+        Image.fromarray(rng.integers(0, 255, (72, 80, 3), dtype=np.uint8)).save(folder / name)
     (folder / "broken.jpg").write_bytes(b"not an image at all")
     return folder
 

@@ -101,7 +101,7 @@ def test_one_jpeg_gets_a_structured_prediction(client):
 
 def test_predictions_equal_the_predictors_on_the_same_bytes(client, predictor):
     photos = [encoded(noise_image(seed=i)) for i in range(3)]
-    photos.append(encoded(noise_image(80, 60, seed=9), "PNG"))
+    photos.append(encoded(noise_image(96, 72, seed=9), "PNG"))
     response = _post(client, *[(f"p{i}", data) for i, data in enumerate(photos)])
     served = [r["prediction"] for r in response.json()["results"]]
     expected = [p.to_dict() for p in predictor.predict(photos)]

@@ -73,6 +73,34 @@ def test_a_bad_photo_gets_an_error_row_and_the_claim_is_assessed_from_the_rest(c
     ]
     assert "not an image" in left_out["notes.txt"]
     assert sorted(body["claim"]["photos"]) == ["view0.jpg", "view1.jpg"]
+    assert body["claim"]["partial"] == "from 2 of 4 photos" and body["claim"]["n_photos"] == 4
+
+
+def _dark(seed: int) -> bytes:
+    """A readable photo too dark to judge: declined, not refused."""
+    return encoded(noise_image(80, 72, seed=seed).point(lambda v: v // 8))
+
+
+def test_a_claim_whose_photos_are_all_declined_answers_each_photo_and_no_verdict(client):
+    response = _post(client, [("night1.jpg", _dark(1)), ("night2.jpg", _dark(2))])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    claim = body["claim"]
+    assert "assessment" not in claim and claim["photos"] == []
+    assert claim["reason"] == "claim 'claim-7' not assessed: none of its 2 photo(s) could be used"
+    for result in body["results"]:  # each photo's own result and reason, no answer
+        assert "prediction" not in result
+        assert result["trust"]["abstain"] is True
+        assert result["trust"]["reason"].startswith("too dark to judge: retake in daylight")
+        assert result["trust"]["confidence"] == {}
+    assert [x["photo"] for x in claim["left_out"]] == ["night1.jpg", "night2.jpg"]
+
+
+def test_a_claim_decision_has_one_confidence(client):
+    severity = _post(client, PHOTOS).json()["claim"]["assessment"]["severity"]
+    label = severity["label"]
+    expected = severity["at_least"].get(label, severity["scores"][label])
+    assert severity["confidence"] == pytest.approx(expected)
 
 
 def test_a_claim_with_no_usable_photo_is_a_4xx(client):

@@ -113,6 +113,12 @@ def test_photos_added_together_are_one_claim_card(browser, server, photos, predi
     shown = "no damage" if expected == "whole" else expected
     value = claim.locator(".claim__summary .headline__value").inner_text()
     assert value.lower() == shown
+    # one number for the decision (its confidence), and the headline says photos were left out
+    decision = predictor.assess(good).tasks["severity"]
+    pct = claim.locator(".claim__summary .headline__pct")
+    assert pct.inner_text() == f"{round(decision.confidence * 100)}%"
+    sync_api.expect(claim.locator(".claim__summary")).not_to_contain_text("at least")
+    sync_api.expect(claim.locator(".headline__partial")).to_have_text("from 2 of 3 photos")
     assert "notes.txt" in claim.locator(".claim__left-out").inner_text()
     used = claim.locator(".claim__photos-used").inner_text()
     assert "front-bumper.jpg" in used and "rear-quarter.png" in used
@@ -261,3 +267,31 @@ def test_no_damage_beside_a_damage_found_says_how_both_can_be(browser, predictor
         sync_api.expect(page.locator(".headline")).to_have_count(2)
         sync_api.expect(note).to_have_count(1)
         page.close()
+
+
+def test_a_claim_of_declined_photos_says_so_once_and_each_photo_why(browser, server, tmp_path):
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"night{i}.jpg")
+        paths[-1].write_bytes(encoded(car_photo().point(lambda v: v // 12), quality=90))
+    page = _open(browser, server.url, 1280, 900)
+    page.set_input_files("#picker", [str(p) for p in paths])
+    claim = page.locator(".claim")
+    sync_api.expect(claim.locator(".claim__summary .card__abstain")).to_contain_text(
+        "Claim not assessed"
+    )
+    sync_api.expect(claim.locator(".claim__summary")).to_contain_text("none of its 2 photo(s)")
+    cards = claim.locator(".card")
+    sync_api.expect(cards.locator(".card__abstain")).to_have_count(2)  # not "Photo rejected"
+    sync_api.expect(cards.locator(".card__error")).to_have_count(0)
+    for i in range(2):
+        card = cards.nth(i)
+        sync_api.expect(card.locator(".abstain__reasons li").first).to_contain_text(
+            "too dark to judge: retake in daylight"
+        )
+        sync_api.expect(card).not_to_contain_text("none of its")  # the claim's error said once
+    sync_api.expect(claim.locator(".headline")).to_have_count(0)
+    page.check("#explain", force=True)  # a declined photo has no answer, so no heatmap either
+    sync_api.expect(claim.locator(".media__heatmap")).to_have_count(0)
+    screenshot(page, "serve-claim-declined.png")
+    page.close()

@@ -14,6 +14,7 @@ from cardamage.data.synthetic import generate_dataset
 from cardamage.inference.predictor import Predictor
 from cardamage.train.crossval import cross_validate
 from cardamage.trust.distribution import DISTRIBUTION_FILE
+from cardamage.trust.review import REVIEW_FILE
 
 #: ImageNet MobileNet 0.25 (1.9 MB): random weights tell nothing apart (their features are
 #: noise or constant), so a test of likeness needs pretrained ones.
@@ -57,14 +58,20 @@ def test_training_saves_the_check_and_the_calibration(trained: Path):
     assert meta["calibration"]["severity"]["method"] == "temperature"
     assert meta["calibration"]["damage_type"]["method"] == "platt"
     summary = json.loads((trained / "summary.json").read_text())
-    assert summary["distribution"]["coverage"] == 0.95
+    assert (summary["distribution"]["method"], summary["distribution"]["coverage"]) == (
+        "residual",
+        0.99,
+    )
+    review = json.loads((trained / "model" / REVIEW_FILE).read_text())
+    assert set(review["thresholds"]) == {"severity", "location", "damage_type"}
+    assert summary["review"]["coverage"] == 0.8
     assert set(summary["tasks"]["severity"]["calibration"]) == {"ece_before", "ece_after"}
 
 
 def test_unseen_generated_photos_pass_at_the_calibrated_rate(trained: Path, heldout: list[Path]):
     predictor = Predictor.load(trained)
     passed = [p.trust.in_distribution.passed for p in predictor.predict(heldout)]
-    assert abs(np.mean(passed) - 0.95) <= 0.06
+    assert np.mean(passed) >= 0.93
 
 
 def test_photos_that_are_not_cars_are_flagged(trained: Path):
@@ -75,7 +82,7 @@ def test_photos_that_are_not_cars_are_flagged(trained: Path):
     assert np.mean(flagged) >= 0.9, [p.trust.in_distribution.typicality for p in predictions]
     assert all(p.abstain for p, f in zip(predictions, flagged, strict=True) if f)
     reason = next(p.abstain_reason for p in predictions if not p.trust.in_distribution.passed)
-    assert "unlike the training photos" in reason
+    assert reason.startswith("this does not look like a photo of a car")
 
 
 @pytest.mark.slow

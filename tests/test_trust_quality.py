@@ -65,7 +65,8 @@ def test_tiny_photo_fails_size_from_its_own_size_not_the_model_size(tmp_path):
     assert photo.pixels.shape == (224, 224, 3) and photo.size == (40, 40)
     checks = {c.name: c for c in check_quality(photo, RULES)}
     assert not checks["size"].passed and checks["size"].value == 40
-    assert checks["size"].message == "too small (40 px on the shorter side, under 64)"
+    assert checks["size"].message == "too small to judge: send the original photo"
+    assert checks["size"].detail == "40 px on the shorter side, under 64"
 
 
 def test_every_check_reports_its_value_and_threshold():
@@ -73,7 +74,17 @@ def test_every_check_reports_its_value_and_threshold():
     dark = next(c for c in checks if c.name == "dark")
     assert dark.threshold == RULES.min_brightness and dark.value < dark.threshold
     assert dark.to_dict()["passed"] is False
-    assert dark.message.startswith("too dark (brightness ")
+    assert dark.to_dict()["message"] == "too dark to judge: retake in daylight"
+    assert dark.to_dict()["detail"].startswith("brightness ")
+    assert dark.to_dict()["detail"].endswith(f", under {RULES.min_brightness:g}")
+
+
+def test_a_passed_check_carries_no_failure_text():
+    checks = check_quality(Photo.from_pixels(_scene()), RULES)
+    assert all(c.passed for c in checks)
+    for check in checks:
+        assert check.message is None and check.detail is None
+        assert set(check.to_dict()) == {"name", "value", "threshold", "passed"}
 
 
 @pytest.mark.parametrize("field", ["min_side", "min_sharpness"])

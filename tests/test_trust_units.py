@@ -71,7 +71,7 @@ def test_no_calibration_leaves_scores_alone():
     assert calibrate(None, scores) is scores
 
 
-@pytest.mark.parametrize("method", ["knn", "mahalanobis"])
+@pytest.mark.parametrize("method", ["residual", "knn", "mahalanobis"])
 def test_distribution_check_passes_the_chosen_share_of_genuine_features_and_flags_others(method):
     rng = np.random.default_rng(5)
     basis = rng.normal(0, 1, (8, 64))
@@ -83,10 +83,30 @@ def test_distribution_check_passes_the_chosen_share_of_genuine_features_and_flag
     assert np.mean([v.passed for v in check.verdicts(strangers)]) < 0.05
 
 
-def test_distribution_check_round_trips_through_its_file(tmp_path):
+def test_the_residual_check_passes_another_camera_and_flags_another_subject():
+    """Another camera or light moves a photo's features along the directions car photos vary
+    along anyway (here: the same components, spread twice as wide and shifted); another
+    subject leaves them. Fewer photos than feature dimensions: nothing to invert."""
+    rng = np.random.default_rng(7)
+    d, n = 400, 300
+    basis = rng.normal(0, 1, (6, d))
+
+    def photos(count: int, basis: np.ndarray, spread: float = 1.0, shift: float = 0.0):
+        coefficients = rng.normal(shift, spread, (count, len(basis)))
+        return coefficients @ basis + rng.normal(0, 0.3, (count, d))
+
+    check = DistributionCheck.fit(photos(n, basis), _splits(n), "residual", coverage=0.99)
+    camera = photos(200, basis, spread=2.0, shift=0.5)
+    subject = photos(200, rng.normal(0, 1, (6, d)))
+    assert np.mean([v.passed for v in check.verdicts(camera)]) >= 0.9
+    assert np.mean([v.passed for v in check.verdicts(subject)]) <= 0.1
+
+
+@pytest.mark.parametrize("method", ["residual", "knn", "mahalanobis"])
+def test_distribution_check_round_trips_through_its_file(tmp_path, method):
     rng = np.random.default_rng(6)
     features = rng.normal(0, 1, (300, 16))
-    check = DistributionCheck.fit(features, _splits(300), "knn")
+    check = DistributionCheck.fit(features, _splits(300), method)
     check.save(tmp_path)
     loaded = DistributionCheck.load(tmp_path)
     probe = rng.normal(0, 1, (20, 16))

@@ -2,6 +2,8 @@
 
 Asks `Image filepath: ` and prints the original's dict, e.g.
 `{'damage': [('moderate', 0.98)], 'location': [('front', 0.95)], 'damagetype': []}`.
+A photo the model declines (not usable, or not a car) prints `not assessed: <reason>` instead
+of the dict; an answer a person should check is followed by `needs review: <reason>`.
 Paths can also come as arguments or piped on standard input; a bad file prints one line and
 the loop goes on; Ctrl-C or end of input exits with status 0.
 """
@@ -101,12 +103,16 @@ def classify(predictor, path: str, debug: bool) -> bool:
     except CardamageError as e:
         print(f"error: {e}", flush=True)
         return False
-    print(original_format(prediction), flush=True)
-    if prediction.abstain:  # the original's dict stays as it was; the doubt goes beside it
-        print(f"abstain: {prediction.abstain_reason}", flush=True)
+    if prediction.abstain:  # declined: no answer to print, only why
+        print(f"not assessed: {prediction.abstain_reason}", flush=True)
+    else:  # the original's dict as it was; a doubt goes beside it
+        print(original_format(prediction), flush=True)
+        if prediction.needs_review:
+            print(f"needs review: {prediction.review_reason}", flush=True)
     if debug:
         elapsed = (time.perf_counter() - started) * 1000
-        print(f"debug: {elapsed:.0f} ms; scores {prediction.to_dict()}", file=sys.stderr)
+        trust = prediction.trust_dict()
+        print(f"debug: {elapsed:.0f} ms; {prediction.to_dict()}; {trust}", file=sys.stderr)
     return True
 
 

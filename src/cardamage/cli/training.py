@@ -254,21 +254,26 @@ def _print_scores(tasks: list, metrics: dict) -> None:
 
 
 def abstention_line(abstention: dict, tasks) -> str:
-    """'answered 285 of 300 photos (95 %): severity accuracy 0.881 on them (0.863 on all);
-    left out: 10 unlike the training photos, 5 blurred'."""
-    line = (
-        f"answered {abstention['answered']} of {abstention['n']} photos "
-        f"({abstention['coverage']:.0%})"
-    )
+    """Both questions, one line each: 'usable photos: answered 285 of 300 (95 %), severity
+    accuracy 0.881 on them (0.863 on all); declined: 10 does not look like a photo of a car, 5
+    too blurred to judge' and 'sure enough: severity answered without review for 230 of 285,
+    accuracy 0.930 on them'."""
+    n, answered = abstention["n"], abstention["answered"]
+    line = f"usable photos: answered {answered} of {n} ({abstention['coverage']:.0%})"
     main = next((t for t in tasks if t.multiclass), None)
     entry = abstention["tasks"].get(main.name, {}) if main else {}
     if "answered" in entry:
         line += (
-            f": {main.name} accuracy {entry['answered']['accuracy']:.3f} on them "
+            f", {main.name} accuracy {entry['answered']['accuracy']:.3f} on them "
             f"({entry['all']['accuracy']:.3f} on all)"
         )
     if abstention["reasons"]:
-        line += "; left out: " + ", ".join(f"{n} {k}" for k, n in abstention["reasons"].items())
+        line += "; declined: " + ", ".join(f"{n} {k}" for k, n in abstention["reasons"].items())
+    if "sure" in entry:
+        line += f"\nsure enough: {main.name} answered without review for {entry['sure']} of "
+        line += f"{answered}"
+        if "without_review" in entry:
+            line += f", accuracy {entry['without_review']['accuracy']:.3f} on them"
     return line
 
 

@@ -35,6 +35,7 @@ from cardamage.tasks import Task
 from cardamage.trust.calibrators import calibrate
 from cardamage.trust.distribution import DISTRIBUTION_FILE, DistributionCheck, InDistribution
 from cardamage.trust.quality import QualityCheck, check_quality
+from cardamage.trust.review import REVIEW_FILE, ReviewPolicy
 from cardamage.trust.verdict import Trust
 
 #: Output formats and the Dataset writer of each.
@@ -65,14 +66,15 @@ class RayOptions:
 @dataclass(frozen=True)
 class Recipe:
     """What the actors take from the driver's predictor besides the model files: the input
-    size, the quality rules, the tasks with the user's thresholds, the calibration and the
-    typicality the distribution check needs (None: the model has none)."""
+    size, the quality rules, the tasks with the user's thresholds, the calibration, the
+    typicality the distribution check needs (None: the model has none) and the review policy."""
 
     size: int
     quality: QualityRules
     tasks: list[Task]
     calibration: dict
     threshold: float | None
+    review: ReviewPolicy
 
     @classmethod
     def of(cls, predictor: Predictor) -> Recipe:
@@ -83,6 +85,7 @@ class Recipe:
             predictor.tasks,
             predictor.meta.calibration,
             threshold,
+            predictor.review,
         )
 
 
@@ -168,7 +171,7 @@ def model_files(predictor: Predictor) -> dict[str, bytes]:
     other machines need not see the driver's model directory."""
     if predictor.model_dir is None:
         raise CardamageError("--ray needs a trained run or model directory (--model)")
-    names = [META_FILE, predictor.engine.filename, DISTRIBUTION_FILE]
+    names = [META_FILE, predictor.engine.filename, DISTRIBUTION_FILE, REVIEW_FILE]
     folder = predictor.model_dir
     return {name: (folder / name).read_bytes() for name in names if (folder / name).exists()}
 
@@ -223,7 +226,7 @@ class Scorer:
         """The batch's rows, as `decide` makes them."""
         r = self.recipe
         scored = self.score(decode(batch, r.size, r.quality))
-        return decide(scored, r.tasks, r.calibration, r.threshold)
+        return decide(scored, r)
 
     def score(self, batch: dict) -> dict:
         """Raw scores per task and the photos' typicality (NaN: not scored, or no check)."""
@@ -242,11 +245,13 @@ class Scorer:
         return out
 
 
-def decide(batch: dict, tasks: list[Task], calibration: dict, threshold: float | None):
+def decide(batch: dict, recipe: Recipe):
     """Scores -> the rows of `cardamage predict` (calibration, thresholds, labels, the trust
-    verdict, summary), one per photo: what the Predictor does, on the scores and typicality.
-    ``threshold``: the typicality the distribution check needs (None: the model has none)."""
+    verdict, the review, summary), one per photo: what the Predictor does, on the scores and
+    typicality."""
     import pyarrow as pa
+
+    tasks, calibration, threshold = recipe.tasks, recipe.calibration, recipe.threshold
 
     read = batch["error"] == ""
     scores = {
@@ -255,7 +260,7 @@ def decide(batch: dict, tasks: list[Task], calibration: dict, threshold: float |
     checks = [quality for quality, ok in zip(batch["quality"], read, strict=True) if ok]
     pairs = zip(checks, batch["typicality"][read], strict=True)
     trusts = [_trust(quality, typicality, threshold) for quality, typicality in pairs]
-    decided = iter(predictions(tasks, scores, trusts) if read.any() else [])
+    decided = iter(predictions(tasks, scores, trusts, recipe.review) if read.any() else [])
     rows = []
     for image, error, ok in zip(batch["image"], batch["error"], read, strict=True):
         if ok:

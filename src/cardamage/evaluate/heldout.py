@@ -43,7 +43,13 @@ def evaluate_model(
     targets = {t.name: manifest.targets(t) for t in tasks}
     metrics = {t.name: task_metrics(t, targets[t.name], scores[t.name]) for t in tasks}
     abstain = np.array([p.abstain for p in predictions], dtype=bool)
-    reasons = [kind for p in predictions for kind in reason_kinds(p.trust.problems)]
+    reasons = [
+        kind for p in predictions for kind in reason_kinds([x.message for x in p.trust.problems])
+    ]
+    review = {
+        t.name: np.array([t.name in {c.task for c in p.unsure} for p in predictions], bool)
+        for t in tasks
+    }
     claims = None
     if manifest.claims is not None:
         claims = claim_evaluation(manifest, tasks, predictions, claim_labels)
@@ -55,7 +61,7 @@ def evaluate_model(
             chosen = [label for label, on in zip(task.labels, predicted, strict=True) if on]
             row[task.name] = (";".join(manifest.labels[task.name][i]), ";".join(chosen))
         rows.append(row)
-    abstention = selective_report(tasks, targets, scores, abstain, reasons)
+    abstention = selective_report(tasks, targets, scores, abstain, reasons, review)
     return Evaluation(metrics, rows, abstention, claims)
 
 

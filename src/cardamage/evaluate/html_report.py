@@ -343,10 +343,10 @@ def _abstention(run: _Run, report: dict) -> dict:
     rows = []
     for task in run.tasks:
         entry = report["tasks"][task.name]
-        for source in ("all", "answered"):
+        for source in ("all", "answered", "without_review"):
             if source in entry:
                 cells = [fmt(entry[source][k]) if k in entry[source] else "" for k in COMPARED]
-                rows.append([task_title(task.name), source, *cells])
+                rows.append([task_title(task.name), source.replace("_", " "), *cells])
     figures = [
         _figure(
             _risk_coverage_png(
@@ -362,7 +362,8 @@ def _abstention(run: _Run, report: dict) -> dict:
     return {
         "sentence": (
             f"It answered {report['answered']} of {report['n']} photos "
-            f"({report['coverage']:.0%}) and left the rest to a person; why: {reasons}."
+            f"({report['coverage']:.0%}) and declined the rest as unusable; why: {reasons}. "
+            "'without review': the answers confident enough to stand without a person's check."
         ),
         "table": {"header": ["Task", "Photos", *COMPARED], "rows": rows},
         "figures": figures,

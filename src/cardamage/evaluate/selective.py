@@ -1,7 +1,10 @@
-"""Scores when the model may abstain: how much it answers, and how well on what it answers.
+"""Scores when the model may decline or ask for review: how much it answers, and how well.
 
-A claims pipeline sends abstained photos to a person, so what matters is the coverage (the share
-answered) and the accuracy on that share, beside the accuracy on everything. The risk-coverage
+Two questions, reported apart: which photos were declined (not usable photos of a car) and,
+of those answered, which were left to stand without review (confident enough). A claims
+pipeline sends the others to a person, so what matters is the coverage (the share answered,
+the share answered without review) and the accuracy on each share, beside the accuracy on
+everything. The risk-coverage
 curve (El-Yaniv and Wiener, 2010) says what a stricter or looser policy would buy: photos sorted
 by the model's confidence (its top class's calibrated probability), the error rate among the
 most confident share, for every share.
@@ -29,9 +32,11 @@ def selective_report(
     scores: dict[str, np.ndarray],
     abstain: np.ndarray,
     reasons: Sequence[str],
+    review: dict[str, np.ndarray] | None = None,
 ) -> dict:
-    """Coverage, per-task metrics on all vs answered photos, why photos were left out, and a
-    risk-coverage curve per multiclass task."""
+    """Coverage, per-task metrics on all vs answered photos, why photos were declined, and a
+    risk-coverage curve per multiclass task; with ``review`` (per task, whether each photo's
+    answer needs review), the same on the answers that stand without review."""
     answered = ~np.asarray(abstain, dtype=bool)
     report = {
         "n": len(answered),
@@ -45,6 +50,11 @@ def selective_report(
         entry = {"all": _compared(task, y, s)}
         if answered.any():
             entry["answered"] = _compared(task, y[answered], s[answered])
+        if review is not None:
+            sure = answered & ~review[task.name]
+            entry["sure"] = int(sure.sum())
+            if sure.any():
+                entry["without_review"] = _compared(task, y[sure], s[sure])
         if task.multiclass:
             entry["risk_coverage"] = risk_coverage(y, s)
         report["tasks"][task.name] = entry
@@ -67,6 +77,7 @@ def risk_coverage(y_true: np.ndarray, y_score: np.ndarray) -> dict[str, list[flo
     return {"coverage": coverage.round(4).tolist(), "risk": cumulative[kept - 1].round(4).tolist()}
 
 
-def reason_kinds(problems: Sequence[str]) -> list[str]:
-    """The kind of each problem, for counting: 'blurred (sharpness 3.1, under 10)' -> 'blurred'."""
-    return [problem.split(" (")[0] for problem in problems]
+def reason_kinds(messages: Sequence[str]) -> list[str]:
+    """The kind of each problem, for counting: 'too blurred to judge: retake holding still' ->
+    'too blurred to judge'."""
+    return [message.split(":")[0] for message in messages]

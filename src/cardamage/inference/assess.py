@@ -104,7 +104,7 @@ def assess_rows(
 def claim_row(claim: Claim, outcome: ClaimAssessment | NoEvidence) -> Row:
     """A claim as a row the per-photo Writer writes: its decision in a prediction's shape."""
     extra: dict[str, object] = {"n_photos": len(claim.paths)}
-    if isinstance(outcome, NoEvidence):
+    if isinstance(outcome, NoEvidence):  # each photo's reason is on its own row
         return Row(claim.id, error=str(outcome), extra=extra)
     d = outcome.to_dict()
     extra |= {
@@ -113,7 +113,7 @@ def claim_row(claim: Claim, outcome: ClaimAssessment | NoEvidence) -> Row:
     }
     for name, task in outcome.tasks.items():
         extra |= {f"{name}:at_least:{k}": round(v, 4) for k, v in task.at_least.items()}
-    return Row(claim.id, prediction=d["assessment"], extra=extra)
+    return Row(claim.id, prediction=d["assessment"], extra=extra, note=outcome.partial)
 
 
 def at_least_columns(predictor: Predictor) -> list[str]:

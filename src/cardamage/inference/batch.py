@@ -31,13 +31,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 class Row:
     """One output row: a photo (or a claim: ``path`` is then its id) with its prediction as a
     dict, or why it has none; ``result`` keeps the Prediction itself for claims to combine;
-    ``extra`` holds the values of the writer's extra columns."""
+    ``extra`` holds the values of the writer's extra columns; ``note`` ends the summary
+    (a claim's 'from 1 of 2 photos')."""
 
     path: str
     prediction: dict | None = None
     error: str | None = None
     result: Prediction | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    note: str | None = None
 
 
 def find_images(inputs: Iterable[Path], recursive: bool) -> Iterator[Path]:
@@ -96,9 +98,9 @@ class Writer:
             self.csv.writerow(self._flat(row) + extra)
         else:
             record = {self.key: row.path, "prediction": row.prediction, "error": row.error}
-            if row.prediction is not None:
-                record["trust"] = row.result.trust.to_dict() if row.result else None
-                record["summary"] = summary(self.tasks, row.prediction)
+            if row.error is None:
+                record["trust"] = row.result.trust_dict() if row.result else None
+                record["summary"] = row_summary(self.tasks, row)
             record.update({name: row.extra.get(name) for name in self.extra})
             sep = ",\n" if self.fmt == "json" and self.count else ""
             self.out.write(sep + json.dumps(record) + ("\n" if self.fmt == "jsonl" else ""))
@@ -116,9 +118,17 @@ class Writer:
         self.out.flush()
 
 
-#: The flat rows' trust columns, before the summary: whether to leave the photo to a person,
-#: why, and its typicality (empty for models trained before the distribution check).
-TRUST_COLUMNS = ("abstain", "abstain_reason", "in_distribution")
+#: The flat rows' trust columns, before the summary: whether the photo was declined (no
+#: answer), why, the figures behind it and its typicality (empty for models trained before the
+#: distribution check); whether the answer needs a person's review, and why.
+TRUST_COLUMNS = (
+    "abstain",
+    "abstain_reason",
+    "abstain_detail",
+    "in_distribution",
+    "needs_review",
+    "review_reason",
+)
 
 
 def score_columns(tasks: Iterable[Task]) -> list[str]:
@@ -134,31 +144,38 @@ def flat_columns(tasks: list[Task], key: str = "image") -> list[str]:
 
 def flat_values(tasks: list[Task], row: Row) -> list[str | float | None]:
     """A row's values in ``flat_columns`` order: None where an error row has no value, the
-    trust verdict, the decided labels (multilabel ``;``-joined), then every label's score."""
+    trust verdict, the decided labels (multilabel ``;``-joined), then every label's score; a
+    declined photo has its verdict and summary only."""
+    width = len(flat_columns(tasks))
+    if row.error is not None:
+        return [row.path, row.error, *[None] * (width - 2)]
+    verdict = trust_values(row.result) if row.result else [None] * len(TRUST_COLUMNS)
+    head = [row.path, None, *verdict, row_summary(tasks, row)]
     if row.prediction is None:
-        return [row.path, row.error, *[None] * (len(flat_columns(tasks)) - 2)]
+        return [*head, *[None] * (width - len(head))]
     decided = []
     for task in tasks:
         p = row.prediction[task.name]
         decided.append(p["label"] if task.multiclass else ";".join(p["labels"]))
     scores = [row.prediction[t.name]["scores"][label] for t in tasks for label in t.labels]
+    return [*head, *decided, *scores]
+
+
+def trust_values(prediction: Prediction) -> list[str | float | None]:
+    """Declined (yes / no), why, the figures, the typicality; needs review (yes / no), why."""
+    seen = prediction.trust.in_distribution
     return [
-        row.path,
-        None,
-        *trust_values(row.result),
-        summary(tasks, row.prediction),
-        *decided,
-        *scores,
+        _yes_no(prediction.abstain),
+        prediction.abstain_reason,
+        prediction.trust.detail,
+        None if seen is None else seen.typicality,
+        _yes_no(prediction.needs_review),
+        prediction.review_reason,
     ]
 
 
-def trust_values(prediction: Prediction | None) -> list[str | float | None]:
-    """abstain (yes / no), its reason and the typicality; None without a verdict."""
-    if prediction is None:
-        return [None] * len(TRUST_COLUMNS)
-    seen = prediction.trust.in_distribution
-    typicality = None if seen is None else seen.typicality
-    return ["yes" if prediction.abstain else "no", prediction.abstain_reason, typicality]
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
 
 
 def _cell(value: object) -> str:
@@ -170,11 +187,23 @@ def _cell(value: object) -> str:
 
 
 def describe(task: Task, prediction: dict) -> str:
-    """A task's decision as a person reads it: 'No damage 81%', 'dent 64%, paint 55%'."""
+    """A task's decision as a person reads it: 'No damage 81%', 'dent 64%, paint 55%'; a
+    claim's severity with its decision's confidence, the one number shown beside it."""
     chosen = [prediction["label"]] if task.multiclass else prediction["labels"]
     scores = prediction["scores"]
+    if "confidence" in prediction:
+        scores = {**scores, prediction["label"]: prediction["confidence"]}
     found = ", ".join(f"{display_label(x)} {scores[x]:.0%}" for x in chosen)
     return found or "none found"
+
+
+def row_summary(tasks: Iterable[Task], row: Row) -> str:
+    """A predicted row's summary; a declined photo's says why it has no answer."""
+    if row.prediction is None:
+        reason = row.result.abstain_reason if row.result else None
+        return f"not assessed: {reason}"
+    text = summary(tasks, row.prediction)
+    return f"{text} ({row.note})" if row.note else text
 
 
 def summary(tasks: Iterable[Task], prediction: dict) -> str:
@@ -211,6 +240,10 @@ class Explanations:
 
         from cardamage.inference.explain import captioned_png, explain_image, mapped_tasks
 
+        if row.prediction is None:  # declined: no answer to map, only its reason
+            for task in self.predictor.tasks:
+                self._csv.writerow([row.path, task.name, row_summary([task], row), ""])
+            return
         path = Path(row.path)
         photo = Image.fromarray(load_image(path))
         photo.thumbnail((self.size, self.size))

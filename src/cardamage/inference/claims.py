@@ -45,7 +45,21 @@ RULES = tuple(COMBINE)
 
 
 class NoEvidence(CardamageError):
-    """Every photo of a claim abstained or could not be read: nothing to assess it from."""
+    """Every photo of a claim was declined or could not be read: nothing to assess it from.
+    ``left_out``: (photo, reason) for each, so callers can still show every photo's result."""
+
+    def __init__(self, claim: str, left_out: tuple[tuple[str, str], ...]):
+        self.claim, self.left_out = claim, left_out
+        n = len(left_out)
+        super().__init__(
+            f"claim '{claim}' not assessed: none of its {n} photo(s) could be used"
+            if n
+            else f"claim '{claim}' not assessed: no photos"
+        )
+
+    def reasons(self) -> str:
+        """Each photo's reason, for a line of text (a CSV cell, a log)."""
+        return "; ".join(f"{name}: {reason}" for name, reason in self.left_out)
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,14 @@ class ClaimTask:
     evidence: dict[str, tuple[Evidence, ...]]
     at_least: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def confidence(self) -> float:
+        """Multiclass: the probability of the decision as it was made, that the car is at
+        least that damaged (no damage: that it is not damaged at all); the one number shown
+        beside it."""
+        label = self.labels[0]
+        return self.at_least.get(label, self.scores[label])
+
     def to_dict(self) -> dict:
         evidence = {k: [e.to_dict() for e in v] for k, v in self.evidence.items()}
         scores = {k: round(v, 6) for k, v in self.scores.items()}
@@ -88,6 +110,7 @@ class ClaimTask:
                 "kind": "multiclass",
                 "label": label,
                 "score": scores[label],
+                "confidence": round(self.confidence, 6),
                 "scores": scores,
                 "at_least": {k: round(v, 6) for k, v in self.at_least.items()},
                 "evidence": evidence,
@@ -113,6 +136,13 @@ class ClaimAssessment:
     #: photos found in other claims (None: no photo index was asked)
     seen_before: SeenBefore | None = None
 
+    @property
+    def partial(self) -> str | None:
+        """'from 1 of 2 photos' when some were left out: said wherever the verdict is."""
+        if not self.left_out:
+            return None
+        return f"from {len(self.photos)} of {len(self.photos) + len(self.left_out)} photos"
+
     def to_dict(self) -> dict:
         seen = {} if self.seen_before is None else {"seen_before": self.seen_before.to_dict()}
         return {
@@ -122,6 +152,8 @@ class ClaimAssessment:
             "assessment": {name: t.to_dict() for name, t in self.tasks.items()},
             "photos": list(self.photos),
             "left_out": [{"photo": p, "reason": r} for p, r in self.left_out],
+            "n_photos": len(self.photos) + len(self.left_out),
+            "partial": self.partial,
         }
 
 
@@ -147,13 +179,12 @@ def assess_claim(
         raise CardamageError(f"unknown claim rule '{rule}' (one of: {', '.join(COMBINE)})")
     used = [p for p in photos if p.prediction is not None and not p.prediction.abstain]
     left_out = tuple(
-        (p.name, p.error or (p.prediction.abstain_reason if p.prediction else None) or "abstained")
+        (p.name, p.error or (p.prediction.abstain_reason if p.prediction else None) or "declined")
         for p in photos
         if p not in used
     )
     if not used:
-        reasons = "; ".join(f"{name}: {reason}" for name, reason in left_out) or "no photos"
-        raise NoEvidence(f"claim '{claim}': no photo could be assessed ({reasons})")
+        raise NoEvidence(claim, left_out)
     names = [p.name for p in used]
     first = used[0].prediction
     tasks = {}

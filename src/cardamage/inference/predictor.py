@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +28,7 @@ from cardamage.tasks import Task
 from cardamage.trust.calibrators import calibrate
 from cardamage.trust.distribution import DistributionCheck
 from cardamage.trust.quality import check_quality
+from cardamage.trust.review import Confidence, ReviewPolicy
 from cardamage.trust.verdict import Trust
 
 if TYPE_CHECKING:
@@ -74,27 +75,54 @@ class TaskPrediction:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One photo's predictions; ``abstain``: the photo should not be trusted (its reason in
-    ``abstain_reason``), so claims leave it out."""
+    """One photo's predictions and the two questions asked of them: ``trust``, whether the
+    photo is usable at all (declined, ``abstain``: no answer, only its reason); ``review``, per
+    task, how sure the answer is (an answer under its task's threshold needs review)."""
 
     tasks: dict[str, TaskPrediction]
     trust: Trust
+    review: dict[str, Confidence] = field(default_factory=dict)
     #: what the photo index keeps of it (None when the engine gives no features)
     fingerprint: Fingerprint | None = None
 
     @property
     def abstain(self) -> bool:
-        """Whether a person should look instead: a bad photo, or one unlike the training set.
-        The scores are still there (a program may want them); they are not an answer."""
+        """Declined: a bad photo, or not one of a car. Its scores stay here for evaluation;
+        every output gives its reason instead of an answer."""
         return self.trust.abstain
 
     @property
     def abstain_reason(self) -> str | None:
         return self.trust.reason
 
-    def to_dict(self) -> dict:
-        """Per task name, as the API and ``cardamage predict`` give them; ``trust`` apart."""
+    @property
+    def unsure(self) -> list[Confidence]:
+        """The tasks whose answer a person should check (none for a declined photo)."""
+        return [] if self.abstain else [c for c in self.review.values() if not c.sure]
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.unsure)
+
+    @property
+    def review_reason(self) -> str | None:
+        unsure = self.unsure
+        return "; ".join(c.message for c in unsure) if unsure else None
+
+    def to_dict(self) -> dict | None:
+        """Per task name, as the API and ``cardamage predict`` give them; None when declined
+        (no label, no score: there is no answer)."""
+        if self.abstain:
+            return None
         return {name: p.to_dict() for name, p in self.tasks.items()}
+
+    def trust_dict(self) -> dict:
+        """Both questions' verdicts, as the API and the JSON outputs give them."""
+        return self.trust.to_dict() | {
+            "needs_review": self.needs_review,
+            "review_reason": self.review_reason,
+            "confidence": {} if self.abstain else {n: c.to_dict() for n, c in self.review.items()},
+        }
 
 
 class Predictor:
@@ -111,6 +139,7 @@ class Predictor:
         self.engine = engine
         self.quality = quality or QualityRules()
         self.distribution = DistributionCheck.load(model_dir) if model_dir else None
+        self.review = ReviewPolicy.load(model_dir) if model_dir else ReviewPolicy({}, {})
         resolved = resolve_thresholds(thresholds or {}, meta.tasks)
         self.tasks = [
             t.with_thresholds(resolved[t.name]) if t.name in resolved else t for t in meta.tasks
@@ -190,7 +219,7 @@ class Predictor:
             Fingerprint.of(photo.analysis, features[i]) if wanted and features is not None else None
             for i, photo in enumerate(photos)
         ]
-        return predictions(self.tasks, scores, trusts, fingerprints)
+        return predictions(self.tasks, scores, trusts, self.review, fingerprints)
 
     def assess(
         self,
@@ -234,15 +263,19 @@ def predictions(
     tasks: Sequence[Task],
     scores: Mapping[str, np.ndarray],
     trusts: Sequence[Trust],
+    review: ReviewPolicy,
     fingerprints: Sequence[Fingerprint | None] | None = None,
 ) -> list[Prediction]:
-    """One Prediction per image from a batch of calibrated per-task scores and the images'
-    verdicts: the tasks' thresholds and decisions, wherever the scores were computed (here, or
-    by a Ray actor)."""
+    """One Prediction per image from a batch of calibrated per-task scores, the images'
+    verdicts and the review policy: the tasks' thresholds and decisions, wherever the scores
+    were computed (here, or by a Ray actor); ``fingerprints`` for the photo index."""
+    confidences = review.judge(tasks, scores)
     prints = fingerprints or [None] * len(trusts)
     return [
-        Prediction({t.name: TaskPrediction(t, scores[t.name][i]) for t in tasks}, trust, prints[i])
-        for i, trust in enumerate(trusts)
+        Prediction(
+            {t.name: TaskPrediction(t, scores[t.name][i]) for t in tasks}, trust, sure, prints[i]
+        )
+        for i, (trust, sure) in enumerate(zip(trusts, confidences, strict=True))
     ]
 
 

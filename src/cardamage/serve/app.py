@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from cardamage import __version__
 from cardamage.data.images import Photo
 from cardamage.errors import CardamageError
-from cardamage.inference.claims import ClaimPhoto, NoEvidence, assess_claim
+from cardamage.inference.claims import DEFAULT_RULE, ClaimPhoto, NoEvidence, assess_claim
 from cardamage.inference.photo_index.check import SeenBefore
 from cardamage.inference.predictor import Prediction, Predictor
 from cardamage.serve.decoding import RejectedUpload, decode_all
@@ -254,9 +254,8 @@ async def predict(
         return _explainer(service) if explain or _flag(form.fields.get("explain")) else None
 
     form, decoded, predicted, explainer = await _predict_form(request, service, wanted)
-    predictions = [p.to_dict() for p in predicted]
     uploads = [u for u, d in zip(form.files, decoded, strict=True) if _is_image(d)]
-    explanations = await _explain(uploads, predictions, explainer) if explainer else []
+    explanations = await _explain(uploads, predicted, explainer) if explainer else []
     return PredictResponse(
         model=service.model_ref,
         results=_results(form.files, decoded, predicted, explanations),
@@ -325,14 +324,22 @@ async def claims(
     if service.reuse is not None and named:  # only a named claim can be told from others
         seen = await run_in_threadpool(service.reuse.check, claim, photos)
     try:
-        assessment = assess_claim(claim, photos, seen_before=seen)
-    except NoEvidence as e:  # every readable photo abstained: nothing to answer from
-        raise ApiError(422, "no_usable_photo", str(e)) from None
+        verdict = assess_claim(claim, photos, seen_before=seen).to_dict()
+    except NoEvidence as e:  # every image declined: each photo's result says why
+        verdict = {
+            "claim": claim,
+            "rule": DEFAULT_RULE,
+            **({"seen_before": seen.to_dict()} if seen else {}),
+            "photos": [],
+            "left_out": [{"photo": p, "reason": r} for p, r in e.left_out],
+            "n_photos": len(photos),
+            "reason": str(e),
+        }
     renamed = [replace(u, filename=n) for u, n in zip(form.files, names, strict=True)]
     results = _results(renamed, decoded, predicted, [])
     return ClaimResponse(
         model=service.model_ref,
-        claim=assessment.to_dict(),
+        claim=verdict,
         results=_with_seen_before(results, names, seen) if seen else results,
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )
@@ -397,12 +404,15 @@ def _is_image(decoded: Photo | RejectedUpload) -> bool:
 
 
 async def _explain(
-    uploads: list[Upload], predictions: list[dict], explainer: Explainer
-) -> list[dict[str, str]]:
-    """Heatmaps of the usable uploads; a model the explainer cannot handle is a 501."""
+    uploads: list[Upload], predictions: list[Prediction], explainer: Explainer
+) -> list[dict[str, str] | None]:
+    """Heatmaps of the answered uploads (a declined photo has no answer to map: None); a model
+    the explainer cannot handle is a 501."""
     try:
-        pairs = zip(uploads, predictions, strict=True)
-        return [await explainer.explain(u.data, u.filename, p) for u, p in pairs]
+        pairs = zip(uploads, [p.to_dict() for p in predictions], strict=True)
+        return [
+            None if p is None else await explainer.explain(u.data, u.filename, p) for u, p in pairs
+        ]
     except CardamageError as e:
         raise ApiError(501, "explain_unavailable", f"no heatmaps for this model: {e}") from None
 
@@ -430,7 +440,7 @@ def _results(
     files: list[Upload],
     decoded: list[Photo | RejectedUpload],
     predictions: list[Prediction],
-    explanations: list[dict[str, str]],
+    explanations: list[dict[str, str] | None],
 ) -> list[PredictedFile | RejectedFile]:
     """One result per file, in upload order; predictions and explanations follow the images."""
     answers = iter(predictions)
@@ -445,7 +455,7 @@ def _results(
                 PredictedFile(
                     filename=upload.filename,
                     prediction=answer.to_dict(),
-                    trust=TrustReport.model_validate(answer.trust.to_dict()),
+                    trust=TrustReport.model_validate(answer.trust_dict()),
                     explanation=next(heatmaps, None),
                 )
             )

@@ -54,15 +54,25 @@ class MultilabelPrediction(BaseModel):
 TaskPrediction = Annotated[MulticlassPrediction | MultilabelPrediction, Field(discriminator="kind")]
 
 
-class QualityCheck(BaseModel):
+class Why(BaseModel):
+    """Only on a check that failed (an answer that is unsure): why, twice."""
+
+    message: str | None = Field(
+        None, description="For a person, e.g. 'too dark to judge: retake in daylight'."
+    )
+    detail: str | None = Field(
+        None, description="The figures, for engineers, e.g. 'brightness 12, under 25'."
+    )
+
+
+class QualityCheck(Why):
     name: str
     value: float = Field(description="What was measured on the photo.")
     threshold: float
     passed: bool
-    message: str = Field(description="What a person reads when it fails.")
 
 
-class InDistribution(BaseModel):
+class InDistribution(Why):
     score: float = Field(
         description="Typicality: the share of genuine training photos (scored out of fold) "
         "that looked less like the training set than this photo."
@@ -71,16 +81,37 @@ class InDistribution(BaseModel):
     passed: bool
 
 
+class TaskConfidence(Why):
+    confidence: float = Field(
+        description="The calibrated probability of the task's decision (multiclass: the top "
+        "class's score; multilabel: the least certain label's)."
+    )
+    threshold: float | None = Field(
+        description="The confidence an answer needs to stand without review (none: no policy)."
+    )
+    sure: bool
+
+
 class TrustReport(BaseModel):
     abstain: bool = Field(
-        description="True when the photo should go to a person: a quality check failed or it "
-        "is unlike the training photos. The scores are still given; they are not an answer."
+        description="Declined: the photo is not usable (a quality check failed, or it does not "
+        "look like a photo of a car). It then has no prediction, only the reason."
     )
-    reason: str | None = Field(None, description="Why it abstains, for a person.")
+    reason: str | None = Field(None, description="Why it was declined, for a person.")
+    detail: str | None = Field(None, description="The figures behind the reason, for engineers.")
     in_distribution: InDistribution | None = Field(
         None, description="Absent for models trained before the check existed."
     )
     quality: dict[str, QualityCheck] = Field(description="Each check by name.")
+    needs_review: bool = Field(
+        False,
+        description="Answered, but a task's confidence is under its threshold: a person should "
+        "check the answer.",
+    )
+    review_reason: str | None = Field(None, description="Which answer to check, for a person.")
+    confidence: dict[str, TaskConfidence] = Field(
+        default_factory=dict, description="Per task (empty when declined)."
+    )
 
 
 class SeenMatch(BaseModel):
@@ -96,7 +127,9 @@ class SeenMatch(BaseModel):
 
 class PredictedFile(BaseModel):
     filename: str
-    prediction: dict[str, TaskPrediction] = Field(description="Per task name.")
+    prediction: dict[str, TaskPrediction] | None = Field(
+        None, description="Per task name; absent when the photo was declined (trust.abstain)."
+    )
     trust: TrustReport
     seen_before: list[SeenMatch] | None = Field(
         None, description="Claims only, with a photo index: this photo in other claims."
@@ -169,7 +202,11 @@ class Evidence(BaseModel):
 class ClaimMulticlass(BaseModel):
     kind: Literal["multiclass"]
     label: str = Field(description="The highest level the photos make more likely than not.")
-    score: float = Field(description="Its combined probability.")
+    score: float = Field(description="Its combined probability of being exactly that level.")
+    confidence: float = Field(
+        description="The decision's probability: that the car is at least that damaged (no "
+        "damage: that it is not damaged); the one number to show beside the label."
+    )
     scores: dict[str, float] = Field(description="The combined distribution over labels.")
     at_least: dict[str, float] = Field(
         description="Per damaged level: the combined probability the car is at least that."
@@ -211,9 +248,21 @@ class ClaimAssessment(BaseModel):
         "and the request names its claim.",
     )
     rule: str = Field(description="How the photos' severities were combined, e.g. 'max'.")
-    assessment: dict[str, ClaimTask] = Field(description="Per task name.")
+    assessment: dict[str, ClaimTask] | None = Field(
+        None, description="Per task name; absent when no photo could be used (see `reason`)."
+    )
     photos: list[str] = Field(description="The photos used, those that drove the decision first.")
-    left_out: list[LeftOut] = Field(description="Photos not used (unreadable, abstained).")
+    left_out: list[LeftOut] = Field(description="Photos not used (unreadable, declined).")
+    n_photos: int = Field(description="Photos sent.")
+    partial: str | None = Field(
+        None,
+        description="'from 1 of 2 photos' when photos were left out: show it with the verdict.",
+    )
+    reason: str | None = Field(
+        None,
+        description="Only without an assessment: why, once (each photo's own reason is in "
+        "`results`).",
+    )
 
 
 class ClaimResponse(BaseModel):

@@ -41,7 +41,7 @@ from cardamage.train.rundir import FoldFiles, RunDir, versions
 from cardamage.train.splits import held_out_rows, read_run_data
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
 from cardamage.trust.calibrators import calibrate
-from cardamage.trust.training import calibrate_out_of_fold, fit_distribution
+from cardamage.trust.training import calibrate_out_of_fold, fit_distribution, fit_review
 
 
 @dataclass
@@ -375,6 +375,8 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     distribution = fit_distribution(_training_features(inputs, final), both_ways, cfg.trust)
     if distribution is not None:
         distribution.save(run.model_dir)
+    needs_review = fit_review(tasks, targets, scores, cfg.trust)
+    needs_review.save(run.model_dir)
     validated = manifest.subset(held)
     run.write_oof(validated, tasks, oof)
     if cfg.run.label_review != "off":
@@ -395,6 +397,7 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
         }
     if distribution is not None:
         summary["distribution"] = distribution.summary()
+    summary["review"] = {"thresholds": needs_review.thresholds, **needs_review.chosen_for}
     return summary
 
 

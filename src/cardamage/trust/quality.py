@@ -8,7 +8,7 @@ sharpness is the variance of the Laplacian (Pech-Pacheco et al., 2000), the usua
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -20,56 +20,82 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
+class Rule:
+    """One check: what it measures, which way it fails, and what a claims handler is told."""
+
+    name: str
+    measure: str  # the figure's name, for engineers: "brightness"
+    at_most: bool  # fails above the threshold (else below)
+    advice: str  # the reason as a person reads it
+    digits: int = 0
+
+
+RULES = {
+    rule.name: rule
+    for rule in (
+        Rule(
+            "size", "px on the shorter side", False, "too small to judge: send the original photo"
+        ),
+        Rule("dark", "brightness", False, "too dark to judge: retake in daylight"),
+        Rule("bright", "brightness", True, "too bright to judge: retake out of glare"),
+        Rule("uniform", "contrast", False, "nothing to judge: the photo is nearly blank", 1),
+        Rule("blur", "sharpness", False, "too blurred to judge: retake holding still", 1),
+    )
+}
+
+
+@dataclass(frozen=True)
 class QualityCheck:
     name: str
     value: float
     threshold: float
     passed: bool
-    #: what a person reads when it fails, e.g. "too dark (brightness 12 < 25)"
-    message: str
+
+    @property
+    def message(self) -> str | None:
+        """What a person reads when it failed ("too dark to judge: retake in daylight")."""
+        return None if self.passed else RULES[self.name].advice
+
+    @property
+    def detail(self) -> str | None:
+        """The figures beside it, for engineers ("brightness 12, under 25")."""
+        if self.passed:
+            return None
+        rule = RULES[self.name]
+        side = "over" if rule.at_most else "under"
+        value = f"{self.value:.{rule.digits}f}"
+        figure = f"{value} {rule.measure}" if rule.name == "size" else f"{rule.measure} {value}"
+        return f"{figure}, {side} {self.threshold:g}"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "value": round(self.value, 3)}
+        """Name, value, threshold, passed; ``message`` and ``detail`` only when it failed."""
+        out = {
+            "name": self.name,
+            "value": round(self.value, 3),
+            "threshold": self.threshold,
+            "passed": self.passed,
+        }
+        if not self.passed:
+            out |= {"message": self.message, "detail": self.detail}
+        return out
 
 
 def check_quality(photo: Photo, rules: QualityRules) -> list[QualityCheck]:
     """Every check on one photo, measured on its analysis image and its stored size."""
     grey = np.asarray(photo.analysis, dtype=np.float32) @ _LUMA
-    side = float(min(photo.size))
-    brightness, contrast = float(grey.mean()), float(grey.std())
-    sharpness = float(ndimage.laplace(grey).var())
+    brightness = float(grey.mean())
+    measured = {
+        "size": (float(min(photo.size)), rules.min_side),
+        "dark": (brightness, rules.min_brightness),
+        "bright": (brightness, rules.max_brightness),
+        "uniform": (float(grey.std()), rules.min_contrast),
+        "blur": (float(ndimage.laplace(grey).var()), rules.min_sharpness),
+    }
     return [
-        _at_least(
-            "size", side, rules.min_side, "too small ({v:.0f} px on the shorter side, under {t:g})"
-        ),
-        _at_least(
-            "dark", brightness, rules.min_brightness, "too dark (brightness {v:.0f}, under {t:g})"
-        ),
-        _at_most(
-            "bright",
-            brightness,
-            rules.max_brightness,
-            "too bright (brightness {v:.0f}, over {t:g})",
-        ),
-        _at_least(
-            "uniform",
-            contrast,
-            rules.min_contrast,
-            "nearly uniform (contrast {v:.1f}, under {t:g})",
-        ),
-        _at_least(
-            "blur", sharpness, rules.min_sharpness, "blurred (sharpness {v:.1f}, under {t:g})"
-        ),
+        QualityCheck(name, value, threshold, _passes(RULES[name], value, threshold))
+        for name, (value, threshold) in measured.items()
     ]
 
 
-def _at_least(name: str, value: float, threshold: float, message: str) -> QualityCheck:
-    return QualityCheck(
-        name, value, threshold, value >= threshold, message.format(v=value, t=threshold)
-    )
-
-
-def _at_most(name: str, value: float, threshold: float, message: str) -> QualityCheck:
-    return QualityCheck(
-        name, value, threshold, value <= threshold, message.format(v=value, t=threshold)
-    )
+def _passes(rule: Rule, value: float, threshold: float) -> bool:
+    return value <= threshold if rule.at_most else value >= threshold

@@ -12,6 +12,7 @@ from cardamage.evaluate.calibration import reliability
 from cardamage.tasks import Task
 from cardamage.trust.calibrators import calibrate, cross_fitted, fit_calibration
 from cardamage.trust.distribution import DistributionCheck
+from cardamage.trust.review import ReviewPolicy
 
 Splits = Sequence[tuple[np.ndarray, np.ndarray]]
 
@@ -58,3 +59,14 @@ def fit_distribution(
     return DistributionCheck.fit(
         np.asarray(features, dtype=np.float32), list(splits), cfg.distribution, cfg.coverage
     )
+
+
+def fit_review(
+    tasks: Sequence[Task],
+    targets: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    cfg: TrustConfig,
+) -> ReviewPolicy:
+    """Per task, the confidence an answer needs to stand without review, chosen on the
+    calibrated out-of-fold scores (on which the tasks' thresholds were tuned)."""
+    return ReviewPolicy.fit(tasks, targets, scores, cfg.review_coverage, cfg.review_risk)

@@ -196,7 +196,9 @@
     if (error.files) {
       error.files.forEach((f, i) => items[i].card.reject(f.error.message));
     } else {
-      items.forEach((item) => item.card.reject(error.message));
+      // a claim's error is said once, on the claim
+      const message = claim ? "Not assessed: see the claim above." : error.message;
+      items.forEach((item) => item.card.reject(message));
     }
   }
 
@@ -256,6 +258,15 @@
         replace(errorBox(message, "Claim not assessed"));
       },
       show(claim) {
+        if (!claim.assessment) {
+          // no photo usable: said once here; each photo's card says its own reason
+          box.classList.add("claim--declined");
+          const note = el("div", "card__abstain");
+          note.setAttribute("role", "status");
+          note.append(el("strong", "", "Claim not assessed: a person should look at its photos"), el("p", "", claim.reason));
+          replace(note);
+          return;
+        }
         replace(renderClaim(claim));
       },
     };
@@ -268,11 +279,8 @@
     if (reused) wrap.append(reused);
     const entries = Object.entries(claim.assessment);
     for (const [name, p] of entries.filter(([, t]) => t.kind === "multiclass")) {
-      wrap.append(headline(name, p));
-      const levels = Object.entries(p.at_least)
-        .map(([label, score]) => `at least ${shown(name, label).toLowerCase()} ${pct(score)}`)
-        .join(" · ");
-      wrap.append(el("p", "claim__levels", levels));
+      // one number per decision: the probability the car is at least that damaged
+      wrap.append(headline(name, p.label, p.confidence, claim.partial));
     }
     for (const [name, p] of entries.filter(([, t]) => t.kind === "multilabel")) {
       const block = el("section", "task");
@@ -359,14 +367,14 @@
           this.reject(result.error.message);
           return;
         }
-        prediction = result.prediction;
         if (result.trust && result.trust.abstain) {
-          // no severity, no bars: the model's scores are not an answer for this photo
+          // declined: no answer at all (the server sends none), so no heatmaps either
           card.classList.add("card--abstain");
           replace(abstainBox(result.trust));
           return;
         }
-        replace(renderPrediction(prediction));
+        prediction = result.prediction;
+        replace(renderPrediction(prediction, result.trust));
         if (result.explanation) this.heatmaps(result.explanation);
         // switched on while this photo was on its way without heatmaps: fetch them now
         else if ($("explain").checked) fetchHeatmaps([{ file, card: this }]);
@@ -399,29 +407,42 @@
     return box;
   }
 
-  function abstainBox(trust) {
-    const box = el("div", "card__abstain");
+  // A reason as a claims handler reads it, the figures beside it for engineers.
+  function reasonItem(message, detail) {
+    const item = el("li", "", message);
+    if (detail) item.append(el("span", "reason__detail", ` (${detail})`));
+    return item;
+  }
+
+  // A box of reasons: what a person should do, then each reason with its figures.
+  function reasonsBox(className, heading, failed) {
+    const box = el("div", className);
     box.setAttribute("role", "status");
-    box.append(el("strong", "", "Not assessed: a person should look at this photo"));
+    box.append(el("strong", "", heading));
     const reasons = el("ul", "abstain__reasons");
-    for (const check of Object.values(trust.quality)) {
-      if (!check.passed) reasons.append(el("li", "", check.message));
-    }
-    const seen = trust.in_distribution;
-    if (seen && !seen.passed) {
-      reasons.append(
-        el("li", "", `It looks unlike the photos the model was trained on (typicality ${pct(seen.score)}, needs over ${pct(seen.threshold)}).`)
-      );
-    }
+    failed.forEach((x) => reasons.append(reasonItem(x.message, x.detail)));
     box.append(reasons);
     return box;
   }
 
-  function renderPrediction(prediction) {
+  function abstainBox(trust) {
+    const seen = trust.in_distribution && !trust.in_distribution.passed ? [trust.in_distribution] : [];
+    const failed = [...seen, ...Object.values(trust.quality).filter((c) => !c.passed)];
+    return reasonsBox("card__abstain", "Not assessed: a person should look at this photo", failed);
+  }
+
+  // Answered, but a task's confidence is under its threshold: say which answer to check.
+  function reviewBox(trust) {
+    const unsure = Object.values(trust.confidence || {}).filter((c) => !c.sure);
+    return reasonsBox("card__review", "Needs review", unsure);
+  }
+
+  function renderPrediction(prediction, trust) {
     const wrap = el("div", "card__result");
+    if (trust && trust.needs_review) wrap.append(reviewBox(trust));
     const entries = Object.entries(prediction);
     const main = entries.find(([, p]) => p.kind === "multiclass");
-    if (main) wrap.append(headline(main[0], main[1]));
+    if (main) wrap.append(headline(main[0], main[1].label, main[1].score));
     // the headline names its task: that task's bars follow it without a heading of their own
     for (const [name, p] of entries) wrap.append(taskBlock(name, p, !main || main[0] !== name));
     if (entries.some(([, p]) => p.thresholds)) wrap.append(thresholdKey());
@@ -451,12 +472,15 @@
     );
   }
 
-  function headline(name, p) {
-    const box = el("div", `headline ${TONES[p.label] || ""}`);
+  // The decision and its one confidence number; a claim answered from fewer photos than sent
+  // says so here, where the verdict is read.
+  function headline(name, label, confidence, partial = null) {
+    const box = el("div", `headline ${TONES[label] || ""}`);
     const left = el("div");
-    left.append(el("div", "headline__label", title(name)), el("div", "headline__value", shown(name, p.label)));
+    left.append(el("div", "headline__label", title(name)), el("div", "headline__value", shown(name, label)));
+    if (partial) left.append(el("div", "headline__partial", partial));
     const right = el("div", "headline__conf");
-    right.append(el("div", "headline__pct", pct(p.score)), el("div", "headline__note", "confidence"));
+    right.append(el("div", "headline__pct", pct(confidence)), el("div", "headline__note", "confidence"));
     box.append(left, right);
     return box;
   }
