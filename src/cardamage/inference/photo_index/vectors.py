@@ -1,6 +1,6 @@
 """The in-memory search over the index's entries, exact and cheap to build: hashes by Hamming
 distance, features by cosine on a reduced copy of them (a fixed random orthogonal projection
-to REDUCED dimensions: one numpy matmul per query, a second's work per 100,000 photos to
+to REDUCED dimensions: one numpy matmul per query, seconds per 100,000 photos to
 build). The store re-checks the candidates on the full features, so its thresholds keep
 their meaning; bench/reused_photos.py measured it against an HNSW graph (usearch), which
 took minutes to build per process and found a random vector itself only 72 % of the time.
