@@ -85,6 +85,33 @@ def test_a_photo_whose_features_match_but_hash_does_not_is_a_near_copy(location)
     assert index.search(Fingerprint(flipped_bits, random_fingerprint(3).features), "B") == []
 
 
+#: The width of real backbone features (MobileNetV2 with its mid-level block): wider than the
+#: reduced copy the search scans, so the reduction and the full re-check are exercised.
+WIDE = 1856
+
+
+def test_wide_features_each_find_themselves_first_and_the_threshold_is_the_full_cosine(location):
+    index = open_index(location, SPACE)
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((2000, WIDE))  # random: the worst case for reduced search
+    hashes = rng.integers(-(2**63), 2**63 - 1, len(vectors))
+    index.add(
+        [
+            Entry(f"c{i}", f"{i}.jpg", Fingerprint(int(h), v))
+            for i, (h, v) in enumerate(zip(hashes, vectors, strict=True))
+        ]
+    )
+    for i in range(0, len(vectors), 50):
+        assert index.search(Fingerprint(0, vectors[i]), "new")[0].photo == f"{i}.jpg"
+    v = vectors[7] / np.linalg.norm(vectors[7])
+    other = vectors[8] - (vectors[8] @ v) * v
+    other /= np.linalg.norm(other)
+    for cosine, found in ((0.91, True), (0.89, False)):  # around NEAR_COPY_SIMILARITY, 0.9
+        matches = index.search(Fingerprint(0, cosine * v + np.sqrt(1 - cosine**2) * other), "B")
+        assert [m.photo for m in matches] == (["7.jpg"] if found else []), cosine
+        assert all(abs(m.similarity - cosine) < 0.003 for m in matches)
+
+
 def test_deletion_and_new_photos_reach_every_open_reader(location):
     writer, reader = open_index(location, SPACE), open_index(location, SPACE)
     prints = [random_fingerprint(i) for i in range(3)]

@@ -33,6 +33,8 @@ COPY_BITS = 6
 NEAR_COPY_SIMILARITY = 0.9
 #: Nearest neighbours looked at per photo: matches are few, the rest room for a claim's own.
 NEIGHBOURS = 32
+#: Rows read from the database at a time when the search is built (bounds the memory it takes).
+SYNC_BATCH = 10_000
 
 
 class IndexUnavailable(CardamageError):
@@ -212,46 +214,56 @@ class SqlIndex:
             if self.search_cache is None:
                 return []
             hashes = [fingerprint.phash, fingerprint.phash_mirror or fingerprint.phash]
+            vector = unit(fingerprint.features)
             candidates = self.search_cache.search(
-                hashes, unit(fingerprint.features), COPY_BITS, NEAR_COPY_SIMILARITY, NEIGHBOURS
+                hashes, vector, COPY_BITS, NEAR_COPY_SIMILARITY, NEIGHBOURS
             )
             rows = self._rows([c.id for c in candidates])
         matches = []
         for c in candidates:
             if c.id not in rows or rows[c.id][0] == exclude_claim:
                 continue  # deleted since the last sync, or the claim's own photo
-            claim, photo, added = rows[c.id]
-            kind = "copy" if c.bits <= COPY_BITS else "near-copy"
-            matches.append(Match(claim, photo, c.similarity, kind, added))
-        return matches
+            claim, photo, added, features = rows[c.id]
+            stored = np.frombuffer(bytes(features), dtype=np.float16).astype(np.float32)
+            similarity = float(stored @ vector / max(float(np.linalg.norm(stored)), 1e-12))
+            if c.bits <= COPY_BITS or similarity >= NEAR_COPY_SIMILARITY:
+                kind = "copy" if c.bits <= COPY_BITS else "near-copy"
+                matches.append(Match(claim, photo, similarity, kind, added))
+        return sorted(matches, key=lambda m: (m.kind != "copy", -m.similarity))
 
-    def _rows(self, ids: list[int]) -> dict[int, tuple[str, str, str]]:
+    def _rows(self, ids: list[int]) -> dict[int, tuple[str, str, str, Any]]:
+        """The candidates' rows, full features included (the search re-checks them)."""
         if not ids:
             return {}
         cur = self.conn.cursor()
         marks = ", ".join([self.mark] * len(ids))
-        cur.execute(f"SELECT id, claim, photo, added FROM photos WHERE id IN ({marks})", ids)
-        found = {int(i): (c, p, a) for i, c, p, a in cur.fetchall()}
+        cur.execute(
+            f"SELECT id, claim, photo, added, features FROM photos WHERE id IN ({marks})", ids
+        )
+        found = {int(i): (c, p, a, f) for i, c, p, a, f in cur.fetchall()}
         self.conn.commit()
         return found
 
     def _sync(self) -> None:
         """Bring the in-memory search up to the database: new rows, then deletions."""
         self._ready()
+        if self.dim is None:  # set with the first photo, in the same transaction
+            self.feature_space, self.dim = self._space(self.feature_space)
+            if self.dim is None:
+                return
         cur = self.conn.cursor()
         cur.execute(
             self._q("SELECT id, phash, features FROM photos WHERE id > ? ORDER BY id"),
             (self.seen_id,),
         )
-        rows = cur.fetchall()
+        while rows := cur.fetchmany(SYNC_BATCH):
+            self._take(rows)
         cur.execute(
             self._q("SELECT seq, entry FROM deletions WHERE seq > ? ORDER BY seq"),
             (self.seen_deletion,),
         )
         deletions = cur.fetchall()
         self.conn.commit()
-        if rows:
-            self._take(rows)
         if deletions and self.search_cache is not None:
             self.search_cache.remove(np.array([d[1] for d in deletions], dtype=np.int64))
         if deletions:
@@ -259,8 +271,6 @@ class SqlIndex:
 
     def _take(self, rows: list[tuple]) -> None:
         self.seen_id = int(rows[-1][0])
-        if self.dim is None:
-            self.feature_space, self.dim = self._space(self.feature_space)
         expected = 2 * (self.dim or 0)
         good = [r for r in rows if len(r[2]) == expected]  # stats counts the others
         if not good:
@@ -284,7 +294,7 @@ class SqlIndex:
         return len(ids)
 
     def stats(self) -> IndexStats:
-        """Counted in the database: no search cache is built (it costs minutes on a big index)."""
+        """Counted in the database: no search cache is built (seconds on a big index)."""
         with self.lock, self._guard("count its photos"):
             self._ready()
             space, dim = self._space(None)
