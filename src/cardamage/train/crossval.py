@@ -162,7 +162,14 @@ def train_model(
         done = {"heads": head_epochs, "fine_tune": None}
         if cfg.fine_tune.layers:
             ft_history, done["fine_tune"] = fine_tune(
-                model, backbones, tasks, data, cfg, log_dir, schedule and schedule["fine_tune"]
+                model,
+                backbones,
+                tasks,
+                data,
+                cfg,
+                log_dir,
+                seed,
+                schedule and schedule["fine_tune"],
             )
             for key, values in ft_history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)

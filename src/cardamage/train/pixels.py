@@ -19,9 +19,10 @@ import numpy as np
 from cardamage.config import AugmentConfig
 from cardamage.data.pipeline import iter_image_batches
 from cardamage.train import interrupt
-from cardamage.train.features import content_key, write_entry
+from cardamage.train.features import content_key, sweep_partial_entries, write_entry
 
 PIXELS_FILE = "pixels.npy"
+#: bump with any change to how photos are decoded (load_image): the key holds no decoder
 PIXEL_CACHE_VERSION = 1
 
 
@@ -35,6 +36,7 @@ def cached_pixels(paths: Sequence[Path], size: int, cache_dir: Path) -> np.ndarr
     frame); memory-mapped from the cache, computed on first use."""
     settings = {"kind": "pixels", "version": PIXEL_CACHE_VERSION, "size": size}
     file = cache_dir / content_key(settings, paths) / PIXELS_FILE
+    sweep_partial_entries(cache_dir)
     if not file.exists():
         write_entry(
             file,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +102,7 @@ def head_optimizer(learning_rate: float, average_weights: bool) -> keras.optimiz
     return keras.optimizers.Adam(learning_rate, use_ema=average_weights, ema_momentum=EMA_MOMENTUM)
 
 
-def decay_schedule(cfg: TrainConfig, learning_rate: float):
+def decay_schedule(cfg: TrainConfig, learning_rate: float) -> Callable[[int, float], float]:
     """The original's schedule, per epoch: constant, then lr * exp(-decay) an epoch."""
 
     def schedule(epoch: int, lr: float) -> float:
@@ -113,15 +113,26 @@ def decay_schedule(cfg: TrainConfig, learning_rate: float):
     return schedule
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """The rate each epoch ended at in the logs (a schedule inside the optimizer logs none)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            rate = self.model.optimizer.learning_rate
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+
+
 def _callbacks(
     cfg: TrainConfig,
     log_dir: Path,
     validate: bool,
     bar: ProgressBar,
-    schedule=None,
+    schedule: Callable[[int, float], float] | None = None,
     average_weights: bool = False,
+    log_name: str = "history.csv",
 ) -> list[keras.callbacks.Callback]:
-    """``schedule``: a learning rate per epoch (None: the optimizer's own)."""
+    """``schedule``: a learning rate per epoch (None: the optimizer's own); ``log_name``: the
+    phase's CSV log (one file a phase: the phases log different columns)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     stopping = [
         keras.callbacks.EarlyStopping(
@@ -135,8 +146,8 @@ def _callbacks(
         *swap,
         CheckInterrupt(),
         *(stopping if validate else []),
-        *scheduler,
-        keras.callbacks.CSVLogger(str(log_dir / "history.csv"), append=True),
+        *(scheduler or [LogLearningRate()]),
+        keras.callbacks.CSVLogger(str(log_dir / log_name), append=True),
         keras.callbacks.TensorBoard(log_dir=str(log_dir / "tensorboard"), write_graph=False),
         bar,
     ]
@@ -342,24 +353,28 @@ def fine_tune(
     data: FoldData,
     cfg: TrainConfig,
     log_dir: Path,
+    seed: int,
     epochs: int | None = None,
 ) -> tuple[dict[str, list[float]], int]:
     """End to end from the warmed-up heads, on ``data.pixels``; without validation images for
-    the given number of epochs. Returns (history, best epoch)."""
+    the given number of epochs. The rate follows the schedule of ``fine_tune.epochs`` even when
+    the refit stops earlier, after the epochs the folds chose: the path the folds validated.
+    Returns (history, best epoch)."""
     recipe, batch = cfg.fine_tune, cfg.heads.batch_size
     for backbone in backbones:
         unfreeze_top(backbone, recipe.layers, freezes_batchnorm(cfg))
     n_epochs = epochs or recipe.epochs
     steps = math.ceil(len(data.train) / batch)
+    names = [t.name for t in tasks]
     compile_model(
         model,
         tasks,
-        fine_tune_optimizer(recipe, steps * n_epochs),
+        fine_tune_optimizer(recipe, steps * recipe.epochs),
         cfg.heads.loss_weights,
         label_smoothing=recipe.label_smoothing,
     )
     size = model.input_shape[1]
-    y_train = _select(data.targets, data.train, [t.name for t in tasks])
+    y_train = _select(data.targets, data.train, names)
     train_ds = pixel_dataset(
         data.pixels,
         data.train,
@@ -367,17 +382,17 @@ def fine_tune(
         batch,
         size=size,
         augment=PixelAugment.from_config(size, cfg.data.augment),
-        seed=cfg.run.seed,
+        seed=seed,
     )
     validate = len(data.val) > 0
     val_ds = pixel_dataset(
         data.pixels,
         data.val,
-        (_select(data.targets, data.val, [t.name for t in tasks]),),
+        (_select(data.targets, data.val, names),),
         batch,
         size=size,
         augment=None,
-        seed=cfg.run.seed,
+        seed=seed,
     )
     schedule = decay_schedule(cfg, recipe.learning_rate) if recipe.schedule == "decay" else None
     result = model.fit(
@@ -387,7 +402,12 @@ def fine_tune(
         verbose=0,
         shuffle=False,  # the dataset shuffles itself
         callbacks=_callbacks(
-            cfg, log_dir, validate, ProgressBar(n_epochs, "fine-tune", steps), schedule
+            cfg,
+            log_dir,
+            validate,
+            ProgressBar(n_epochs, "fine-tune", steps),
+            schedule,
+            log_name="fine_tune.csv",
         ),
     )
     return result.history, best_epoch(result.history)
