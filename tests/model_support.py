@@ -26,9 +26,13 @@ def normalise_batchnorm(model, pixels: np.ndarray) -> None:
     model(pixels.astype(np.float32), training=True)
 
 
-def assert_fold_models_score_as_cached(run: Path, image_root: Path) -> None:
+def assert_fold_models_score_as_cached(
+    run: Path, image_root: Path, told_apart: bool = True
+) -> None:
     """Every fold's shipped model, scoring its validation photos from their pixels, gives the
-    scores the run computed from cached features: what was cached is what the model computes."""
+    scores the run computed (from cached features, or after fine-tuning from the photos): what
+    was scored out of fold is what the fold's model computes. ``told_apart``: the photos' scores
+    differ (not so for a random backbone fine-tuned briefly, whose activations fade)."""
     import json
 
     from cardamage.model.multitask import ModelBundle
@@ -41,4 +45,5 @@ def assert_fold_models_score_as_cached(run: Path, image_root: Path) -> None:
         scored = predict_images(model, [image_root / image for image in fold["validation"]], 8)
         for name, value in scored.items():
             np.testing.assert_allclose(value, cached[name], atol=1e-5)
-        assert scored["severity"].std(axis=0).max() > 1e-4  # the photos are told apart
+        if told_apart:
+            assert scored["severity"].std(axis=0).max() > 1e-4  # the photos are told apart

@@ -58,7 +58,9 @@ def test_killed_fine_tuning_resumes_and_each_fold_tunes_its_own(data: Path, tmp_
     _kill_and_resume(data, run, signal.SIGKILL, fine_tuning)
     first, second = (_backbone(run / "folds" / f"fold_{k}" / "model") for k in (1, 2))
     assert not any(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
-    assert_fold_models_score_as_cached(run, data.parent)  # out-of-fold: each fold's own model
+    # out of fold: each fold's own model (a random backbone scores every photo alike here; that
+    # the folds' backbones differ is asserted above)
+    assert_fold_models_score_as_cached(run, data.parent, told_apart=False)
 
 
 def _backbone(model_dir: Path) -> list[np.ndarray]:
