@@ -106,23 +106,36 @@ def cached_features(
     """Features of shape (views, n, *feature shape), view 0 unaugmented; memory-mapped from
     the cache. ``backbone`` is whatever computes them: the backbone, or its bottom part;
     ``fill`` computes them elsewhere (by default, with ``backbone`` in this process)."""
-    entry = cache_dir / request.key()
-    sweep_partial_entries(cache_dir)
-    if not (entry / FEATURES_FILE).exists():
-        fill = fill or functools.partial(fill_here, backbone)
-        n, views = len(request.paths), request.views
-        write_entry(
-            entry / FEATURES_FILE,
-            np.float32,
-            (views, n, *backbone.output_shape[1:]),
-            views * n,
-            "backbone features",
-            lambda out, bar: fill(request, out, batch_size, bar),
-        )
-    return np.load(entry / FEATURES_FILE, mmap_mode="r")
+    fill = fill or functools.partial(fill_here, backbone)
+    n, views = len(request.paths), request.views
+    return cached_array(
+        cache_dir / request.key() / FEATURES_FILE,
+        np.float32,
+        (views, n, *backbone.output_shape[1:]),
+        views * n,
+        "backbone features",
+        lambda out, bar: fill(request, out, batch_size, bar),
+    )
 
 
-def write_entry(
+def cached_array(
+    file: Path,
+    dtype: type,
+    shape: tuple[int, ...],
+    total: int,
+    desc: str,
+    fill: Callable[[np.ndarray, tqdm], None],
+) -> np.ndarray:
+    """A cache entry's array, memory-mapped; on first use ``fill`` computes it (reporting its
+    ``total`` images on the bar) into a temporary directory renamed into place, so a killed run
+    leaves no half entry. Partial entries of killed runs are swept first."""
+    sweep_partial_entries(file.parent.parent)
+    if not file.exists():
+        _write_entry(file, dtype, shape, total, desc, fill)
+    return np.load(file, mmap_mode="r")
+
+
+def _write_entry(
     file: Path,
     dtype: type,
     shape: tuple[int, ...],
@@ -130,8 +143,6 @@ def write_entry(
     desc: str,
     fill: Callable[[np.ndarray, tqdm], None],
 ) -> None:
-    """Fill a memory-mapped ``file`` in a temporary directory, then rename the directory into
-    place: a killed run leaves no half entry. ``fill`` reports its ``total`` images on the bar."""
     entry = file.parent
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))

@@ -1,7 +1,7 @@
 """Fine-tuning's input: photos decoded and resized once into a cache, augmented on the fly.
 
-Decoding a JPEG costs about as much as a training step's share of a photo on a CPU, so decoding
-every photo again in every epoch of every fold nearly halved fine-tuning's rate. The cache keeps
+Decoding every photo again in every epoch of every fold and the refit would spend on the CPU
+what training needs (the CPU both decodes and trains). The cache keeps
 each photo resized to a little more than the model's input (``fine_tune.crop``) as uint8 in a
 memory-mapped .npy keyed like the feature cache (settings and image bytes): folds, the final
 refit and later runs share it, and memory stays bounded. Each epoch then draws a random crop
@@ -19,7 +19,7 @@ import numpy as np
 from cardamage.config import AugmentConfig
 from cardamage.data.pipeline import iter_image_batches
 from cardamage.train import interrupt
-from cardamage.train.features import content_key, sweep_partial_entries, write_entry
+from cardamage.train.features import cached_array, content_key
 
 PIXELS_FILE = "pixels.npy"
 #: bump with any change to how photos are decoded (load_image): the key holds no decoder
@@ -35,18 +35,14 @@ def cached_pixels(paths: Sequence[Path], size: int, cache_dir: Path) -> np.ndarr
     """Every photo as (n, size, size, 3) uint8, resized as the model's inputs are (the whole
     frame); memory-mapped from the cache, computed on first use."""
     settings = {"kind": "pixels", "version": PIXEL_CACHE_VERSION, "size": size}
-    file = cache_dir / content_key(settings, paths) / PIXELS_FILE
-    sweep_partial_entries(cache_dir)
-    if not file.exists():
-        write_entry(
-            file,
-            np.uint8,
-            (len(paths), size, size, 3),
-            len(paths),
-            "decoded photos",
-            lambda out, bar: _decode(paths, size, out, bar),
-        )
-    return np.load(file, mmap_mode="r")
+    return cached_array(
+        cache_dir / content_key(settings, paths) / PIXELS_FILE,
+        np.uint8,
+        (len(paths), size, size, 3),
+        len(paths),
+        "decoded photos",
+        lambda out, bar: _decode(paths, size, out, bar),
+    )
 
 
 def _decode(paths: Sequence[Path], size: int, out: np.ndarray, bar) -> None:
