@@ -56,5 +56,6 @@ test-quick: install
 fuzz: install
 	CARDAMAGE_FUZZ_EXAMPLES=3000 $(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_schemathesis.py
 
+# ruff, and the layers importing only downward (.importlinter, docs: architecture).
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.calibration import calibration_curve
 
-from cardamage.evaluate.calibration import reliability
+from cardamage.metrics.calibration import reliability
 
 
 def test_multilabel_pools_every_label_hand_computed():

@@ -124,7 +124,7 @@ def test_a_claims_truth_from_its_photos_is_the_worst_severity_and_the_union():
     from pathlib import Path
 
     from cardamage.data.manifest import Manifest
-    from cardamage.evaluate.claims import claim_members, photo_truth
+    from cardamage.reports.claims import claim_members, photo_truth
 
     manifest = Manifest(
         source=Path("p.csv"),

@@ -14,8 +14,8 @@ import pytest
 
 from cardamage.cli import main as cli
 from cardamage.config import load_train_config
-from cardamage.data.synthetic import generate_dataset
 from cardamage.inference.predictor import Predictor
+from cardamage.synthetic import generate_dataset
 from cardamage.train.crossval import cross_validate
 from cardamage.trust.calibrators import calibrate
 

@@ -14,7 +14,7 @@ import pytest
 from model_support import assert_fold_models_score_as_cached
 from process_support import interruptible
 
-from cardamage.data.synthetic import generate_dataset
+from cardamage.synthetic import generate_dataset
 
 ARGS = [
     "--backbone", "mobilenet", "--alpha", "0.25", "--weights", "none", "--image-size", "32",

@@ -12,7 +12,6 @@ import pytest
 from model_support import normalise_batchnorm
 
 from cardamage.config import load_train_config
-from cardamage.data.synthetic import generate_dataset
 from cardamage.errors import CardamageError
 from cardamage.inference.explain import Explainer
 from cardamage.inference.export import export_model, synthetic_images
@@ -20,6 +19,7 @@ from cardamage.inference.predictor import Predictor
 from cardamage.model.backbones import build_backbone
 from cardamage.model.metadata import META_FILE, ModelMeta, ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model, fold_ensemble, with_flip_tta
+from cardamage.synthetic import generate_dataset
 from cardamage.tasks import default_tasks
 from cardamage.train.crossval import cross_validate, predict_images
 

@@ -300,7 +300,7 @@ def test_tflite_runs_in_the_interpreter_and_matches(run_dir: Path, images: list[
 def test_evaluate_scores_with_the_engine_asked(run_dir: Path, tmp_path: Path) -> None:
     """`evaluate --engine onnx` scores the exported model, as a server would, without TensorFlow;
     its figures are the Keras model's."""
-    from cardamage.data.synthetic import generate_dataset
+    from cardamage.synthetic import generate_dataset
 
     data = generate_dataset(tmp_path / "heldout", n=12, size=48, seed=4)
     script = (

@@ -17,10 +17,10 @@ from model_support import normalise_batchnorm
 from cardamage.config import load_train_config
 from cardamage.data.images import load_image
 from cardamage.data.manifest import load_manifest
-from cardamage.data.synthetic import generate_dataset
 from cardamage.inference.export import export_model
 from cardamage.inference.predictor import Predictor
 from cardamage.model.multitask import ModelBundle, build_model
+from cardamage.synthetic import generate_dataset
 from cardamage.train.crossval import model_spec
 from cardamage.train.pixels import PixelAugment, cached_pixels, cached_size, pixel_dataset
 from cardamage.train.trainer import FoldData, fine_tune

@@ -214,7 +214,7 @@ def test_run_data_sets_test_apart_and_records_the_inferred_task(tmp_path: Path) 
 
 
 def test_label_corrections_keep_the_split_column(tmp_path: Path) -> None:
-    from cardamage.evaluate.label_review import apply_corrections
+    from cardamage.metrics.label_review import apply_corrections
 
     root = make_tree(tmp_path / "cars", {"train": 2, "test": 1})
     found = read_folders(root)

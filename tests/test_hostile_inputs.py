@@ -25,8 +25,8 @@ from PIL import Image
 
 from cardamage.cli import main
 from cardamage.cli.inference import SOME_UNREADABLE
-from cardamage.data.synthetic import generate_dataset
 from cardamage.inference.explain import CAPTION_BAND
+from cardamage.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_NAMES = {"severity", "location", "damage_type"}

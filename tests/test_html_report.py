@@ -20,15 +20,16 @@ from markupsafe import escape
 
 from cardamage.cli import main as cli
 from cardamage.config import load_train_config
-from cardamage.data.synthetic import generate_claims, generate_dataset
 from cardamage.errors import CardamageError
-from cardamage.evaluate.heldout import Evaluation, record_evaluation
-from cardamage.evaluate.html_report import write_html_report
-from cardamage.evaluate.metrics import task_metrics
+from cardamage.metrics.classification import task_metrics
+from cardamage.metrics.label_review import LABEL_ISSUE_COLUMNS
 from cardamage.model.metadata import ModelMeta
+from cardamage.reports.heldout import Evaluation, record_evaluation
+from cardamage.reports.html_report import write_html_report
+from cardamage.runs.rundir import RunDir, write_evaluation
+from cardamage.synthetic import generate_claims, generate_dataset
 from cardamage.tasks import display_label
 from cardamage.train.crossval import cross_validate
-from cardamage.train.rundir import LABEL_ISSUE_COLUMNS, RunDir, write_evaluation
 
 #: Labels a careless page would turn into markup.
 TRICKY = {"minor": "scratch <5 cm", "moderate": "dent & crease", "severe": '"write-off"'}
@@ -50,6 +51,7 @@ def _train(tmp: Path, data: Path, **overrides) -> Path:
         "cache_dir": tmp / "cache",
     }
     cross_validate(load_train_config(None, {**options, **overrides}))
+    write_html_report(tmp / "run")
     return tmp / "run"
 
 

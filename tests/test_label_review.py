@@ -15,15 +15,14 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from cardamage.data.manifest import load_manifest
 from cardamage.errors import CardamageError
-from cardamage.evaluate.label_review import (
+from cardamage.metrics.label_review import (
     apply_corrections,
     find_issues,
-    issues_from_rows,
     issues_table,
     write_issues,
 )
+from cardamage.runs.rundir import RunDir
 from cardamage.tasks import default_tasks
-from cardamage.train.rundir import RunDir
 
 GROUPS, COPIES, SIZE = 200, 2, 16
 TASKS = default_tasks()
@@ -166,7 +165,7 @@ def test_issues_csv_round_trip_and_table(reviewed, tmp_path: Path):
     write_issues(path, issues)
     header = path.read_text(encoding="utf-8").splitlines()[0]
     assert header == "task,rank,image,group,given,suggested,quality"
-    again = issues_from_rows(RunDir(tmp_path).label_issues())
+    again = RunDir(tmp_path).label_issues()
     assert [(i.task, i.image, i.given, i.suggested) for i in again] == [
         (i.task, i.image, i.given, i.suggested) for i in issues
     ]
@@ -248,7 +247,7 @@ def test_review_command_writes_and_prints_the_list(run_dir: Path, reviewed, caps
     assert cli(["data", "review", str(run_dir), "--top", "2"]) == 0
     shown = capsys.readouterr().out
     assert shown.count("severity") == 2 and "label_issues.csv" in shown
-    written = issues_from_rows(RunDir(run_dir).label_issues())
+    written = RunDir(run_dir).label_issues()
     assert [i.group for i in written] == [i.group for i in issues]
     assert f"written: {run_dir / 'label_issues.csv'}" in shown
     stamp = (run_dir / "label_issues.csv").stat().st_mtime_ns
@@ -321,7 +320,7 @@ def test_a_training_run_lists_the_flipped_severities_first(trained_run):
     features of 2 views). Severity only: at 32 px the backbone sees the drawn damage-type
     quadrants too poorly for a ranking (bench/label_review.py measures it on real-size photos)."""
     gen, run = trained_run
-    issues = issues_from_rows(RunDir(run).label_issues())
+    issues = RunDir(run).label_issues()
     flipped = gen.flipped["severity"]
     top = [i.group for i in issues if i.task == "severity"][: len(flipped)]
     assert len(set(top) & flipped) / len(flipped) >= 0.7

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cardamage.evaluate.metrics import (
+from cardamage.metrics.classification import (
     decide,
     headline,
     headline_name,

@@ -203,9 +203,10 @@ def test_features_on_ray_are_the_single_process_cache(ray_local, photos: Path, t
     finds the entry and computes nothing."""
     import keras
 
-    from cardamage.distributed.features import Extractor, RayFill
+    from cardamage.distributed.features import RayFill
     from cardamage.model.multitask import build_model
     from cardamage.tasks import default_tasks
+    from cardamage.train.features import Extractor
 
     spec = ModelSpec("mobilenet", "none", 32, alpha=0.25)
     keras.utils.set_random_seed(3)
@@ -233,7 +234,7 @@ def test_features_on_ray_are_the_single_process_cache(ray_local, photos: Path, t
 def test_train_with_ray_writes_the_cache_a_single_process_run_then_reuses(
     ray_local, tmp_path: Path
 ) -> None:
-    from cardamage.data.synthetic import generate_dataset
+    from cardamage.synthetic import generate_dataset
 
     data = generate_dataset(tmp_path / "synth", n=24, size=48, seed=3)
     cache = tmp_path / "cache"

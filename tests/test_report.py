@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cardamage.evaluate.metrics import task_metrics
-from cardamage.evaluate.report import plot_history, write_results_txt, write_summary_json
+from cardamage.metrics.classification import task_metrics
+from cardamage.metrics.results import plot_history, write_results_txt, write_summary_json
 from cardamage.tasks import Task, TaskKind
 
 SEVERITY = Task("severity", TaskKind.MULTICLASS, ("minor", "moderate", "severe", "whole"))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cardamage.errors import CardamageError
-from cardamage.train.rundir import (
-    LABEL_ISSUE_COLUMNS,
+from cardamage.metrics.label_review import LABEL_ISSUE_COLUMNS, Issue
+from cardamage.runs.rundir import (
     VIEW_SCORES,
     FoldFiles,
     RunDir,
@@ -70,7 +70,9 @@ def test_label_issues_absent_present_and_malformed(tmp_path: Path) -> None:
     row = ("severity", "1", "images/a.jpg", "g1", "whole", "minor", "0.12")
     with open(run.label_issues_file, "w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows([LABEL_ISSUE_COLUMNS, row])
-    assert run.label_issues() == [dict(zip(LABEL_ISSUE_COLUMNS, row, strict=True))]
+    assert run.label_issues() == [
+        Issue("severity", 1, "images/a.jpg", "g1", ("whole",), ("minor",), 0.12)
+    ]
     run.label_issues_file.write_text("task,rank,image\nseverity,1,a.jpg\n", encoding="utf-8")
     with pytest.raises(CardamageError, match=r"label_issues\.csv: no column group, given"):
         run.label_issues()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cardamage.data.synthetic import (
+from cardamage.errors import CardamageError
+from cardamage.synthetic import (
     DAMAGE_TYPES,
     LOCATIONS,
     SEVERITIES,
@@ -20,13 +21,12 @@ from cardamage.data.synthetic import (
     generate_dataset,
     severity_for_extent,
 )
-from cardamage.data.synthetic.damage import VISIBLE, damage_car
-from cardamage.data.synthetic.kinds import KINDS
-from cardamage.data.synthetic.labels import BANDS, UNDAMAGED
-from cardamage.data.synthetic.layouts import VIEWS, random_shape, unit_layout
-from cardamage.data.synthetic.painters import PAINTERS, same_group
-from cardamage.data.synthetic.scene import SUPERSAMPLE, draw_scene
-from cardamage.errors import CardamageError
+from cardamage.synthetic.damage import VISIBLE, damage_car
+from cardamage.synthetic.kinds import KINDS
+from cardamage.synthetic.labels import BANDS, UNDAMAGED
+from cardamage.synthetic.layouts import VIEWS, random_shape, unit_layout
+from cardamage.synthetic.painters import PAINTERS, same_group
+from cardamage.synthetic.scene import SUPERSAMPLE, draw_scene
 from cardamage.tasks import default_tasks
 
 SIZE = 96

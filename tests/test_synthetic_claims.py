@@ -11,8 +11,8 @@ import pytest
 
 from cardamage.data.folds import fold_units
 from cardamage.data.manifest import load_manifest
-from cardamage.data.synthetic import generate_claims
-from cardamage.data.synthetic.claims import (
+from cardamage.synthetic import generate_claims
+from cardamage.synthetic.claims import (
     FACES,
     MAX_VIEWS,
     MIN_VIEWS,
@@ -20,7 +20,7 @@ from cardamage.data.synthetic.claims import (
     draw_claim,
     faces_seen,
 )
-from cardamage.data.synthetic.labels import UNDAMAGED
+from cardamage.synthetic.labels import UNDAMAGED
 from cardamage.tasks import default_tasks
 
 SIZE = 96

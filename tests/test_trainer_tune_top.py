@@ -10,9 +10,9 @@ import pytest
 from model_support import assert_fold_models_score_as_cached, normalise_batchnorm
 
 from cardamage.config import load_train_config
-from cardamage.data.synthetic import generate_dataset
 from cardamage.model.backbones import BACKBONES, build_backbone
 from cardamage.model.multitask import ModelBundle
+from cardamage.synthetic import generate_dataset
 from cardamage.train.crossval import cross_validate
 
 TOP = BACKBONES["mobilenet"].top_starts

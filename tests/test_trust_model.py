@@ -10,8 +10,8 @@ import pytest
 from trust_support import constructed, natural_photos
 
 from cardamage.config import load_train_config
-from cardamage.data.synthetic import generate_dataset
 from cardamage.inference.predictor import Predictor
+from cardamage.synthetic import generate_dataset
 from cardamage.train.crossval import cross_validate
 from cardamage.trust.distribution import DISTRIBUTION_FILE
 from cardamage.trust.review import REVIEW_FILE

@@ -69,7 +69,7 @@ def test_only_an_unsure_answer_carries_a_message(tmp_path):
 
 def test_the_evaluation_reports_both_questions_apart():
     from cardamage.cli.training import abstention_line
-    from cardamage.evaluate.selective import selective_report
+    from cardamage.metrics.selective import selective_report
 
     y, scores = _scores(400)
     declined = np.zeros(400, bool)

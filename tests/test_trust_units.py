@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cardamage.evaluate.calibration import reliability
+from cardamage.metrics.calibration import reliability
 from cardamage.tasks import Task, TaskKind
 from cardamage.trust.calibrators import calibrate, cross_fitted, fit_calibration
 from cardamage.trust.distribution import DistributionCheck

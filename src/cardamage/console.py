@@ -49,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_predictor(config: Path):
     from cardamage.config import load_app_config
+    from cardamage.inference.legacy import load_app_predictor
 
     cfg = load_app_config(config)
     import_keras_unless_onnx(cfg.predictor_engine)
-    return cfg, cfg.load_predictor()
+    return cfg, load_app_predictor(cfg)
 
 
 def original_format(prediction) -> dict[str, list[tuple[str, float]]]:

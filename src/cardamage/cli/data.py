@@ -140,15 +140,16 @@ def _review_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _review(args: argparse.Namespace) -> int:
-    from cardamage.evaluate import label_review
-    from cardamage.train.rundir import RunDir
+    from cardamage.metrics import label_review
+    from cardamage.runs.label_issues import review_run
+    from cardamage.runs.rundir import RunDir
 
     if args.apply is None:
         if args.run_dir is None:
             raise CardamageError("data review needs a run directory, or --apply")
         run = RunDir(args.run_dir)
         listed = run.label_issues_file.is_file()  # else review_run computes and writes it
-        issues = label_review.review_run(run)
+        issues = review_run(run)
         print(label_review.issues_table(issues, args.top))
         print(f"{'the whole list' if listed else 'written'}: {run.label_issues_file}")
         return 0

@@ -87,11 +87,12 @@ def model_options(
 def load_predictor(args: argparse.Namespace) -> Predictor:
     """The model --model or --config name (runs/demo when neither), Keras imported quietly."""
     from cardamage.config import load_app_config
+    from cardamage.inference.legacy import load_app_predictor
 
     model = args.model or (None if args.config else DEFAULT_MODEL)
     cfg = load_app_config(args.config, {"model": model, "engine": args.engine})
     import_keras_unless_onnx(cfg.predictor_engine)
-    return cfg.load_predictor()
+    return load_app_predictor(cfg)
 
 
 def _index_location(args: argparse.Namespace) -> str | None:
@@ -120,6 +121,7 @@ def _ray_flags(p: argparse.ArgumentParser) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from cardamage.config import load_app_config
+    from cardamage.inference.legacy import load_app_predictor
 
     model = args.model or (None if args.config else DEFAULT_MODEL)
     engine = args.engine or ("onnx" if args.ray else None)
@@ -129,7 +131,7 @@ def _predict(args: argparse.Namespace) -> int:
         return _predict_on_ray(args, cfg)
     if args.format == "parquet":
         raise CardamageError("--format parquet is written by Ray: add --ray")
-    return _predict_here(args, cfg.load_predictor())
+    return _predict_here(args, load_app_predictor(cfg))
 
 
 def _predict_on_ray(args: argparse.Namespace, cfg) -> int:
@@ -137,6 +139,7 @@ def _predict_on_ray(args: argparse.Namespace, cfg) -> int:
 
     require_ray()  # before anything slower: the missing extra is the first thing to say
     from cardamage.distributed.predict import RayOptions, predict_on_ray
+    from cardamage.inference.legacy import load_app_predictor
 
     fmt = args.format or "parquet"
     if fmt == "json" or args.explain is not None or args.output is None:
@@ -147,7 +150,7 @@ def _predict_on_ray(args: argparse.Namespace, cfg) -> int:
         args.ray, args.actors, args.cpus_per_actor, args.gpus_per_actor, args.batch_size
     )
     done = predict_on_ray(
-        cfg.load_predictor(), args.paths, args.recursive, args.output, fmt, options
+        load_app_predictor(cfg), args.paths, args.recursive, args.output, fmt, options
     )
     rate = (done.predicted + done.failed) / max(done.seconds, 1e-9)
     print(
@@ -295,6 +298,7 @@ def serve_settings(args: argparse.Namespace) -> tuple[ServeSettings, Predictor |
     """The server's settings from --config and the flags, and the original's three models when
     the config names them; Keras is imported only for an engine that needs it."""
     from cardamage.config import load_app_config
+    from cardamage.inference.legacy import load_app_predictor
     from cardamage.serve.settings import load_settings, settings_from
 
     if args.config is None and args.model is None:
@@ -306,7 +310,7 @@ def serve_settings(args: argparse.Namespace) -> tuple[ServeSettings, Predictor |
         return settings, None
     cfg = load_app_config(args.config, flags)
     import_keras_unless_onnx(cfg.predictor_engine)
-    return settings_from(cfg), None if cfg.model is not None else cfg.load_predictor()
+    return settings_from(cfg), None if cfg.model is not None else load_app_predictor(cfg)
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:

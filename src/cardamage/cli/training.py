@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 from types import UnionType
@@ -11,11 +12,12 @@ from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from cardamage.config import FLAT_KEYS, flat_name, train_fields
+from cardamage.config import FLAT_KEYS, TrainConfig, flat_name, train_fields
 from cardamage.errors import CardamageError
 
 if TYPE_CHECKING:
-    from cardamage.evaluate.heldout import Evaluation
+    from cardamage.reports.heldout import Evaluation
+    from cardamage.train.features import RemoteFill
 
 
 def _synth_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +41,7 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from cardamage.data.synthetic import generate_claims, generate_dataset
+    from cardamage.synthetic import generate_claims, generate_dataset
 
     if args.n < 1 or args.size < 32 or args.workers < 1:
         raise CardamageError("--n and --workers must be at least 1 and --size at least 32")
@@ -118,24 +120,17 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cardamage.config import load_train_config
+    from cardamage.reports.html_report import write_html_report
+    from cardamage.runs.rundir import RunDir
     from cardamage.train.crossval import cross_validate
 
-    overrides = train_overrides(args)
-    if args.resume is not None:
-        given = sorted(overrides)
-        if given or args.config:
-            raise CardamageError(f"--resume continues a run as it was configured: drop {given}")
-        from cardamage.train.rundir import RunDir
-
-        cfg = RunDir(args.resume).resume_config()
-    else:
-        cfg = load_train_config(args.config, overrides)
-    if cfg.run.ray is not None:
-        from cardamage.distributed.cluster import require_ray
-
-        require_ray()  # the missing extra said before the manifest is read
-    summary = cross_validate(cfg, resume=args.resume is not None)
+    cfg = _train_config(args)
+    run = RunDir(cfg.run.out)
+    # a finished run resumed keeps its report; one the kill left unwritten is written
+    keeps_report = args.resume is not None and run.finished and run.report_file.is_file()
+    summary = cross_validate(cfg, resume=args.resume is not None, remote=_remote_fill(cfg))
+    if not keeps_report:
+        write_html_report(run.path)
     print(f"\nrun directory: {cfg.run.out}")
     for name, task in summary["tasks"].items():
         h = task["headline"]
@@ -145,15 +140,41 @@ def _train(args: argparse.Namespace) -> int:
         )
     print(f"  best fold: {summary['best_fold']}")
     print(f"  model ({summary['final_model']}): {cfg.run.out / 'model'}")
-    print(f"  report: {cfg.run.out / 'report.html'}")
+    print(f"  report: {run.report_file}")
     _score_test_split(cfg.run.out)
     return 0
 
 
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The flags over --config files, or the config an interrupted run started with."""
+    from cardamage.config import load_train_config
+    from cardamage.runs.rundir import RunDir
+
+    overrides = train_overrides(args)
+    if args.resume is None:
+        return load_train_config(args.config, overrides)
+    given = sorted(overrides)
+    if given or args.config:
+        raise CardamageError(f"--resume continues a run as it was configured: drop {given}")
+    return RunDir(args.resume).resume_config()
+
+
+def _remote_fill(cfg: TrainConfig) -> RemoteFill | None:
+    """`--ray`: the cached features extracted by Ray actors (the extra checked first)."""
+    if cfg.run.ray is None:
+        return None
+    from cardamage.distributed.cluster import require_ray
+
+    require_ray()  # the missing extra said before the manifest is read
+    from cardamage.distributed.features import RayFill
+
+    return functools.partial(RayFill, cfg.run.ray)
+
+
 def _score_test_split(run: Path) -> None:
     """The data's test split scored by the final model, as `cardamage evaluate` would."""
-    from cardamage.evaluate.heldout import evaluate_test_split
-    from cardamage.train.rundir import RunDir
+    from cardamage.reports.heldout import evaluate_test_split
+    from cardamage.runs.rundir import RunDir
 
     scored = evaluate_test_split(run)
     if scored is not None:
@@ -217,8 +238,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from cardamage.quiet import import_keras_unless_onnx
 
     import_keras_unless_onnx(args.engine)
-    from cardamage.evaluate.heldout import evaluate_model, record_evaluation
     from cardamage.inference.predictor import Predictor
+    from cardamage.reports.heldout import evaluate_model, record_evaluation
 
     predictor = Predictor.load(args.model, args.engine)
     result = evaluate_model(
@@ -298,7 +319,7 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from cardamage.evaluate.html_report import write_html_report
+    from cardamage.reports.html_report import write_html_report
 
     print(f"wrote {write_html_report(args.run, image_root=args.images, worst=args.worst)}")
     return 0

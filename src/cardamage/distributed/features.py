@@ -9,43 +9,19 @@ features into the cache as they arrive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from cardamage.distributed.cluster import connect
-from cardamage.model.metadata import ModelSpec
-from cardamage.tasks import Task
-from cardamage.train.features import FeatureRequest
-
-
-@dataclass(frozen=True)
-class Extractor:
-    """How an actor rebuilds what computes the features: the model spec (its weights file is
-    not needed: ``weights`` are the driver's), and the bottom part for tune_top."""
-
-    spec: ModelSpec
-    tasks: list[Task]
-    weights: list[np.ndarray]
-    bottom: bool  # tune_top: the activations entering the top stage
-    precision: str  # the driver's Keras dtype policy
-
-    def build(self):
-        import keras
-
-        from cardamage.model.multitask import build_model
-
-        keras.mixed_precision.set_global_policy(self.precision)
-        spec = replace(self.spec, weights="none")  # same layers; the weights come next
-        backbone = build_model(spec, self.tasks).branch_backbones[0]
-        backbone.set_weights(self.weights)
-        return backbone.split()[0] if self.bottom else backbone
+from cardamage.train.features import Extractor, FeatureRequest
 
 
 class RayFill:
-    """A ``Fill`` for ``cached_features``: the cache entry's array filled by Ray actors."""
+    """A ``Fill`` for ``cached_features``: the cache entry's array filled by Ray actors.
+    ``functools.partial(RayFill, address)`` is the ``RemoteFill`` `cardamage train --ray`
+    gives ``cross_validate``."""
 
     def __init__(self, address: str | None, extractor: Extractor) -> None:
         self.address, self.extractor = address, extractor

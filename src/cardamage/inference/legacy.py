@@ -77,3 +77,11 @@ def load_original(cfg: AppConfig) -> Predictor:
     engine = OriginalEngine({n: _load_keras_or_savedmodel(k.model_fp) for n, k in found.items()})
     meta = ModelMeta(ModelSpec("original", "", ORIGINAL_SIZE), tasks, {"format": "original"})
     return Predictor(meta, engine, cfg.thresholds, quality=cfg.quality)
+
+
+def load_app_predictor(cfg: AppConfig) -> Predictor:
+    """The model an application config names (a run, or the original's three), with its
+    thresholds and quality rules."""
+    if cfg.model is None:
+        return load_original(cfg)
+    return Predictor.load(cfg.model, cfg.engine, cfg.thresholds, cfg.quality)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import keras
 
+from cardamage.config.scales import check_scales, is_multiscale
 from cardamage.errors import CardamageError
-from cardamage.model.metadata import check_scales, is_multiscale
 from cardamage.model.pypi_weights import PREFIX, resolve_pypi_weights
 
 #: The name of the pooling layer over the mid-level feature map.

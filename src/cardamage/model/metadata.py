@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,10 +17,6 @@ META_FORMAT = "cardamage-model/1"
 #: The serving graph's output beside the tasks: the pooled backbone features (the distribution
 #: check's input), so every engine and export gives them.
 FEATURES = "features"
-#: Every scale of a multi-scale backbone is a multiple of the backbones' total stride: the one
-#: network then pads each exactly as a network built for that size would (MobileNetV2 and
-#: EfficientNet pad by the input size's parity), and none is under their 32 px minimum.
-SCALE_MULTIPLE = 32
 
 
 #: The train config's model section owns the architecture defaults; ModelSpec takes them
@@ -60,31 +55,6 @@ class ModelSpec:
         object.__setattr__(self, "scales", tuple(self.scales))  # a list when read from JSON
         if not isinstance(self.ensemble, int) or self.ensemble < 1:
             raise CardamageError(f"ensemble {self.ensemble!r}: give a whole number of heads >= 1")
-
-
-def is_multiscale(scales: Sequence[int]) -> bool:
-    """Anything but the photo at its input size alone: the backbone then names each scale."""
-    return tuple(scales) != (1,)
-
-
-def check_scales(scales: Sequence[int], image_size: int) -> None:
-    """Ascending whole factors of the input size (how explanations find each scale again),
-    each giving a multiple of SCALE_MULTIPLE."""
-    if (
-        not scales
-        or list(scales) != sorted(set(scales))
-        or any(f < 1 or image_size % f for f in scales)
-    ):
-        raise CardamageError(
-            f"scales {list(scales)}: give ascending whole factors of image_size {image_size}, "
-            "e.g. [1, 3] for 480 px (480 and 160 px)"
-        )
-    odd = [f for f in scales if (image_size // f) % SCALE_MULTIPLE]
-    if is_multiscale(scales) and odd:
-        raise CardamageError(
-            f"scales {list(scales)}: image_size {image_size} / {odd[0]} is not a multiple of "
-            f"{SCALE_MULTIPLE} px, which every scale must be, e.g. 480 with [1, 3]"
-        )
 
 
 @dataclass(frozen=True)

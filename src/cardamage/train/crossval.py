@@ -26,18 +26,24 @@ from sklearn.model_selection import KFold
 
 from cardamage.config import TrainConfig
 from cardamage.data.manifest import Manifest
-from cardamage.evaluate.html_report import write_html_report
-from cardamage.evaluate.label_review import write_run_issues
-from cardamage.evaluate.metrics import headline, task_metrics, tune_thresholds
-from cardamage.evaluate.report import plot_history, write_results_txt
+from cardamage.metrics.classification import headline, task_metrics, tune_thresholds
+from cardamage.metrics.label_review import find_issues
+from cardamage.metrics.results import plot_history, write_results_txt
 from cardamage.model.metadata import FEATURES, ModelSpec
 from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, build_model, fold_ensemble
+from cardamage.runs.rundir import FoldFiles, RunDir
 from cardamage.tasks import Task
 from cardamage.train import interrupt, runtime
-from cardamage.train.features import FeatureRequest, cached_features, default_cache_dir
+from cardamage.train.features import (
+    Extractor,
+    FeatureRequest,
+    Fill,
+    RemoteFill,
+    cached_features,
+    default_cache_dir,
+)
 from cardamage.train.pixels import cached_pixels, cached_size
 from cardamage.train.review_scores import linear_scores, mean_over_views, review_scores
-from cardamage.train.rundir import FoldFiles, RunDir, versions
 from cardamage.train.splits import held_out_rows, read_run_data
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
 from cardamage.trust.calibrators import calibrate
@@ -58,8 +64,14 @@ class Inputs:
     """What every fold trains from: targets, image paths, (computed once) cached features and
     the heads trainer, which compiles once for all folds."""
 
-    def __init__(self, cfg: TrainConfig, tasks: list[Task], manifest: Manifest) -> None:
-        self.cfg, self.tasks = cfg, tasks
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        tasks: list[Task],
+        manifest: Manifest,
+        remote: RemoteFill | None = None,
+    ) -> None:
+        self.cfg, self.tasks, self.remote = cfg, tasks, remote
         self.heads = HeadTrainer(tasks, cfg)
         self.paths = manifest.paths()
         self.targets = {t.name: manifest.targets(t) for t in tasks}
@@ -109,14 +121,12 @@ class Inputs:
         request = FeatureRequest(
             model_spec(cfg), self.paths, cfg.data.augment, cfg.data.views, cfg.run.seed, layer
         )
-        self._features = cached_features(extractor, request, cache, fill=self._ray_fill())
+        self._features = cached_features(extractor, request, cache, fill=self._remote_fill())
 
-    def _ray_fill(self):
-        """Extraction on Ray when the run asks for it (``run.ray``), else None: here."""
-        if self.cfg.run.ray is None:
+    def _remote_fill(self) -> Fill | None:
+        """The features computed elsewhere (``remote``: on Ray for `train --ray`), else None."""
+        if self.remote is None:
             return None
-        from cardamage.distributed.features import Extractor, RayFill
-
         extractor = Extractor(
             model_spec(self.cfg),
             self.tasks[:1],
@@ -124,7 +134,7 @@ class Inputs:
             self.cfg.tune_top.enabled,
             keras.mixed_precision.global_policy().name,
         )
-        return RayFill(self.cfg.run.ray, extractor)
+        return self.remote(extractor)
 
 
 def model_spec(cfg: TrainConfig) -> ModelSpec:
@@ -244,8 +254,11 @@ def median_schedule(results: list[FoldResult]) -> dict:
     }
 
 
-def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Train k folds (or the ones an interrupted run left), write the run directory."""
+def cross_validate(
+    cfg: TrainConfig, resume: bool = False, remote: RemoteFill | None = None
+) -> dict:
+    """Train k folds (or the ones an interrupted run left), write the run directory.
+    ``remote`` computes the cached features elsewhere (`cardamage train --ray` gives Ray's)."""
     started = time.time()
     run = RunDir(cfg.run.out)
     if resume and run.finished:  # before the data is read: it may have moved since
@@ -257,7 +270,7 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
         run.sweep_temporaries()
     else:
         run.prepare(cfg.run.overwrite)
-        run.record_inputs(cfg, manifest, list(data.problems), splits)
+        run.record_inputs(cfg, manifest, list(data.problems), splits, runtime.versions())
         run.record_splits(data.test, tasks, data.leaks)
     precision = runtime.configure_precision(cfg.run.mixed_precision)
     first, *more = data.first_lines(run.leakage_file if data.leaks else None)
@@ -267,7 +280,7 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     )
     for line in more:
         print(line)
-    inputs = Inputs(cfg, tasks, manifest)
+    inputs = Inputs(cfg, tasks, manifest, remote)
     with interrupt.stop_on_ctrl_c():
         results = _train_folds(inputs, splits)
         summary = _finish(inputs, manifest, splits, results)
@@ -275,17 +288,14 @@ def cross_validate(cfg: TrainConfig, resume: bool = False) -> dict:
     summary["seconds"] = round(time.time() - started, 1)
     summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     run.write_summary(summary)
-    write_html_report(cfg.run.out)
     return summary
 
 
 def _already_finished(run: RunDir) -> dict:
     """A finished run resumed: its summary, nothing retrained or rewritten (a refit would
-    change the model its reports describe). Only a report the kill left unwritten is written."""
+    change the model its reports describe)."""
     summary = run.summary()
     print(f"{run.path} finished at {summary.get('finished', 'an unknown time')}: nothing to resume")
-    if not run.report_file.is_file():
-        write_html_report(run.path)
     return summary
 
 
@@ -371,7 +381,7 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
         "fold": best.index if cfg.run.final_model == "best_fold" else None,
         "trained_on": len(manifest),
         "out_of_fold": _compact(oof_metrics),
-        "versions": versions(),
+        "versions": runtime.versions(),
     }
     final = _final_model(inputs, results, best)
     spec = replace(model_spec(cfg), ensemble=final.spec.ensemble)
@@ -388,7 +398,9 @@ def _finish(inputs: Inputs, manifest: Manifest, splits: list, results: list[Fold
     run.write_oof(validated, tasks, oof)
     if cfg.run.label_review != "off":
         review = _review_scores(inputs, results, splits, calibrated.calibration)
-        write_run_issues(run, validated, tasks, {k: v[held] for k, v in review.items()})
+        run.write_label_issues(
+            find_issues(validated, tasks, {k: v[held] for k, v in review.items()})
+        )
     summary = {
         "folds": len(splits),
         "val_split": cfg.data.val_split,

@@ -22,7 +22,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -33,6 +33,8 @@ from cardamage.config import AugmentConfig
 from cardamage.data.pipeline import build_augmenter, iter_image_batches
 from cardamage.model.backbones import get_backbone_spec, weights_id
 from cardamage.model.metadata import ModelSpec
+from cardamage.model.multitask import build_model
+from cardamage.tasks import Task
 from cardamage.train import interrupt
 
 FEATURES_FILE = "features.npy"
@@ -94,6 +96,30 @@ def content_key(settings: dict, paths: Sequence[Path]) -> str:
 #: What fills a cache entry's (views, n, *feature shape) array, reporting images done on the
 #: bar: here, ``fill_here``; on a Ray cluster, ``cardamage.distributed.features``.
 Fill = Callable[[FeatureRequest, np.ndarray, int, tqdm], None]
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """How an actor rebuilds what computes the features: the model spec (its weights file is
+    not needed: ``weights`` are the driver's), and the bottom part for tune_top."""
+
+    spec: ModelSpec
+    tasks: list[Task]
+    weights: list[np.ndarray]
+    bottom: bool  # tune_top: the activations entering the top stage
+    precision: str  # the driver's Keras dtype policy
+
+    def build(self) -> keras.Model:
+        keras.mixed_precision.set_global_policy(self.precision)
+        spec = replace(self.spec, weights="none")  # same layers; the weights come next
+        backbone = build_model(spec, self.tasks).branch_backbones[0]
+        backbone.set_weights(self.weights)
+        return backbone.split()[0] if self.bottom else backbone
+
+
+#: A ``Fill`` computing elsewhere, built from what rebuilds the extractor there: an
+#: application layer's (``cardamage.distributed.features.RayFill``) given to ``cross_validate``.
+RemoteFill = Callable[[Extractor], Fill]
 
 
 def cached_features(

@@ -5,11 +5,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
+import sys
+from importlib import metadata
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import tensorflow as tf
+
+PACKAGES = ("cardamage", "keras", "tensorflow", "tensorflow-cpu", "numpy", "scikit-learn", "pillow")
 
 
 def gpus() -> list:
@@ -45,3 +50,18 @@ def set_seed(seed: int) -> None:
 def device_summary() -> str:
     found = gpus()
     return f"{len(found)} GPU(s)" if found else "CPU"
+
+
+def versions() -> dict[str, str]:
+    """Python, platform, device and package versions: recorded next to every trained model."""
+    found = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device_summary(),
+    }
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found

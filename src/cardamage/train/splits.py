@@ -2,7 +2,7 @@
 
 ``train`` and ``val`` rows are cross-validated together, or with ``--val-split`` ``val`` is the
 one fixed validation set; ``test`` rows are cut off here, before features, folds, thresholds or
-calibration see them, and are only scored by the final model (``cardamage.evaluate.heldout``).
+calibration see them, and are only scored by the final model (``cardamage.reports.heldout``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cardamage.config import TrustConfig
-from cardamage.evaluate.calibration import reliability
+from cardamage.metrics.calibration import reliability
 from cardamage.tasks import Task
 from cardamage.trust.calibrators import calibrate, cross_fitted, fit_calibration
 from cardamage.trust.distribution import DistributionCheck

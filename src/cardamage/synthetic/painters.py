@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cardamage.data.synthetic.colours import BLACK, PRIMERS, RGB, WHITE, WheelStyle, grey, luma, mix
-from cardamage.data.synthetic.geometry import Box, Point, Wheel, arc
-from cardamage.data.synthetic.kinds import KINDS
-from cardamage.data.synthetic.scene import Canvas, draw_wheel
+from cardamage.synthetic.colours import BLACK, PRIMERS, RGB, WHITE, WheelStyle, grey, luma, mix
+from cardamage.synthetic.geometry import Box, Point, Wheel, arc
+from cardamage.synthetic.kinds import KINDS
+from cardamage.synthetic.scene import Canvas, draw_wheel
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import numpy as np
 
 from cardamage.data.manifest import CLAIM_COLUMN, Manifest, parse_labels
 from cardamage.errors import CardamageError
-from cardamage.evaluate.metrics import task_metrics
 from cardamage.inference.claims import (
     DEFAULT_RULE,
     ClaimPhoto,
@@ -26,6 +25,7 @@ from cardamage.inference.claims import (
     levels,
 )
 from cardamage.inference.predictor import Prediction
+from cardamage.metrics.classification import task_metrics
 from cardamage.tasks import Task
 
 

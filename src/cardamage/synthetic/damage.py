@@ -12,9 +12,9 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from cardamage.data.synthetic.geometry import Box, Part, Point
-from cardamage.data.synthetic.kinds import KINDS
-from cardamage.data.synthetic.labels import (
+from cardamage.synthetic.geometry import Box, Part, Point
+from cardamage.synthetic.kinds import KINDS
+from cardamage.synthetic.labels import (
     BANDS,
     DAMAGE_TYPES,
     SEVERITIES,
@@ -23,8 +23,8 @@ from cardamage.data.synthetic.labels import (
     choice,
     damage_extent,
 )
-from cardamage.data.synthetic.painters import PAINTERS, Plan, same_group
-from cardamage.data.synthetic.scene import SUPERSAMPLE, Canvas
+from cardamage.synthetic.painters import PAINTERS, Plan, same_group
+from cardamage.synthetic.scene import SUPERSAMPLE, Canvas
 
 #: How violent the damage of each severity looks: a crash that smashed much of the car also
 #: crumpled its metal and shattered its glass; a small knock left a soft dent or a chip.

@@ -17,8 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from cardamage.evaluate.metrics import headline, headline_name
 from cardamage.io import atomic_path, atomic_write_json, atomic_write_text
+from cardamage.metrics.classification import headline, headline_name
 from cardamage.tasks import Task, TaskKind
 
 #: (column title, metrics key) of each task kind's per-fold table.

@@ -31,7 +31,9 @@ from cardamage.data.manifest import (
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_write_text
 from cardamage.tasks import Task
-from cardamage.train.rundir import LABEL_ISSUE_COLUMNS, RunDir
+
+#: Columns of label_issues.csv: photos whose label a review found doubtful, best first.
+LABEL_ISSUE_COLUMNS = ("task", "rank", "image", "group", "given", "suggested", "quality")
 
 
 @dataclass(frozen=True)
@@ -137,48 +139,31 @@ def write_issues(path: Path, issues: Sequence[Issue]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def write_run_issues(
-    run: RunDir, manifest: Manifest, tasks: Sequence[Task], oof: dict[str, np.ndarray]
-) -> list[Issue]:
-    """The run's ``label_issues.csv`` from its out-of-fold scores."""
-    issues = find_issues(manifest, tasks, oof)
-    write_issues(run.label_issues_file, issues)
-    return issues
+def read_issues(path: Path) -> list[Issue]:
+    """The issues a label_issues.csv lists; a missing column or a rank or quality that is not
+    a number names the file and line."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = [c for c in LABEL_ISSUE_COLUMNS if rows and c not in rows[0]]
+    if missing:
+        raise CardamageError(f"{path}: no column {', '.join(missing)}")
+    return [_issue(path, line, row) for line, row in enumerate(rows, start=2)]
 
 
-def review_run(run: RunDir) -> list[Issue]:
-    """The run's issues: its ``label_issues.csv`` if it has one, else computed and written."""
-    rows = run.label_issues()
-    if rows is not None:
-        return issues_from_rows(rows)
-    tasks = run.model_meta().tasks  # with the thresholds tuned out of fold
-    manifest, _ = load_manifest(
-        run.manifest_file, run.config().image_root, tasks, check_images=False
-    )
-    images, scores = run.read_oof(tasks)
-    row_of = {image: i for i, image in enumerate(images)}
-    order = [row_of[image] for image in manifest.images]
-    return write_run_issues(run, manifest, tasks, {k: v[order] for k, v in scores.items()})
-
-
-def issues_from_rows(rows: Sequence[dict[str, str]]) -> list[Issue]:
-    """The issues of ``RunDir.label_issues()`` rows (checked there)."""
+def _issue(path: Path, line: int, row: dict[str, str]) -> Issue:
+    try:
+        rank, quality = int(row["rank"]), float(row["quality"])
+    except ValueError:
+        raise CardamageError(
+            f"{path} line {line}: rank {row['rank']!r} or quality {row['quality']!r} "
+            "is not a number"
+        ) from None
 
     def labels(cell: str) -> tuple[str, ...]:
         return tuple(filter(None, cell.split(LABEL_SEPARATOR)))
 
-    return [
-        Issue(
-            r["task"],
-            int(r["rank"]),
-            r["image"],
-            r["group"],
-            labels(r["given"]),
-            labels(r["suggested"]),
-            float(r["quality"]),
-        )
-        for r in rows
-    ]
+    given, suggested = labels(row["given"]), labels(row["suggested"])
+    return Issue(row["task"], rank, row["image"], row["group"], given, suggested, quality)
 
 
 def issues_table(issues: Sequence[Issue], top: int) -> str:

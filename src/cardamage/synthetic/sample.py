@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cardamage.data.synthetic.camera import finish
-from cardamage.data.synthetic.damage import damage_car
-from cardamage.data.synthetic.labels import (
+from cardamage.synthetic.camera import finish
+from cardamage.synthetic.damage import damage_car
+from cardamage.synthetic.labels import (
     DAMAGE_TYPES,
     LOCATIONS,
     SynthFrequencies,
@@ -14,7 +14,7 @@ from cardamage.data.synthetic.labels import (
     damage_extent,
     severity_for_extent,
 )
-from cardamage.data.synthetic.scene import SUPERSAMPLE, draw_scene
+from cardamage.synthetic.scene import SUPERSAMPLE, draw_scene
 
 
 def draw_sample(

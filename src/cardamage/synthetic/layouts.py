@@ -13,7 +13,7 @@ from functools import partial
 
 import numpy as np
 
-from cardamage.data.synthetic.geometry import (
+from cardamage.synthetic.geometry import (
     CarLayout,
     Part,
     Point,

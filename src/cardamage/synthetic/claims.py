@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cardamage.data.synthetic.camera import finish
-from cardamage.data.synthetic.damage import HEAVY, Want, damage_count, fit_damages
-from cardamage.data.synthetic.labels import (
+from cardamage.synthetic.camera import finish
+from cardamage.synthetic.damage import HEAVY, Want, damage_count, fit_damages
+from cardamage.synthetic.labels import (
     BANDS,
     DAMAGE_TYPES,
     LOCATIONS,
@@ -33,7 +33,7 @@ from cardamage.data.synthetic.labels import (
     damage_extent,
     severity_for_extent,
 )
-from cardamage.data.synthetic.scene import SUPERSAMPLE, CarLook, draw_scene
+from cardamage.synthetic.scene import SUPERSAMPLE, CarLook, draw_scene
 
 #: The car's faces and the location label of the parts on each.
 FACES = {"front": "front", "rear": "rear", "left": "side", "right": "side"}

@@ -9,19 +9,19 @@ import numpy as np
 
 from cardamage.data.manifest import CLAIM_COLUMN, load_manifest
 from cardamage.errors import CardamageError
-from cardamage.evaluate.claims import claim_evaluation
-from cardamage.evaluate.html_report import write_html_report
-from cardamage.evaluate.metrics import decide, task_metrics
-from cardamage.evaluate.selective import reason_kinds, selective_report
 from cardamage.inference.predictor import Predictor
-from cardamage.train.rundir import RunDir, write_evaluation
+from cardamage.metrics.classification import decide, task_metrics
+from cardamage.metrics.selective import reason_kinds, selective_report
+from cardamage.reports.claims import claim_evaluation
+from cardamage.reports.html_report import write_html_report
+from cardamage.runs.rundir import RunDir, write_evaluation
 
 
 @dataclass
 class Evaluation:
     metrics: dict  # per task
     rows: list[dict]  # one per image: truth and prediction per task
-    #: coverage and the metrics on the photos the model answered (evaluate/selective.py)
+    #: coverage and the metrics on the photos the model answered (metrics/selective.py)
     abstention: dict
     #: claim-level metrics when the manifest has a claim column, else None
     claims: dict | None

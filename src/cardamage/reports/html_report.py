@@ -30,15 +30,17 @@ from sklearn.metrics import precision_recall_curve
 
 from cardamage.config import TrainConfig
 from cardamage.data.images import ImageError, load_image
+from cardamage.data.manifest import LABEL_SEPARATOR
 from cardamage.errors import CardamageError
-from cardamage.evaluate.calibration import reliability
-from cardamage.evaluate.metrics import decide
-from cardamage.evaluate.report import LABEL_COLUMNS, fmt
-from cardamage.evaluate.selective import COMPARED
 from cardamage.io import atomic_write_text
+from cardamage.metrics.calibration import reliability
+from cardamage.metrics.classification import decide
+from cardamage.metrics.label_review import Issue
+from cardamage.metrics.results import LABEL_COLUMNS, fmt
+from cardamage.metrics.selective import COMPARED
 from cardamage.model.metadata import ModelMeta
+from cardamage.runs.rundir import RunDir
 from cardamage.tasks import Task, display_label
-from cardamage.train.rundir import RunDir
 
 #: Longest side of a gallery photo: enough to see the damage, small enough for a mail attachment.
 THUMBNAIL_PX = 160
@@ -60,7 +62,7 @@ _METRIC_COLUMNS = (
 _HEADLINE_TITLES = {"accuracy": "Accuracy", "binary_accuracy": "Accuracy per label"}
 _NOT_APPLICABLE = "\u2014"
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("cardamage.evaluate", "templates"),
+    loader=jinja2.PackageLoader("cardamage.reports", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
@@ -83,7 +85,7 @@ class _Run:
     finished: datetime
     heldout: dict | None
     heldout_claims: dict | None
-    label_issues: list[dict[str, str]] | None
+    label_issues: list[Issue] | None
 
     @property
     def tasks(self) -> list[Task]:
@@ -491,21 +493,21 @@ def _label_issues(run: _Run, image_root: Path) -> list[dict] | None:
     """Per task, the first LABEL_ISSUES_SHOWN photos of label_issues.csv by rank."""
     if not run.label_issues:
         return None
-    by_task: dict[str, list[dict[str, str]]] = {}
-    for row in run.label_issues:
-        by_task.setdefault(row["task"], []).append(row)
+    by_task: dict[str, list[Issue]] = {}
+    for issue in run.label_issues:
+        by_task.setdefault(issue.task, []).append(issue)
     shown = []
-    for task, rows in by_task.items():
-        top = sorted(rows, key=lambda row: int(row["rank"]))[:LABEL_ISSUES_SHOWN]
+    for task, issues in by_task.items():
+        top = sorted(issues, key=lambda issue: issue.rank)[:LABEL_ISSUES_SHOWN]
         cards = [
             {
-                "image": row["image"],
-                "photo": _thumbnail(image_root / row["image"]),
-                "given": display_label(row["given"]),
-                "suggested": display_label(row["suggested"]),
-                "quality": float(row["quality"]),
+                "image": issue.image,
+                "photo": _thumbnail(image_root / issue.image),
+                "given": display_label(LABEL_SEPARATOR.join(issue.given)),
+                "suggested": display_label(LABEL_SEPARATOR.join(issue.suggested)),
+                "quality": issue.quality,
             }
-            for row in top
+            for issue in top
         ]
         shown.append({"title": task_title(task), "cards": cards})
     return shown

@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from cardamage.data.manifest import IMAGE_COLUMN
-from cardamage.data.synthetic.geometry import Box, Point
-from cardamage.data.synthetic.layouts import VIEWS
 from cardamage.errors import CardamageError
+from cardamage.synthetic.geometry import Box, Point
+from cardamage.synthetic.layouts import VIEWS
 from cardamage.tasks import default_tasks
 
 _TASK_LABELS = {t.name: t.labels for t in default_tasks()}

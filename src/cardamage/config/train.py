@@ -1,21 +1,15 @@
-"""Typed, validated configuration. Unknown keys and wrong types are errors that name the field."""
+"""The train config (`cardamage train --config`): data, model, heads, tune_top, fine_tune,
+trust and run sections, flags spelt as flat keys, and loading files with overrides on top."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
     Field,
-    SecretStr,
-    Tag,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -24,20 +18,15 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from cardamage.config.base import StrictModel, deep_merge, format_validation_error, read_json_config
+from cardamage.config.scales import check_scales
 from cardamage.errors import CardamageError
 from cardamage.tasks import Task, TaskKind, default_label_file, read_label_file
-
-if TYPE_CHECKING:
-    from cardamage.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TaskConfig(_Strict):
+class TaskConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
     kind: TaskKind
     #: A label file (one label a line); defaults to the packaged file for the default tasks.
@@ -73,7 +62,7 @@ DEFAULT_TASKS = (
 )
 
 
-class AugmentConfig(_Strict):
+class AugmentConfig(StrictModel):
     """On-the-fly augmentation; only label-preserving changes (a flipped car keeps its labels)."""
 
     flip: bool = True
@@ -83,7 +72,7 @@ class AugmentConfig(_Strict):
     translate: float = Field(0.05, ge=0, le=0.5)
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """What a run trains on, how it is split, and the views cached per image."""
 
     data: Path = Field(
@@ -115,7 +104,7 @@ class DataConfig(_Strict):
     )
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """The architecture: its fields are ModelSpec's, whose defaults are these (one owner)."""
 
     backbone: str = Field(
@@ -160,8 +149,6 @@ class ModelConfig(_Strict):
         cls, scales: tuple[int, ...], info: ValidationInfo
     ) -> tuple[int, ...]:
         if "image_size" in info.data:  # else image_size's own error is reported
-            from cardamage.model.metadata import check_scales  # metadata imports this module
-
             try:
                 check_scales(scales, info.data["image_size"])
             except CardamageError as e:
@@ -169,7 +156,7 @@ class ModelConfig(_Strict):
         return scales
 
 
-class HeadsConfig(_Strict):
+class HeadsConfig(StrictModel):
     """The head phase (backbone frozen, on cached features); tune_top and fine_tune reuse its
     batch size, learning-rate decay and patience."""
 
@@ -185,7 +172,7 @@ class HeadsConfig(_Strict):
     class_weights: bool = Field(True, description="weigh rare labels up in the loss")
 
 
-class TuneTopConfig(_Strict):
+class TuneTopConfig(StrictModel):
     """Train the backbone's top stage with the heads, on cached activations below it (the
     views are its augmentation): fine-tuning where it matters most, ~20x cheaper than end to
     end. On real photos (bench/real_data.py) over heads alone: severity macro-F1 0.479 ->
@@ -198,7 +185,7 @@ class TuneTopConfig(_Strict):
     learning_rate: float = Field(1e-4, gt=0, description="learning rate of tune_top")
 
 
-class FineTuneConfig(_Strict):
+class FineTuneConfig(StrictModel):
     """End-to-end fine-tuning after a short warm-up of the heads: each fold fine-tunes its own
     backbone, on photos decoded and resized once (the pixel cache) and augmented on the fly.
     On real photos from another source it beat every frozen recipe (README: Fine-tuning);
@@ -231,7 +218,7 @@ class FineTuneConfig(_Strict):
     )
 
 
-class TrustConfig(_Strict):
+class TrustConfig(StrictModel):
     """Knowing when not to answer: calibrated scores and the distribution check, both fitted on
     out-of-fold predictions and features (see cardamage.trust)."""
 
@@ -263,7 +250,7 @@ class TrustConfig(_Strict):
     )
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """Where the run goes, its seed, and what it ships."""
 
     out: Path = Field(description="run directory to create")
@@ -300,7 +287,7 @@ class RunConfig(_Strict):
     overwrite: bool = Field(False, description="replace a non-empty run directory")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     data: DataConfig
     model: ModelConfig = ModelConfig()
     heads: HeadsConfig = HeadsConfig()
@@ -366,16 +353,6 @@ def train_fields() -> Iterator[tuple[str, str, FieldInfo]]:
 FLAT_KEYS = {flat_name(s, f): (s, f) for s, f, _ in train_fields()}
 
 
-def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """``top`` over ``base``, objects merged key by key at every depth (lists replaced)."""
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            value = deep_merge(merged[key], value)
-        merged[key] = value
-    return merged
-
-
 def sectioned(values: dict[str, Any], source: str | None = None) -> dict[str, Any]:
     """The config in sections: flat keys (configs of before sections, flags) moved into theirs,
     with a one-line notice naming ``source`` when a file had them; unknown keys stay, so the
@@ -410,29 +387,6 @@ def read_tasks(config: Path | None) -> list[Task]:
     return [t.to_task() for t in specs]
 
 
-def format_validation_error(e: ValidationError, source: str) -> str:
-    """One line per problem, naming the field: 'train.json: image_size: Input should be ...'."""
-    lines = []
-    for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{source}: {where}: {err['msg']}")
-    return "; ".join(lines)
-
-
-def read_json_config(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CardamageError(f"config file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise CardamageError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CardamageError(f"cannot read config {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise CardamageError(f"{path}: a config must be a JSON object")
-    return data
-
-
 def load_train_config(
     config_files: Path | Sequence[Path] | None, overrides: Mapping[str, Any] | None = None
 ) -> TrainConfig:
@@ -449,246 +403,3 @@ def load_train_config(
     except ValidationError as e:
         source = " + ".join(map(str, files)) or "options"
         raise CardamageError(format_validation_error(e, source)) from None
-
-
-class OriginalTaskKeys(_Strict):
-    """One task of the original application's config: model, label file, one threshold."""
-
-    model_fp: Path
-    label_fp: Path
-    conf_threshold: float = Field(0.5, ge=0, le=1)
-
-
-#: The original application's config prefixes, and the task each one means here.
-ORIGINAL_TASKS = {"damage": "severity", "location": "location", "damagetype": "damage_type"}
-
-
-API_KEY_ENV = "CARDAMAGE_API_KEY"
-#: Pillow format names; MPO is how Pillow opens many camera JPEGs, so it counts as JPEG.
-FORMAT_ALIASES = {"jpg": "jpeg", "mpo": "jpeg"}
-
-
-class ServeConfig(_Strict):
-    """The `serve` section: everything the server adds; defaults are the safe choice (loopback
-    only). Unknown keys are errors: a typo in a limit must not silently leave the default."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    #: Required in the X-API-Key header when set; defaults to $CARDAMAGE_API_KEY.
-    api_key: SecretStr | None = Field(
-        default_factory=lambda: os.environ.get(API_KEY_ENV), validate_default=True
-    )
-    cors_origins: list[str] = Field(default_factory=list)  # empty: no CORS headers at all
-    max_upload_mb: float = Field(20, gt=0, le=1024)  # per file
-    max_files: int = Field(16, ge=1, le=1024)  # per request
-    max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb guard, per image
-    formats: tuple[str, ...] = ("jpeg", "png", "webp", "bmp", "gif")
-    max_batch: int = Field(32, ge=1, le=1024)  # images in one backbone pass
-    max_wait_ms: float = Field(5, ge=0, le=1000)  # longest a queued image waits for company
-    max_queue: int = Field(256, ge=1)  # images queued or running, plus requests being read
-
-    @field_validator("api_key", mode="before")
-    @classmethod
-    def _empty_key_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
-
-    @field_validator("formats")
-    @classmethod
-    def _known_formats(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
-        from PIL import Image
-
-        Image.init()
-        known = {name.lower() for name in Image.OPEN}
-        names = tuple(dict.fromkeys(FORMAT_ALIASES.get(f.lower(), f.lower()) for f in formats))
-        unknown = [f for f in names if f not in known]
-        if unknown or not names:
-            raise ValueError(f"unknown image formats {unknown} (known: {', '.join(sorted(known))})")
-        return names
-
-    @model_validator(mode="after")
-    def _queue_holds_a_request(self) -> ServeConfig:
-        if self.max_queue < self.max_files:
-            raise ValueError(
-                f"max_queue ({self.max_queue}) must hold one full request (max_files "
-                f"{self.max_files}), or requests with that many files could never be served"
-            )
-        return self
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
-
-
-Threshold = Annotated[float, Field(ge=0, le=1)]
-
-
-def _threshold_shape(value: Any) -> str:
-    """Which form a task's thresholds take, so a mistake reports that form's error alone."""
-    if isinstance(value, Mapping):
-        return "by_label"
-    return "per_label" if isinstance(value, list | tuple) else "value"
-
-
-#: Per task: one threshold for every label, one per label in order, or some labels by name.
-Thresholds = dict[
-    str,
-    Annotated[
-        Annotated[Threshold, Tag("value")]
-        | Annotated[list[Threshold], Tag("per_label")]
-        | Annotated[dict[str, Threshold], Tag("by_label")],
-        Discriminator(_threshold_shape),
-    ],
-]
-
-
-def resolve_thresholds(overrides: Mapping[str, Any], tasks: Sequence[Task]) -> dict[str, tuple]:
-    """Threshold overrides checked against a model's tasks: one per label, by task. The one
-    check on every path (console, predict, serve): an unknown task or label is named and a
-    value outside [0, 1] refused, so a typo never leaves a threshold silently unchanged."""
-    try:
-        overrides = TypeAdapter(Thresholds).validate_python(dict(overrides))
-    except ValidationError as e:
-        raise CardamageError(format_validation_error(e, "thresholds")) from None
-    by_name = {t.name: t for t in tasks}
-    unknown = sorted(set(overrides) - set(by_name))
-    if unknown:
-        raise CardamageError(f"thresholds name unknown task(s) {unknown} (tasks: {list(by_name)})")
-    return {name: _per_label(by_name[name], value) for name, value in overrides.items()}
-
-
-def _per_label(task: Task, value: float | list[float] | dict[str, float]) -> tuple[float, ...]:
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - set(task.labels))
-        if unknown:
-            raise CardamageError(
-                f"thresholds for '{task.name}' name unknown label(s) {unknown} "
-                f"(labels: {list(task.labels)})"
-            )
-        current = dict(zip(task.labels, task.thresholds, strict=True))
-        return tuple(value.get(label, current[label]) for label in task.labels)
-    if isinstance(value, list | tuple):
-        if len(value) != len(task.labels):
-            raise CardamageError(
-                f"thresholds for '{task.name}': {len(value)} given, {len(task.labels)} labels"
-            )
-        return tuple(value)
-    return (value,) * len(task.labels)
-
-
-class QualityRules(_Strict):
-    """Thresholds of the checks. Measured at 224 px: lensor-coco's real photos have brightness
-    42-214, contrast from 9.4 and sharpness from 5 (1st percentile 12.5: close-ups of smooth
-    paint), the generator's from 43, 23 and 23; a Gaussian blur of radius 2 px brings real
-    photos to a median sharpness of 6.8 (95th percentile 15), of 3 px to 2.5 (4.4)."""
-
-    min_side: int = Field(64, ge=1, description="Shorter side of the photo as given, in px.")
-    min_brightness: float = Field(25.0, ge=0, le=255, description="Mean grey level, 0-255.")
-    max_brightness: float = Field(235.0, ge=0, le=255, description="Mean grey level, 0-255.")
-    min_contrast: float = Field(8.0, ge=0, description="Standard deviation of the grey levels.")
-    min_sharpness: float = Field(
-        10.0, ge=0, description="Variance of the Laplacian of the grey image at 224 px."
-    )
-
-
-class AppConfig(_Strict):
-    """`application_config.json`, for main.py, `predict --config` and `serve`: a trained model
-    (new style) or the original's three models, and the server's `serve` section."""
-
-    model: Path | None = None
-    engine: str = "keras"
-    thresholds: Thresholds = Field(default_factory=dict)
-    debug: bool = False
-    damage_model_fp: Path | None = None
-    damage_label_fp: Path | None = None
-    damage_conf_threshold: float = Field(0.5, ge=0, le=1)
-    location_model_fp: Path | None = None
-    location_label_fp: Path | None = None
-    location_conf_threshold: float = Field(0.5, ge=0, le=1)
-    damagetype_model_fp: Path | None = None
-    damagetype_label_fp: Path | None = None
-    damagetype_conf_threshold: float = Field(0.5, ge=0, le=1)
-    serve: ServeConfig = Field(default_factory=ServeConfig)
-    #: when a photo is too poor to answer for (every model, every engine)
-    quality: QualityRules = Field(default_factory=QualityRules)
-    #: where claim photos are remembered to find reused ones (``cardamage.inference.
-    #: photo_index``): a SQLite file (relative to this file) or a ``postgresql://`` URL
-    photo_index: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _server_keys_into_their_section(cls, data: Any) -> Any:
-        """Server keys at the top level (as a flat file had them) go into `serve`; it wins."""
-        if not isinstance(data, dict) or not isinstance(data.get("serve", {}), dict):
-            return data
-        top = {k: data[k] for k in ServeConfig.model_fields if k in data}
-        rest = {k: v for k, v in data.items() if k not in top}
-        return rest | ({"serve": top | data.get("serve", {})} if top else {})
-
-    @model_validator(mode="after")
-    def _one_style(self) -> AppConfig:
-        given = [p for p in ORIGINAL_TASKS if getattr(self, f"{p}_model_fp") is not None]
-        if self.model is None and not given:
-            raise ValueError(
-                "no model: set 'model' (a run or model directory) or the original's *_model_fp"
-            )
-        if self.model is not None and given:
-            raise ValueError("set either 'model' or the original's *_model_fp keys, not both")
-        if given:
-            for prefix in ORIGINAL_TASKS:
-                if getattr(self, f"{prefix}_label_fp") is None and prefix in given:
-                    raise ValueError(f"'{prefix}_model_fp' needs '{prefix}_label_fp'")
-        return self
-
-    @property
-    def predictor_engine(self) -> str:
-        """The engine ``load_predictor`` runs: the original's three models are Keras models."""
-        return "keras" if self.model is None else self.engine
-
-    def load_predictor(self) -> Predictor:
-        """The model this config names (a run, or the original's three) with its thresholds."""
-        if self.model is None:
-            from cardamage.inference.legacy import load_original
-
-            return load_original(self)
-        from cardamage.inference.predictor import Predictor
-
-        return Predictor.load(self.model, self.engine, self.thresholds, self.quality)
-
-    def original_tasks(self) -> dict[str, OriginalTaskKeys]:
-        """Our task name -> the original's keys, for the tasks the config names."""
-        found = {}
-        for prefix, task in ORIGINAL_TASKS.items():
-            model = getattr(self, f"{prefix}_model_fp")
-            if model is not None:
-                found[task] = OriginalTaskKeys(
-                    model_fp=model,
-                    label_fp=getattr(self, f"{prefix}_label_fp"),
-                    conf_threshold=getattr(self, f"{prefix}_conf_threshold"),
-                )
-        return found
-
-
-#: The keys of an application config that hold paths (relative to the config file).
-APP_PATH_KEYS = ("model", *(f"{p}_{k}" for p in ORIGINAL_TASKS for k in ("model_fp", "label_fp")))
-
-
-def load_app_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> AppConfig:
-    """The config file (relative paths in it relative to it, as users expect), then
-    ``overrides``: flags, server keys among them; None means not given."""
-    values = read_json_config(path) if path is not None else {}
-    for key in APP_PATH_KEYS:
-        if isinstance(values.get(key), str):
-            values[key] = str(Path(path).parent / values[key])  # an absolute one stays itself
-    index = values.get("photo_index")
-    if isinstance(index, str) and "://" not in index:
-        values["photo_index"] = str(Path(path).parent / index)
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "model" in given:  # a model flag replaces the file's model, of either style
-        values = {k: v for k, v in values.items() if not k.endswith("_model_fp")}
-    server = {k: given.pop(k) for k in list(given) if k in ServeConfig.model_fields}
-    try:
-        return AppConfig.model_validate(
-            deep_merge(values, given | ({"serve": server} if server else {}))
-        )
-    except ValidationError as e:
-        raise CardamageError(format_validation_error(e, str(path or "options"))) from None

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cardamage.evaluate.metrics import task_metrics
+from cardamage.metrics.classification import task_metrics
 from cardamage.tasks import Task
 
 #: Coverages the curve is sampled at (20 points is plenty for a plot and a table).

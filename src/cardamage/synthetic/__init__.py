@@ -20,7 +20,7 @@ worker processes), :mod:`.claims` (one car seen from several views: a claim).
 """
 
 from cardamage.data.manifest import LABEL_SEPARATOR
-from cardamage.data.synthetic.labels import (
+from cardamage.synthetic.labels import (
     DAMAGE_TYPES,
     LOCATIONS,
     MANIFEST_HEADER,
@@ -32,9 +32,9 @@ from cardamage.data.synthetic.labels import (
     damage_extent,
     severity_for_extent,
 )
-from cardamage.data.synthetic.layouts import VIEWS
-from cardamage.data.synthetic.sample import draw_sample
-from cardamage.data.synthetic.writer import generate_claims, generate_dataset
+from cardamage.synthetic.layouts import VIEWS
+from cardamage.synthetic.sample import draw_sample
+from cardamage.synthetic.writer import generate_claims, generate_dataset
 
 __all__ = [
     "DAMAGE_TYPES",

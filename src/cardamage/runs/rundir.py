@@ -10,13 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +28,14 @@ from cardamage.data.manifest import (
     write_problems,
 )
 from cardamage.errors import CardamageError
-from cardamage.evaluate.report import write_summary_json
+from cardamage.metrics.label_review import Issue, read_issues, write_issues
+from cardamage.metrics.results import write_summary_json
 from cardamage.io import atomic_path, atomic_write_json, atomic_write_text
 from cardamage.model.metadata import ModelMeta
 from cardamage.tasks import Task
 
-PACKAGES = ("cardamage", "keras", "tensorflow", "tensorflow-cpu", "numpy", "scikit-learn", "pillow")
 #: What `cardamage evaluate --out DIR` writes in DIR (a run's own is `heldout/`).
 EVALUATION_FILE = "evaluation.json"
-#: Columns of label_issues.csv: photos whose label a review found doubtful, best first.
-LABEL_ISSUE_COLUMNS = ("task", "rank", "image", "group", "given", "suggested", "quality")
 #: A fold's validation scores averaged over every cached view (label review ranks by them).
 VIEW_SCORES = "view_scores.npz"
 #: Curves plot_history draws per task.
@@ -113,9 +108,14 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def record_inputs(
-        self, cfg: TrainConfig, manifest: Manifest, problems: list, splits: list
+        self,
+        cfg: TrainConfig,
+        manifest: Manifest,
+        problems: list,
+        splits: list,
+        versions: dict[str, str],
     ) -> None:
-        atomic_write_json(self.versions_file, versions())
+        atomic_write_json(self.versions_file, versions)
         write_manifest(manifest, self.manifest_file, cfg.build_tasks())
         if problems:
             write_problems(problems, self.skipped_file)
@@ -257,24 +257,13 @@ class RunDir:
         """The run's evaluation on held-out claims (per photo and per claim), or None."""
         return read_evaluation(self.heldout_claims_dir)
 
-    def label_issues(self) -> list[dict[str, str]] | None:
-        """Rows of label_issues.csv (columns LABEL_ISSUE_COLUMNS), or None when absent."""
-        if not self.label_issues_file.is_file():
-            return None
+    def label_issues(self) -> list[Issue] | None:
+        """The issues label_issues.csv lists, or None when the run has none."""
         path = self.label_issues_file
-        rows = _read_csv(path)
-        missing = [c for c in LABEL_ISSUE_COLUMNS if rows and c not in rows[0]]
-        if missing:
-            raise CardamageError(f"{path}: no column {', '.join(missing)}")
-        for line, row in enumerate(rows, start=2):
-            try:
-                int(row["rank"]), float(row["quality"])
-            except ValueError:
-                raise CardamageError(
-                    f"{path} line {line}: rank {row['rank']!r} or quality {row['quality']!r} "
-                    "is not a number"
-                ) from None
-        return rows
+        return read_issues(path) if path.is_file() else None
+
+    def write_label_issues(self, issues: Sequence[Issue]) -> None:
+        write_issues(self.label_issues_file, issues)
 
 
 def write_evaluation(
@@ -300,22 +289,6 @@ def write_evaluation(
 def read_evaluation(directory: Path) -> dict | None:
     path = Path(directory) / EVALUATION_FILE
     return _read_json(path) if path.is_file() else None
-
-
-def versions() -> dict[str, str]:
-    from cardamage.train import runtime  # imports TensorFlow: only a training run needs it
-
-    found = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "device": runtime.device_summary(),
-    }
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def _fold_records(manifest: Manifest, splits: list) -> list[dict]:

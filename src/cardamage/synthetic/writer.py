@@ -15,11 +15,11 @@ import numpy as np
 from tqdm import tqdm
 
 from cardamage.data.manifest import CLAIM_COLUMN, LABEL_SEPARATOR
-from cardamage.data.synthetic.camera import save_jpeg
-from cardamage.data.synthetic.claims import draw_claim
-from cardamage.data.synthetic.labels import MANIFEST_HEADER, SynthFrequencies, SynthSample
-from cardamage.data.synthetic.sample import draw_sample
 from cardamage.io import atomic_path, atomic_write_text
+from cardamage.synthetic.camera import save_jpeg
+from cardamage.synthetic.claims import draw_claim
+from cardamage.synthetic.labels import MANIFEST_HEADER, SynthFrequencies, SynthSample
+from cardamage.synthetic.sample import draw_sample
 
 T = TypeVar("T")
 #: The cars' labels of a claims data set: one row per claim.

@@ -14,7 +14,7 @@ from functools import cached_property
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from cardamage.data.synthetic.colours import (
+from cardamage.synthetic.colours import (
     BLACK,
     RGB,
     WHITE,
@@ -25,9 +25,9 @@ from cardamage.data.synthetic.colours import (
     random_palette,
     wheel_style,
 )
-from cardamage.data.synthetic.geometry import Box, CarLayout, Part, Point, Wheel, arc, clip, rect
-from cardamage.data.synthetic.labels import choice
-from cardamage.data.synthetic.layouts import VIEWS, Shape, place, random_shape, unit_layout
+from cardamage.synthetic.geometry import Box, CarLayout, Part, Point, Wheel, arc, clip, rect
+from cardamage.synthetic.labels import choice
+from cardamage.synthetic.layouts import VIEWS, Shape, place, random_shape, unit_layout
 
 SUPERSAMPLE = 2  # drawn at twice the size and reduced: cheap anti-aliasing
 
