@@ -36,7 +36,7 @@ def assert_fold_models_score_as_cached(
     import json
 
     from cardamage.model.multitask import ModelBundle
-    from cardamage.train.crossval import predict_images
+    from cardamage.train.folds import predict_images
 
     for fold in json.loads((run / "folds.json").read_text()):
         fold_dir = run / "folds" / f"fold_{fold['fold']}"

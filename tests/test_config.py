@@ -25,7 +25,7 @@ from cardamage.console import build_parser as console_parser
 from cardamage.errors import CardamageError
 from cardamage.model.metadata import META_FILE, ModelMeta, ModelSpec
 from cardamage.tasks import default_tasks
-from cardamage.train.crossval import model_spec
+from cardamage.train.folds import model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {"data": "labels.csv", "out": "run"}

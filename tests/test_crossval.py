@@ -131,7 +131,7 @@ def test_best_fold_choice_ships_that_folds_model(dataset: Path, tmp_path: Path) 
     images = sorted((dataset.parent / "images").glob("*.jpg"))[:3]
     shipped = Predictor.load(out)
     shipped_scores = shipped.predict(images)
-    fold = Predictor.load(out / "folds" / f"fold_{summary['best_fold']}" / "model").predict(images)
+    fold = Predictor.load(out / "folds" / f"fold_{summary.best_fold}" / "model").predict(images)
     calibration = shipped.meta.calibration["severity"]  # the fold's weights, the run's calibration
     for a, b in zip(shipped_scores, fold, strict=True):
         expected = calibrate(calibration, b.tasks["severity"].scores[None])[0]

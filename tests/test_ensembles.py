@@ -21,7 +21,8 @@ from cardamage.model.metadata import META_FILE, ModelMeta, ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model, fold_ensemble, with_flip_tta
 from cardamage.synthetic import generate_dataset
 from cardamage.tasks import default_tasks
-from cardamage.train.crossval import cross_validate, predict_images
+from cardamage.train.crossval import cross_validate
+from cardamage.train.folds import predict_images
 
 TASKS = default_tasks()
 SIZE = 32

@@ -21,7 +21,7 @@ from cardamage.inference.export import export_model
 from cardamage.inference.predictor import Predictor
 from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.synthetic import generate_dataset
-from cardamage.train.crossval import model_spec
+from cardamage.train.folds import model_spec
 from cardamage.train.pixels import PixelAugment, cached_pixels, cached_size, pixel_dataset
 from cardamage.train.trainer import FoldData, fine_tune
 

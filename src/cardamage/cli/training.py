@@ -132,14 +132,14 @@ def _train(args: argparse.Namespace) -> int:
     if not keeps_report:
         write_html_report(run.path)
     print(f"\nrun directory: {cfg.run.out}")
-    for name, task in summary["tasks"].items():
-        h = task["headline"]
+    for name, task in summary.tasks.items():
+        h = task.headline
         print(
-            f"  {name}: {h['metric']} per fold {[round(v, 3) for v in h['per_fold']]}, "
-            f"mean {h['mean']:.3f}; out-of-fold macro-F1 {task['out_of_fold']['macro_f1']:.3f}"
+            f"  {name}: {h.metric} per fold {[round(v, 3) for v in h.per_fold]}, "
+            f"mean {h.mean:.3f}; out-of-fold macro-F1 {task.out_of_fold['macro_f1']:.3f}"
         )
-    print(f"  best fold: {summary['best_fold']}")
-    print(f"  model ({summary['final_model']}): {cfg.run.out / 'model'}")
+    print(f"  best fold: {summary.best_fold}")
+    print(f"  model ({summary.final_model}): {run.model_dir}")
     print(f"  report: {run.report_file}")
     _score_test_split(cfg.run.out)
     return 0

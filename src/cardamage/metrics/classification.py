@@ -9,6 +9,7 @@ metrics dict goes straight into JSON.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import (
@@ -201,3 +202,14 @@ def _ranking(truth: np.ndarray, score: np.ndarray) -> dict:
         "roc_auc": float(roc_auc_score(truth, score)),
         "average_precision": float(average_precision_score(truth, score)),
     }
+
+
+def with_tuned_thresholds(
+    tasks: Sequence[Task], targets: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray]
+) -> list[Task]:
+    """Multi-label tasks with each label's threshold tuned for F1 on (out-of-fold) ``scores``;
+    a multiclass task decides by its largest score and keeps its own."""
+    return [
+        t if t.multiclass else t.with_thresholds(tune_thresholds(targets[t.name], scores[t.name]))
+        for t in tasks
+    ]

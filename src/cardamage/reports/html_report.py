@@ -13,9 +13,7 @@ from data stay inert); this module computes what they show, reading the run thro
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,32 +21,28 @@ from pathlib import Path
 
 import jinja2
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from PIL import Image
-from sklearn.metrics import precision_recall_curve
 
 from cardamage.config import TrainConfig
-from cardamage.data.images import ImageError, load_image
-from cardamage.data.manifest import LABEL_SEPARATOR
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_write_text
 from cardamage.metrics.calibration import reliability
-from cardamage.metrics.classification import decide
 from cardamage.metrics.label_review import Issue
 from cardamage.metrics.results import LABEL_COLUMNS, fmt
 from cardamage.metrics.selective import COMPARED
 from cardamage.model.metadata import ModelMeta
+from cardamage.reports.charts import (
+    chart_uri,
+    confusion_png,
+    pr_png,
+    reliability_png,
+    risk_coverage_png,
+)
+from cardamage.reports.gallery import label_issue_cards, mistake_cards
+from cardamage.reports.words import label_list, number, percent, task_title
 from cardamage.runs.rundir import RunDir
+from cardamage.runs.summary import RunSummary
 from cardamage.tasks import Task, display_label
 
-#: Longest side of a gallery photo: enough to see the damage, small enough for a mail attachment.
-THUMBNAIL_PX = 160
-THUMBNAIL_QUALITY = 80
-#: Colours kept in embedded charts: line plots lose nothing visible and shrink about 3x.
-CHART_COLOURS = 64
-#: Doubtful labels shown per task.
-LABEL_ISSUES_SHOWN = 12
 #: Metrics of the summary and held-out tables: (column title, metrics key); a task kind without
 #: the key shows a dash, a column no task has is left out.
 _METRIC_COLUMNS = (
@@ -76,7 +70,7 @@ class _Run:
     rows in ``images`` order."""
 
     files: RunDir
-    summary: dict
+    summary: RunSummary
     meta: ModelMeta
     config: TrainConfig
     images: tuple[str, ...]
@@ -90,18 +84,6 @@ class _Run:
     @property
     def tasks(self) -> list[Task]:
         return self.meta.tasks
-
-
-@dataclass(frozen=True)
-class _Mistake:
-    """One task's wrong out-of-fold answer for one image, as the gallery shows it."""
-
-    task: str
-    truth: str
-    predicted: str
-    detail: str
-    #: Probability the model gave its wrong answer: what ranks the gallery.
-    confidence: float
 
 
 def write_html_report(run_dir: Path, *, image_root: Path | None = None, worst: int = 24) -> Path:
@@ -126,8 +108,8 @@ def write_html_report(run_dir: Path, *, image_root: Path | None = None, worst: i
         heldout=_heldout(run),
         claims=_claims(run),
         tasks=[_task(run, task) for task in run.tasks],
-        mistakes=_mistake_cards(run, root, worst),
-        label_issues=_label_issues(run, root),
+        mistakes=mistake_cards(run.tasks, run.images, run.truth, run.scores, root, worst),
+        label_issues=label_issue_cards(run.label_issues, root),
     )
     atomic_write_text(run.files.report_file, page)
     return run.files.report_file
@@ -163,36 +145,14 @@ def _load_run(files: RunDir) -> _Run:
         raise CardamageError(f"cannot read run {files.path}: {type(e).__name__}: {e}") from None
 
 
-# ---------------------------------------------------------------- words
-
-
-def task_title(name: str) -> str:
-    """``damage_type`` -> "Damage type": headings a person reads."""
-    return name.replace("_", " ").capitalize()
-
-
-def _labels(labels: Sequence[str]) -> str:
-    return ", ".join(display_label(label) for label in labels) or "none"
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.0f} %"
-
-
-def _number(value: float | int | None) -> str:
-    """Three decimals: enough to compare, narrow enough for a laptop screen."""
-    return fmt(value, 3)
-
-
-def _shipped(summary: dict) -> str:
+def _shipped(summary: RunSummary) -> str:
     """Which model the run ships: refitted on all images (the default), every fold's heads
     averaged, or the best fold's."""
-    final = summary.get("final_model", "best_fold")
-    if final == "refit":
+    if summary.final_model == "refit":
         return "model refitted on all images"
-    if final == "fold_ensemble":
-        return f"the heads of all {summary['folds']} folds, averaged"
-    return f"model of fold {summary['best_fold']}"
+    if summary.final_model == "fold_ensemble":
+        return f"the heads of all {summary.folds} folds, averaged"
+    return f"model of fold {summary.best_fold}"
 
 
 def _duration(seconds: float) -> str:
@@ -208,10 +168,9 @@ def _headline(run: _Run) -> str:
         metrics = run.heldout["tasks"]
         opening = f"On {next(iter(metrics.values()))['n']} photos it never saw"
     else:
-        metrics = {name: t["out_of_fold"] for name, t in run.summary["tasks"].items()}
+        metrics = {name: t.out_of_fold for name, t in run.summary.tasks.items()}
         opening = (
-            f"On {run.summary['images']} photos, each scored by a fold model that did not "
-            "train on it"
+            f"On {run.summary.images} photos, each scored by a fold model that did not train on it"
         )
     parts = [_task_sentence(task, metrics[task.name]) for task in run.tasks]
     return f"{opening}, " + "; ".join(parts) + "."
@@ -220,8 +179,8 @@ def _headline(run: _Run) -> str:
 def _task_sentence(task: Task, metrics: dict) -> str:
     name = task_title(task.name).lower()
     if not task.multiclass:
-        return f"every {name} label is right on {_percent(metrics['exact_match'])} of photos"
-    said = f"{name} is right {_percent(metrics['accuracy'])} of the time"
+        return f"every {name} label is right on {percent(metrics['exact_match'])} of photos"
+    said = f"{name} is right {percent(metrics['accuracy'])} of the time"
     counts = np.asarray(metrics["confusion_matrix"], dtype=float)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     np.fill_diagonal(rates, 0.0)
@@ -229,7 +188,7 @@ def _task_sentence(task: Task, metrics: dict) -> str:
     if rates[i, j] == 0:
         return said
     true, predicted = display_label(task.labels[i]), display_label(task.labels[j])
-    share = _percent(rates[i, j])
+    share = percent(rates[i, j])
     return f"{said}; \u201c{true}\u201d is called \u201c{predicted}\u201d {share} of the time"
 
 
@@ -241,16 +200,16 @@ def _facts(run: _Run) -> dict[str, str]:
     width = f" (alpha {spec.alpha:g})" if spec.alpha is not None else ""
     facts = {
         "Data": str(run.config.data.data),
-        "Images": str(summary["images"]),
+        "Images": str(summary.images),
         "Backbone": f"{spec.backbone}{width} at {spec.image_size} px, weights: {spec.weights}",
-        "Folds": f"{summary['folds']} ({_shipped(summary)})",
+        "Folds": f"{summary.folds} ({_shipped(summary)})",
         "Finished": run.finished.strftime("%Y-%m-%d %H:%M"),
     }
     if not all(task.multiclass for task in run.tasks):  # multiclass decisions take no threshold
         tuned = run.config.run.tune_thresholds
         facts["Thresholds"] = "tuned for F1 out of fold" if tuned else "fixed at 0.5"
-    if "seconds" in summary:
-        facts["Training time"] = _duration(summary["seconds"])
+    if summary.seconds is not None:
+        facts["Training time"] = _duration(summary.seconds)
     return facts
 
 
@@ -272,23 +231,23 @@ def _metric_columns(results: Sequence[dict]) -> list[tuple[str, str]]:
 
 
 def _metric_cells(metrics: dict, columns: list[tuple[str, str]]) -> list[str]:
-    return [_number(metrics[key]) if key in metrics else _NOT_APPLICABLE for _, key in columns]
+    return [number(metrics[key]) if key in metrics else _NOT_APPLICABLE for _, key in columns]
 
 
 def _summary(run: _Run) -> dict:
     """Per task: the original's headline metric per fold and its mean, then out-of-fold ones."""
-    folds, best = run.summary["folds"], run.summary["best_fold"]
-    results = [run.summary["tasks"][task.name] for task in run.tasks]
-    columns = _metric_columns([r["out_of_fold"] for r in results])
+    folds, best = run.summary.folds, run.summary.best_fold
+    results = [run.summary.tasks[task.name] for task in run.tasks]
+    columns = _metric_columns([r.out_of_fold for r in results])
     header = ["Task", "Measure", *(f"Fold\u00a0{i}" for i in range(1, folds + 1)), "Mean"]
     header += [title for title, _ in columns]
     rows = [
         [
             task_title(task.name),
-            _HEADLINE_TITLES[r["headline"]["metric"]],
-            *(_number(v) for v in r["headline"]["per_fold"]),
-            _number(r["headline"]["mean"]),
-            *_metric_cells(r["out_of_fold"], columns),
+            _HEADLINE_TITLES[r.headline.metric],
+            *(number(v) for v in r.headline.per_fold),
+            number(r.headline.mean),
+            *_metric_cells(r.out_of_fold, columns),
         ]
         for task, r in zip(run.tasks, results, strict=True)
     ]
@@ -309,7 +268,7 @@ def _heldout(run: _Run) -> dict | None:
     if not run.heldout:
         return None
     evaluated = run.heldout["tasks"]
-    oof = {task.name: run.summary["tasks"][task.name]["out_of_fold"] for task in run.tasks}
+    oof = {task.name: run.summary.tasks[task.name].out_of_fold for task in run.tasks}
     columns = _metric_columns([*evaluated.values(), *oof.values()])
     rows = []
     for task in run.tasks:
@@ -322,7 +281,7 @@ def _heldout(run: _Run) -> dict | None:
             )
     figures = [
         _figure(
-            _confusion_png(task, evaluated[task.name]["confusion_matrix"], "held out"),
+            confusion_png(task, evaluated[task.name]["confusion_matrix"], "held out"),
             f"{task_title(task.name)}: confusion matrix, held out",
             "Rows: true label; columns: predicted. Colour and percentage: share of the row.",
         )
@@ -351,7 +310,7 @@ def _abstention(run: _Run, report: dict) -> dict:
                 rows.append([task_title(task.name), source.replace("_", " "), *cells])
     figures = [
         _figure(
-            _risk_coverage_png(
+            risk_coverage_png(
                 task, report["tasks"][task.name]["risk_coverage"], report["coverage"]
             ),
             f"{task_title(task.name)}: risk-coverage curve",
@@ -370,19 +329,6 @@ def _abstention(run: _Run, report: dict) -> dict:
         "table": {"header": ["Task", "Photos", *COMPARED], "rows": rows},
         "figures": figures,
     }
-
-
-def _risk_coverage_png(task: Task, curve: dict, answered: float) -> str:
-    fig = _canvas(5.0, 3.4)
-    ax = fig.add_subplot()
-    ax.plot(curve["coverage"], curve["risk"], marker="o", markersize=3, color="#2563eb")
-    ax.axvline(answered, color="#b45309", linestyle="--", linewidth=1)
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, max(0.05, max(curve["risk"]) * 1.15))
-    ax.set_xlabel("share of photos answered (most confident first)")
-    ax.set_ylabel("error rate")
-    ax.set_title(f"{task_title(task.name)}: risk against coverage")
-    return _png(fig)
 
 
 def _claim_evaluations(run: _Run) -> list[dict]:
@@ -420,44 +366,44 @@ def _claims(run: _Run) -> list[dict]:
 
 
 def _task(run: _Run, task: Task) -> dict:
-    oof = run.summary["tasks"][task.name]["out_of_fold"]
+    oof = run.summary.tasks[task.name].out_of_fold
     truth, scores = run.truth[task.name], run.scores[task.name]
     title = task_title(task.name)
     if task.multiclass:
         first = _figure(
-            _confusion_png(task, oof["confusion_matrix"], "out of fold"),
+            confusion_png(task, oof["confusion_matrix"], "out of fold"),
             f"{title}: confusion matrix",
             "Rows: true label; columns: predicted. Colour and percentage: share of the row.",
         )
     else:
         first = _figure(
-            _pr_png(task, truth, scores, oof["per_label"]),
+            pr_png(task, truth, scores, oof["per_label"]),
             f"{title}: precision-recall curves",
             "One curve per label; the dot is the label's operating point at its threshold.",
         )
     calibration = reliability(truth, scores, multiclass=task.multiclass)
-    fitted = run.summary["tasks"][task.name].get("calibration")
+    fitted = run.summary.tasks[task.name].calibration
     after = (
-        f" The shipped model calibrates its scores: ECE {fitted['ece_before']:.3f} before, "
-        f"{fitted['ece_after']:.3f} after (fitted on the other folds' photos)."
+        f" The shipped model calibrates its scores: ECE {fitted.ece_before:.3f} before, "
+        f"{fitted.ece_after:.3f} after (fitted on the other folds' photos)."
         if fitted
         else ""
     )
     second = _figure(
-        _reliability_png(task, calibration),
+        reliability_png(task, calibration),
         f"{title}: reliability diagram",
         f"Calibration error (ECE) {calibration['ece']:.3f}: the mean gap between a score and "
         "how often it is right. Bars on the diagonal: a score of 0.8 is right 80% of the time."
         + after,
     )
     curves = [
-        _figure(_chart_uri(path.read_bytes()), f"{title} {metric}", f"Fold {fold}")
-        for fold, metric, path in run.files.curves(run.summary["folds"], task.name)
+        _figure(chart_uri(path.read_bytes()), f"{title} {metric}", f"Fold {fold}")
+        for fold, metric, path in run.files.curves(run.summary.folds, task.name)
     ]
     return {
         "anchor": _anchor(task),
         "title": title,
-        "kind": f"{task.kind}: {_labels(task.labels)}",
+        "kind": f"{task.kind}: {label_list(task.labels)}",
         "n": oof["n"],
         "labels": _label_table(task, oof["per_label"]),
         "figures": [first, second],
@@ -468,214 +414,10 @@ def _task(run: _Run, task: Task) -> dict:
 def _label_table(task: Task, per_label: dict) -> dict:
     columns = LABEL_COLUMNS[task.kind]
     rows = [
-        [display_label(label), *(_number(per_label[label][key]) for _, key in columns)]
+        [display_label(label), *(number(per_label[label][key]) for _, key in columns)]
         for label in task.labels
     ]
     return {"header": ["Label", *(title for title, _ in columns)], "rows": rows}
-
-
-def _mistake_cards(run: _Run, image_root: Path, worst: int) -> list[dict]:
-    """The images with the most confident wrong answers, most confident first."""
-    by_image = _mistakes(run).items()
-    ranked = sorted(by_image, key=lambda item: -max(m.confidence for m in item[1]))[:worst]
-    return [
-        {
-            "image": run.images[i],
-            "photo": _thumbnail(image_root / run.images[i]),
-            "confidence": max(m.confidence for m in found),
-            "mistakes": found,
-        }
-        for i, found in ranked
-    ]
-
-
-def _label_issues(run: _Run, image_root: Path) -> list[dict] | None:
-    """Per task, the first LABEL_ISSUES_SHOWN photos of label_issues.csv by rank."""
-    if not run.label_issues:
-        return None
-    by_task: dict[str, list[Issue]] = {}
-    for issue in run.label_issues:
-        by_task.setdefault(issue.task, []).append(issue)
-    shown = []
-    for task, issues in by_task.items():
-        top = sorted(issues, key=lambda issue: issue.rank)[:LABEL_ISSUES_SHOWN]
-        cards = [
-            {
-                "image": issue.image,
-                "photo": _thumbnail(image_root / issue.image),
-                "given": display_label(LABEL_SEPARATOR.join(issue.given)),
-                "suggested": display_label(LABEL_SEPARATOR.join(issue.suggested)),
-                "quality": issue.quality,
-            }
-            for issue in top
-        ]
-        shown.append({"title": task_title(task), "cards": cards})
-    return shown
-
-
-# ---------------------------------------------------------------- mistakes
-
-
-def _mistakes(run: _Run) -> dict[int, list[_Mistake]]:
-    """Image index -> its wrong tasks in task order; images without mistakes left out."""
-    found: dict[int, list[_Mistake]] = {}
-    for task in run.tasks:
-        for i, mistake in _task_mistakes(task, run.truth[task.name], run.scores[task.name]):
-            found.setdefault(i, []).append(mistake)
-    return found
-
-
-def _task_mistakes(task: Task, truth: np.ndarray, scores: np.ndarray) -> list[tuple[int, _Mistake]]:
-    """Each image's most confident wrong decision of ``task``.
-
-    A wrong decision's confidence is the probability given to the wrong answer: the score of
-    a predicted label that is absent, one minus the score of a missed one. Multiclass counts
-    only the predicted class (its top score), since a missed true class is the same mistake.
-    """
-    decided = decide(task, scores)
-    present = truth.astype(bool)
-    wrong = decided != present
-    if task.multiclass:
-        wrong &= decided
-    confidence = np.where(wrong, np.where(decided, scores, 1.0 - scores), -np.inf)
-    worst = confidence.argmax(axis=1)
-    return [
-        (i, _describe(task, present[i], decided[i], scores[i], int(worst[i]), confidence[i].max()))
-        for i in np.flatnonzero(wrong.any(axis=1))
-    ]
-
-
-def _describe(
-    task: Task,
-    present: np.ndarray,
-    decided: np.ndarray,
-    scores: np.ndarray,
-    j: int,
-    confidence: float,
-) -> _Mistake:
-    """``j`` is the worst wrong label; its score is what the reader needs to judge it."""
-    label, score = display_label(task.labels[j]), float(scores[j])
-    if task.multiclass:
-        detail = f"score {score:.2f}"
-    else:
-        verdict, sign = ("flagged", "\u2265") if decided[j] else ("missed", "<")
-        detail = f"{label} {verdict}: {score:.2f} {sign} threshold {task.thresholds[j]:.2f}"
-    return _Mistake(
-        task=task_title(task.name),
-        truth=_on_labels(task, present),
-        predicted=_on_labels(task, decided),
-        detail=detail,
-        confidence=float(confidence),
-    )
-
-
-def _on_labels(task: Task, on: np.ndarray) -> str:
-    return _labels([label for label, flag in zip(task.labels, on, strict=True) if flag])
-
-
-def _thumbnail(path: Path) -> str | None:
-    """Small JPEG data URI of a photo (aspect kept), or None when it cannot be read."""
-    try:
-        photo = Image.fromarray(load_image(path))
-    except ImageError:
-        return None
-    photo.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    photo.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
-    return _data_uri("image/jpeg", buffer.getvalue())
-
-
-# ---------------------------------------------------------------- figures
-
-
-def _confusion_png(task: Task, matrix: list[list[int]], source: str) -> str:
-    counts = np.asarray(matrix)
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    k = len(task.labels)
-    side = min(2.0 + 0.75 * k, 10.0)
-    fig = _canvas(side + 0.6, side)
-    ax = fig.add_subplot()
-    ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
-    for (i, j), count in np.ndenumerate(counts):
-        color = "white" if rates[i, j] > 0.5 else "#1f2937"
-        ax.text(j, i, f"{count}\n{rates[i, j]:.0%}", ha="center", va="center", color=color)
-    names = [display_label(label) for label in task.labels]
-    ax.set_xticks(range(k), names, rotation=30, ha="right")
-    ax.set_yticks(range(k), names)
-    ax.set(xlabel="predicted", ylabel="true", title=f"{task_title(task.name)}, {source}")
-    return _png(fig)
-
-
-def _pr_png(task: Task, truth: np.ndarray, scores: np.ndarray, per_label: dict) -> str:
-    """Labels without a positive have no curve (the table says n/a)."""
-    fig = _canvas(5.6, 4.2)
-    ax = fig.add_subplot()
-    for j, label in enumerate(task.labels):
-        if not truth[:, j].any():
-            continue
-        precision, recall, _ = precision_recall_curve(truth[:, j], scores[:, j])
-        stats = per_label[label]
-        ap = _number(stats["average_precision"])
-        (line,) = ax.step(
-            recall, precision, where="post", label=f"{display_label(label)} (AP {ap})"
-        )
-        ax.plot(stats["recall"], stats["precision"], "o", color=line.get_color())
-    ax.set(xlim=(0, 1.02), ylim=(0, 1.05), xlabel="recall", ylabel="precision")
-    ax.set_title(f"{task_title(task.name)}: precision-recall")
-    if ax.get_legend_handles_labels()[0]:  # no label had a positive: nothing to name
-        ax.legend(loc="lower left", fontsize="small")
-    ax.grid(alpha=0.3)
-    return _png(fig)
-
-
-def _reliability_png(task: Task, calibration: dict) -> str:
-    edges = np.asarray(calibration["edges"])
-    widths = np.diff(edges)
-    observed = [np.nan if v is None else v for v in calibration["observed"]]
-    fig = _canvas(5.6, 4.2)
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
-    top.bar(edges[:-1], observed, widths, align="edge", color="#3b82f6", edgecolor="white")
-    top.plot([0, 1], [0, 1], "--", color="#6b7280", label="perfectly calibrated")
-    top.set(ylim=(0, 1), ylabel="fraction right" if task.multiclass else "fraction present")
-    top.set_title(
-        f"{task_title(task.name)}: calibration error {calibration['ece']:.3f} "
-        f"(worst bin {calibration['mce']:.3f})"
-    )
-    top.legend(loc="upper left", fontsize="small")
-    bottom.bar(edges[:-1], calibration["count"], widths, align="edge", color="#94a3b8")
-    xlabel = "top-class score" if task.multiclass else "score (every label)"
-    bottom.set(xlim=(0, 1), xlabel=xlabel, ylabel="scores")
-    return _png(fig)
-
-
-def _canvas(width: float, height: float) -> Figure:
-    # A bare Figure on an Agg canvas: no pyplot state, no display, nothing left open to leak.
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Figure) -> str:
-    """Chart data URI; the Software tag (a URL) is dropped so the page names no address at all."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
-    return _chart_uri(buffer.getvalue())
-
-
-def _chart_uri(png: bytes) -> str:
-    """PNG data URI of a chart, reduced to a palette: the report stays small enough to mail."""
-    with Image.open(io.BytesIO(png)) as chart:
-        palette = chart.convert("RGB").quantize(CHART_COLOURS, method=Image.Quantize.MEDIANCUT)
-    buffer = io.BytesIO()
-    palette.save(buffer, format="PNG", optimize=True)
-    return _data_uri("image/png", buffer.getvalue())
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _data_uri(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def _anchor(task: Task) -> str:

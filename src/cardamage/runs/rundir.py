@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cardamage.config import TrainConfig, load_train_config
+from pydantic import ValidationError
+
+from cardamage.config import TrainConfig, format_validation_error, load_train_config
 from cardamage.data.leakage import Leak, write_leaks
 from cardamage.data.manifest import (
     IMAGE_COLUMN,
@@ -29,9 +31,10 @@ from cardamage.data.manifest import (
 )
 from cardamage.errors import CardamageError
 from cardamage.metrics.label_review import Issue, read_issues, write_issues
-from cardamage.metrics.results import write_summary_json
+from cardamage.metrics.results import write_results_txt, write_summary_json
 from cardamage.io import atomic_path, atomic_write_json, atomic_write_text
 from cardamage.model.metadata import ModelMeta
+from cardamage.runs.summary import Metrics, RunSummary
 from cardamage.tasks import Task
 
 #: What `cardamage evaluate --out DIR` writes in DIR (a run's own is `heldout/`).
@@ -222,11 +225,33 @@ class RunDir:
             for t in tasks
         }
 
-    def write_summary(self, summary: dict) -> None:
-        write_summary_json(self.summary_file, summary)
+    def write_results(
+        self,
+        tasks: Sequence[Task],
+        per_fold: Sequence[dict[str, Metrics]],
+        out_of_fold: dict[str, Metrics],
+        best_fold: int,
+    ) -> None:
+        """Each task's results_<task>.txt: the original's per-fold accuracy, then the rest."""
+        for task in tasks:
+            fold_metrics = [metrics[task.name] for metrics in per_fold]
+            write_results_txt(
+                self.results_file(task.name),
+                task,
+                fold_metrics,
+                out_of_fold[task.name],
+                best_fold - 1,
+            )
 
-    def summary(self) -> dict:
-        return _read_json(self.summary_file)
+    def write_summary(self, summary: RunSummary) -> None:
+        write_summary_json(self.summary_file, summary.model_dump(mode="json", exclude_none=True))
+
+    def summary(self) -> RunSummary:
+        """summary.json, typed; a file that is not one names itself and what is wrong."""
+        try:
+            return RunSummary.model_validate_json(self.summary_file.read_bytes())
+        except ValidationError as e:
+            raise CardamageError(format_validation_error(e, str(self.summary_file))) from None
 
     def config(self) -> TrainConfig:
         return load_train_config(self.config_file, {})
@@ -234,10 +259,10 @@ class RunDir:
     def model_meta(self) -> ModelMeta:
         return ModelMeta.read(self.model_dir)
 
-    def finished_at(self, summary: dict) -> datetime:
+    def finished_at(self, summary: RunSummary) -> datetime:
         """When the run ended: recorded in the summary, else the summary file's time."""
-        if "finished" in summary:
-            return datetime.fromisoformat(summary["finished"])
+        if summary.finished is not None:
+            return summary.finished
         return datetime.fromtimestamp(self.summary_file.stat().st_mtime)
 
     def curves(self, folds: int, task: str) -> list[tuple[int, str, Path]]:

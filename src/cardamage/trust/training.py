@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -70,3 +71,34 @@ def fit_review(
     """Per task, the confidence an answer needs to stand without review, chosen on the
     calibrated out-of-fold scores (on which the tasks' thresholds were tuned)."""
     return ReviewPolicy.fit(tasks, targets, scores, cfg.review_coverage, cfg.review_risk)
+
+
+@dataclass(frozen=True)
+class TrustChecks:
+    """What a model ships to know when not to answer: the distribution check (None when off)
+    and the confidence each task's answer needs to stand without review."""
+
+    distribution: DistributionCheck | None
+    review: ReviewPolicy
+
+    def save(self, model_dir: Path) -> None:
+        if self.distribution is not None:
+            self.distribution.save(model_dir)
+        self.review.save(model_dir)
+
+
+def fit_trust_checks(
+    features: np.ndarray,
+    splits: Splits,
+    tasks: Sequence[Task],
+    targets: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    cfg: TrustConfig,
+) -> TrustChecks:
+    """Both checks fitted from the shipped model's training features and the calibrated
+    out-of-fold scores. A fixed split's check is fitted on train with val as its reference,
+    and the other way round: out-of-sample scores for every photo."""
+    both_ways = splits if len(splits) > 1 else [splits[0], splits[0][::-1]]
+    return TrustChecks(
+        fit_distribution(features, both_ways, cfg), fit_review(tasks, targets, scores, cfg)
+    )

@@ -1,0 +1,236 @@
+"""One fold of cross-validation: what every fold trains from, training a model, a fold's files.
+
+A fold is finished when its metrics.json exists (written last), so an interrupted or killed run
+resumes from the last finished fold (`cardamage train --resume RUN`).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cardamage.config import TrainConfig
+from cardamage.data.manifest import Manifest
+from cardamage.metrics.classification import task_metrics
+from cardamage.metrics.results import plot_history
+from cardamage.model.metadata import ModelSpec
+from cardamage.model.multitask import ModelBundle, build_model
+from cardamage.runs.rundir import FoldFiles, RunDir
+from cardamage.tasks import Task
+from cardamage.train import runtime
+from cardamage.train.features import (
+    Extractor,
+    FeatureRequest,
+    Fill,
+    RemoteFill,
+    cached_features,
+    default_cache_dir,
+)
+from cardamage.train.pixels import cached_pixels, cached_size
+from cardamage.train.review_scores import mean_over_views
+from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
+
+
+@dataclass
+class FoldResult:
+    index: int
+    metrics: dict[str, dict]
+    scores: dict[str, np.ndarray]  # validation scores per task
+    view_scores: dict[str, np.ndarray]  # the same averaged over every cached view
+    schedule: dict  # epochs early stopping chose: {"heads": [...], "fine_tune": n | None}
+    model_dir: Path
+
+
+class Inputs:
+    """What every fold trains from: targets, image paths, (computed once) cached features and
+    the heads trainer, which compiles once for all folds."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        tasks: list[Task],
+        manifest: Manifest,
+        remote: RemoteFill | None = None,
+    ) -> None:
+        self.cfg, self.tasks, self.remote = cfg, tasks, remote
+        self.heads = HeadTrainer(tasks, cfg)
+        self.paths = manifest.paths()
+        self.targets = {t.name: manifest.targets(t) for t in tasks}
+        self._features: np.ndarray | None = None
+        self._weights: list[np.ndarray] | None = None
+
+    @property
+    def features(self) -> np.ndarray:
+        """Every image's cached features, (views, n, ...): view 0 the photo as it is."""
+        if self._features is None:
+            self._extract()
+        return self._features
+
+    @property
+    def clean_features(self) -> np.ndarray:
+        return self.features[0]
+
+    @functools.cached_property
+    def pixels(self) -> np.ndarray | None:
+        """Every photo decoded once for fine-tuning (None without it), shared by every fold."""
+        cfg = self.cfg
+        if not cfg.fine_tune.layers:
+            return None
+        side = cached_size(cfg.model.image_size, cfg.fine_tune.crop)
+        return cached_pixels(self.paths, side, cfg.run.cache_dir or default_cache_dir())
+
+    def fold(self, train: np.ndarray, val: np.ndarray) -> FoldData:
+        return FoldData(self.features, self.targets, self.paths, train, val, self.pixels)
+
+    @property
+    def backbone_weights(self) -> list[np.ndarray]:
+        """The weights the cached features came from (random ones included)."""
+        if self._weights is None:
+            self._extract()
+        return self._weights
+
+    def _extract(self) -> None:
+        cfg = self.cfg
+        runtime.set_seed(cfg.run.seed)
+        backbone = build_model(model_spec(cfg), self.tasks[:1]).branch_backbones[0]
+        self._weights = backbone.get_weights()
+        extractor, layer = backbone, None
+        if cfg.tune_top.enabled:
+            extractor, _ = backbone.split()
+            layer = backbone.top_starts
+        cache = cfg.run.cache_dir or default_cache_dir()
+        request = FeatureRequest(
+            model_spec(cfg), self.paths, cfg.data.augment, cfg.data.views, cfg.run.seed, layer
+        )
+        self._features = cached_features(extractor, request, cache, fill=self._remote_fill())
+
+    def _remote_fill(self) -> Fill | None:
+        """The features computed elsewhere (``remote``: on Ray for `train --ray`), else None."""
+        if self.remote is None:
+            return None
+        extractor = Extractor(
+            model_spec(self.cfg),
+            self.tasks[:1],
+            self._weights,
+            self.cfg.tune_top.enabled,
+            keras.mixed_precision.global_policy().name,
+        )
+        return self.remote(extractor)
+
+
+def model_spec(cfg: TrainConfig) -> ModelSpec:
+    return ModelSpec(**cfg.model.model_dump())  # the model section is ModelSpec's fields
+
+
+def predict_images(model: keras.Model, paths: list[Path], batch_size: int) -> dict[str, np.ndarray]:
+    from cardamage.data.pipeline import iter_image_batches
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in iter_image_batches(paths, model.input_shape[1], batch_size):
+        for name, value in model.predict_on_batch(batch).items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def train_model(
+    inputs: Inputs, data: FoldData, log_dir: Path, seed: int, schedule: dict | None = None
+) -> tuple[keras.Model, dict[str, list[float]], dict, dict[str, np.ndarray] | None]:
+    """Heads on cached features, then optional fine-tuning. With ``schedule`` and no validation
+    images it trains for the given epochs. Returns (model, history, schedule, val scores)."""
+    cfg, tasks = inputs.cfg, inputs.tasks
+    runtime.set_seed(seed)
+    with runtime.distribution_scope():
+        model = build_model(model_spec(cfg), tasks)
+        backbones, heads = model.branch_backbones, model.branch_heads
+        for backbone in backbones:
+            backbone.set_weights(inputs.backbone_weights)
+        if cfg.tune_top.enabled:
+            pretrained = cfg.model.weights != "none"
+            heads = [tuned_top(b, h, pretrained) for b, h in model.stacks]
+        history, head_epochs = inputs.heads.fit(
+            heads, data, log_dir, _head_epochs(cfg, schedule, len(heads))
+        )
+        done = {"heads": head_epochs, "fine_tune": None}
+        if cfg.fine_tune.layers:
+            ft_history, done["fine_tune"] = fine_tune(
+                model,
+                backbones,
+                tasks,
+                data,
+                cfg,
+                log_dir,
+                seed,
+                schedule and schedule["fine_tune"],
+            )
+            for key, values in ft_history.items():
+                history.setdefault(key, []).extend(float(v) for v in values)
+        if not len(data.val):
+            return model, history, done, None
+        if cfg.fine_tune.layers:
+            scores = predict_images(model, [data.paths[i] for i in data.val], cfg.heads.batch_size)
+        else:
+            scores = inputs.heads.predict(np.asarray(data.features[0, data.val]))
+    return model, history, done, scores
+
+
+def _head_epochs(cfg: TrainConfig, schedule: dict | None, n_heads: int) -> list[int] | None:
+    """The head phase's epochs per heads model: before fine-tuning its short warm-up, for a
+    refit the folds' choice, else early stopping's."""
+    if cfg.fine_tune.layers:
+        return [cfg.fine_tune.warmup_epochs] * n_heads
+    return schedule["heads"] if schedule else None
+
+
+def train_fold(index: int, inputs: Inputs, train: np.ndarray, val: np.ndarray) -> FoldResult:
+    cfg, tasks = inputs.cfg, inputs.tasks
+    run = RunDir(cfg.run.out)
+    fold_dir = run.fold_dir(index)
+    shutil.rmtree(fold_dir, ignore_errors=True)
+    data = inputs.fold(train, val)
+    model, history, schedule, scores = train_model(inputs, data, fold_dir, cfg.run.seed + index)
+    metrics = {t.name: task_metrics(t, inputs.targets[t.name][val], scores[t.name]) for t in tasks}
+    ModelBundle(model, model_spec(cfg), tasks, {"fold": index}).save(run.fold_model_dir(index))
+    plot_history(history, functools.partial(run.curve_file, index))
+    views = view_scores(inputs, data, scores)
+    run.write_fold(index, FoldFiles(metrics, scores, schedule, views))
+    return FoldResult(index, metrics, scores, views, schedule, run.fold_model_dir(index))
+
+
+def view_scores(
+    inputs: Inputs, data: FoldData, scores: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The heads' validation scores averaged over every cached view (what label review ranks
+    by); after fine-tuning the cached views are no longer the model's inputs: ``scores``."""
+    if inputs.cfg.fine_tune.layers or len(data.features) == 1:
+        return scores
+    return mean_over_views(inputs.heads.predict, data.features, data.val)
+
+
+def finished_fold(index: int, run: RunDir) -> FoldResult | None:
+    """A fold finished before an interruption, or None (a half-written fold is cleared)."""
+    files = run.finished_fold(index)
+    if files is None:
+        return None
+    return FoldResult(
+        index,
+        files.metrics,
+        files.scores,
+        files.view_scores,
+        files.schedule,
+        run.fold_model_dir(index),
+    )
+
+
+def fresh_session(cfg: TrainConfig) -> None:
+    """Keras' global state reset (layer names start over, the precision policy kept) before a
+    model is built. Garbage is collected at once only after fine-tuning, whose models hold a
+    trained backbone and its optimizer state on the device: a collection takes half a second,
+    and after the head phase Python's collector frees the previous fold's frozen model soon
+    enough on its own."""
+    keras.backend.clear_session(free_memory=bool(cfg.fine_tune.layers))
+    runtime.configure_precision(cfg.run.mixed_precision)  # the reset dropped the dtype policy
