@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEMO_DATA := data/demo
 DEMO_RUN := runs/demo
 
-.PHONY: install demo test test-quick fuzz lint
+.PHONY: install demo test test-quick fuzz lint docs
 
 $(BIN)/cardamage: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,7 @@ fuzz: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# The documentation site (docs/, mkdocs.yml) into site/: strict, offline; the suite builds it too.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

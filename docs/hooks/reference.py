@@ -194,8 +194,10 @@ def _default(field: FieldInfo, inner: type[BaseModel] | None) -> str:
 
 
 def _cell(text: str) -> str:
-    """Text safe in a Markdown table cell: one line, no raw HTML, no column breaks."""
-    return html.escape(" ".join(text.split())).replace("|", "\\|")
+    """Text safe in a Markdown table cell: one line, no raw HTML, no column breaks, and a `*`
+    (`DIR/<class>/*.jpg`) shown as itself rather than starting emphasis."""
+    text = html.escape(" ".join(text.split()), quote=False)
+    return text.replace("|", "\\|").replace("*", "\\*")
 
 
 GENERATED: dict[str, Callable[[], str]] = {"cli": cli_reference, "config": config_reference}
