@@ -185,7 +185,7 @@ def _default(field: FieldInfo, inner: type[BaseModel] | None) -> str:
     if field.is_required():
         return "required"
     if inner is field.annotation:
-        return "its section's"
+        return "its section's defaults"
     if field.default is PydanticUndefined and not isinstance(field.default_factory, type):
         return "computed"  # e.g. serve.api_key: read from the environment, never shown here
     value = field.get_default(call_default_factory=True)
