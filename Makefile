@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEMO_DATA := data/demo
 DEMO_RUN := runs/demo
 
-.PHONY: install demo test test-quick fuzz lint
+.PHONY: install demo test test-quick fuzz lint docs
 
 $(BIN)/cardamage: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,3 +59,7 @@ fuzz: install
 # ruff, and the layers importing only downward (.importlinter, docs: architecture).
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
+
+# The documentation site (docs/, mkdocs.yml) into site/: strict, offline; the suite builds it too.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

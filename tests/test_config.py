@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -140,18 +142,32 @@ def test_every_scalar_option_is_a_train_flag_with_its_help() -> None:
     assert cfg.model.scales == (1, 2)
 
 
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """A parser and every subcommand's under it (`cardamage data import`, `index build`)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
 def test_every_flag_the_readme_names_exists() -> None:
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    parsers = [*sub.choices.values(), console_parser()]
-    for name in ("data",):  # `cardamage data import | inspect`
-        data_sub = next(a for a in sub.choices[name]._actions if a.dest == "data_command")
-        parsers += data_sub.choices.values()
-    known = {o for p in parsers for a in p._actions for o in a.option_strings}
-    readme = (ROOT / "README.md").read_text()
-    readme = re.sub(r"^ray .*$", "", readme, flags=re.M)  # Ray's own command names its flags
-    readme = re.sub(r"^.*bench/.*$", "", readme, flags=re.M)  # benchmarks have flags of their own
-    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
-    assert named - known == set()
+    """The README and every page of the documentation site name only flags that exist."""
+    known = {
+        o
+        for root in (build_parser(), console_parser())
+        for p in _parsers(root)
+        for a in p._actions
+        for o in a.option_strings
+    }
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    assert len(pages) > 20  # the site's pages are found
+    for page in pages:
+        text = page.read_text()
+        text = re.sub(r"^ray .*$", "", text, flags=re.M)  # Ray's own command names its flags
+        text = re.sub(r"^.*\bbench[/.].*$", "", text, flags=re.M)  # benchmarks have their own
+        named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text))
+        assert named - known == set(), page.relative_to(ROOT)
 
 
 def test_data_commands_read_the_tasks_of_either_form(tmp_path) -> None:
