@@ -133,7 +133,7 @@ class ModelConfig(StrictModel):
     dropout: float = Field(0.3, ge=0, lt=1, description="dropout before each head")
     # heads standardise the features (each fold's training statistics) and penalise their
     # weights by head_l2: with head_units 0 and dropout 0, L2-regularised logistic regression,
-    # which on real photos beat the hidden layer (README: configs/real-photos.json)
+    # which on real photos beat the hidden layer (docs/benchmarks/real-photos.md)
     standardize: bool = Field(
         False, description="scale the features by each fold's training statistics"
     )
@@ -188,7 +188,7 @@ class TuneTopConfig(StrictModel):
 class FineTuneConfig(StrictModel):
     """End-to-end fine-tuning after a short warm-up of the heads: each fold fine-tunes its own
     backbone, on photos decoded and resized once (the pixel cache) and augmented on the fly.
-    On real photos from another source it beat every frozen recipe (README: Fine-tuning);
+    On real photos from another source it beat every frozen recipe (docs/tutorials/real-photos.md);
     the defaults are that measured recipe."""
 
     layers: int = Field(0, ge=-1, description="top backbone layers to fine-tune (0: off, -1: all)")
@@ -278,7 +278,8 @@ class RunConfig(StrictModel):
         json_schema_extra={"flag_const": "local"},
     )
     #: "ensemble": the heads' view-averaged scores and a logistic regression's on the cached
-    #: features, averaged (README: Label review); "heads": the heads' alone; "off": no review
+    #: features, averaged (docs/benchmarks/label-review.md); "heads": the heads' alone; "off":
+    #: no review
     label_review: Literal["ensemble", "heads", "off"] = Field(
         "ensemble",
         description="the out-of-fold scores label_issues.csv ranks by: heads and a logistic "

@@ -100,7 +100,7 @@ def _multiclass(y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     labels = y.argmax(axis=1)
     probs = probs / probs.sum(axis=1, keepdims=True)
     # as many as confident learning estimates are wrong, the least self-confident ones: more
-    # flipped severities in the top k than pruning by noise rate (README: Label review)
+    # flipped severities in the top k than pruning by noise rate (docs/benchmarks/label-review.md)
     flagged = find_label_issues(labels, probs, filter_by="low_self_confidence")
     quality = get_label_quality_scores(labels, probs)
     suggested = np.eye(probs.shape[1], dtype=bool)[probs.argmax(axis=1)]

@@ -12,7 +12,7 @@ distance of the standardised features under a shrunk (Ledoit-Wolf) covariance (L
 2018). ``bench/trust.py`` compares them on lensor-coco, its held-out photos under common
 corruptions and non-car images: set for 99 % of genuine photos, the residual passed 95-100 % of
 every mildly corrupted copy and flagged 95 % of non-car images; Mahalanobis flagged 87 % and
-knn 87 % (README, "Knowing when not to answer"). A raw score means nothing to a person, so a
+knn 87 % (docs/benchmarks/trust.md). A raw score means nothing to a person, so a
 photo's ``typicality`` is the share of genuine photos, scored out of fold at training time, that
 scored lower: 0.03 means only 3 % of the training photos looked less typical. The flag passes
 photos above the quantile that lets the chosen ``coverage`` (default 99 %) of genuine photos
