@@ -3,11 +3,11 @@
 Confident learning finds a wrong label where an out-of-fold prediction disagrees with it
 confidently, so it is only as good as those probabilities. Two cheap changes make them better
 than the heads' view-0 scores alone (docs/benchmarks/label-review.md has the figures): every
-cached view scored and averaged (test-time augmentation on features that are already there), and a second,
-different model, a logistic regression on the same cached features fitted out of fold, averaged
-in. The two err differently (a small neural net trained with early stopping vs a convex fit with
-an L2 penalty), so where one is soft the other is often sure: the average ranks the flipped
-labels higher than either.
+cached view scored and averaged (test-time augmentation on features that are already there), and
+a second, different model, a logistic regression on the same cached features fitted out of fold,
+averaged in. The two err differently (a small neural net trained with early stopping vs a convex
+fit with an L2 penalty), so where one is soft the other is often sure: the average ranks the
+flipped labels higher than either.
 """
 
 from __future__ import annotations
