@@ -15,6 +15,7 @@ import pytest
 from cardamage.cli import main as cli
 from cardamage.config import load_train_config
 from cardamage.inference.predictor import Predictor
+from cardamage.reports.html_report import write_html_report
 from cardamage.synthetic import generate_dataset
 from cardamage.train.crossval import cross_validate
 from cardamage.trust.calibrators import calibrate
@@ -148,6 +149,7 @@ def test_existing_run_is_not_overwritten(run: Path, dataset: Path, capsys) -> No
 
 def test_resuming_a_finished_run_changes_nothing(run: Path, capsys) -> None:
     """No refit, no label review, no file rewritten: the report keeps describing the model."""
+    write_html_report(run)  # as `cardamage train` leaves a finished run
     files = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     assert cli(["train", "--resume", str(run)]) == 0
     assert "nothing to resume" in capsys.readouterr().out
