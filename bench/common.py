@@ -130,6 +130,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def add_seed(p: argparse.ArgumentParser, default: int = 0, help: str | None = None) -> None:
+    """``--seed``: a bench's data, folds and initial weights are drawn from it."""
     p.add_argument("--seed", type=int, default=default, help=help)
 
 
@@ -201,7 +202,9 @@ def table(rows: Sequence[tuple], header: tuple) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in row).rstrip() for row in cells)
 
 
-def versus(label: str, rows: Iterable[tuple[str, float, float]], width: int, gain=False) -> None:
+def versus(
+    label: str, rows: Iterable[tuple[str, float, float]], width: int, gain: bool = False
+) -> None:
     """Prints (a) the original's figure beside (b) ours per row; with ``gain``, b - a in
     points."""
     print(f"\n{label:<{width}}{'(a) original':>14}{'(b) ours':>10}" + ("    gain" if gain else ""))
