@@ -130,7 +130,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def add_seed(p: argparse.ArgumentParser, default: int = 0, help: str | None = None) -> None:
-    """``--seed``: a bench's data, folds and initial weights are drawn from it."""
+    """``--seed``: what the bench draws at random (data, folds, weights, requests) follows it."""
     p.add_argument("--seed", type=int, default=default, help=help)
 
 
