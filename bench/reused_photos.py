@@ -20,7 +20,7 @@ Features: ``--model RUN`` (a trained run), else MobileNetV2 1.0 with ../shared's
 weights at 224 px (the demo's backbone; heads play no part in the features). Skips part 1 when
 ../shared is absent.
 
-    python bench/reused_photos.py [--queries 200] [--size 100000] [--threads 2]
+    python -m bench.reused_photos [--queries 200] [--size 100000] [--threads 2]
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,9 +35,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import LENSOR, WEIGHTS
-
+from bench.common import (
+    LENSOR,
+    WEIGHTS,
+    add_model,
+    add_seed,
+    durations,
+    parser,
+    saved_model,
+    source_photo,
+    timed,
+)
 from cardamage.data.synthetic.claims import draw_claim
 from cardamage.inference.photo_index.check import open_index
 from cardamage.inference.photo_index.fingerprint import Fingerprint, feature_space, hamming
@@ -47,14 +54,14 @@ from cardamage.inference.predictor import Predictor
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, help="a trained run (default: ImageNet MobileNetV2)")
+    p = parser(__doc__)
+    add_model(p, "a trained run (default: ImageNet MobileNetV2)")
     p.add_argument("--queries", type=int, default=200, help="photos transformed and searched")
     p.add_argument("--photos", type=int, default=0, help="distinct photos indexed (0: all)")
     p.add_argument("--synth-claims", type=int, default=40, help="generated cars for other views")
     p.add_argument("--size", type=int, default=100_000, help="photos in the latency index")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     return p.parse_args()
 
 
@@ -90,13 +97,10 @@ def with_features(args: argparse.Namespace) -> Predictor:
     if args.model is not None:
         return Predictor.load(args.model)
     from cardamage.model.metadata import ModelSpec
-    from cardamage.model.multitask import ModelBundle, build_model
-    from cardamage.tasks import default_tasks
 
     spec = ModelSpec(backbone="mobilenetv2", weights=str(WEIGHTS), image_size=224, alpha=1.0)
-    tasks = default_tasks()
     out = Path(tempfile.mkdtemp(prefix="reused-model-"))
-    ModelBundle(build_model(spec, tasks), spec, tasks, {"note": "ImageNet features"}).save(out)
+    saved_model(out, spec, "ImageNet features")
     return Predictor.load(out)
 
 
@@ -108,7 +112,7 @@ def fingerprints(predictor: Predictor, images: list[Image.Image]) -> list[Finger
 def one_per_source(limit: int, rng: np.random.Generator) -> list[Path]:
     by_source: dict[str, Path] = {}
     for path in sorted((LENSOR / "images").rglob("*.jpg")):
-        by_source.setdefault(path.name.split(".rf.")[0], path)
+        by_source.setdefault(source_photo(path), path)
     paths = list(by_source.values())
     rng.shuffle(paths)
     return paths[:limit] if limit else paths
@@ -129,9 +133,8 @@ def part_recall(args: argparse.Namespace, predictor: Predictor) -> None:
     rng = np.random.default_rng(args.seed)
     paths = one_per_source(args.photos, rng)
     images = [Image.open(p).convert("RGB") for p in paths]
-    started = time.perf_counter()
-    prints = fingerprints(predictor, images)
-    rate = len(images) / (time.perf_counter() - started)
+    prints, seconds = timed(lambda: fingerprints(predictor, images))
+    rate = len(images) / seconds
     print(f"lensor-coco: {len(images)} distinct source photos ({rate:.1f} photos/s fingerprinted)")
     index = open_index(Path(tempfile.mkdtemp()) / "index.sqlite", feature_space(predictor.meta))
     claim_of = {i: f"claim-{i // 3}" for i in range(len(paths))}
@@ -180,7 +183,7 @@ def part_related(
     """Matches that are not false ones: the same source photo augmented, the same car's views."""
     by_source: dict[str, list[Path]] = {}
     for path in sorted((LENSOR / "images" / "train").glob("*.jpg")):
-        by_source.setdefault(path.name.split(".rf.")[0], []).append(path)
+        by_source.setdefault(source_photo(path), []).append(path)
     groups = [g[:2] for g in by_source.values() if len(g) >= 2][: args.queries]
     a = fingerprints(predictor, [Image.open(g[0]).convert("RGB") for g in groups])
     b = fingerprints(predictor, [Image.open(g[1]).convert("RGB") for g in groups])
@@ -223,9 +226,7 @@ def part_latency(args: argparse.Namespace, dim: int) -> None:
     print(f"\nsearch on {n:,} photos of {dim} features, {args.threads} thread(s):")
     path = write_index(vectors, hashes)
     index = open_index(path, "bench")
-    started = time.perf_counter()
-    index.search(Fingerprint(0, vectors[0]))
-    built = time.perf_counter() - started
+    _, built = timed(lambda: index.search(Fingerprint(0, vectors[0])))
     first = [(index.search(Fingerprint(0, vectors[i])) or [None])[0] for i in picked]
     names = [m.photo if m else "" for m in first]
     itself = np.mean([name == f"{i}.jpg" for i, name in zip(picked, names, strict=True)])
@@ -266,11 +267,7 @@ def write_index(vectors: np.ndarray, hashes: np.ndarray) -> Path:
 
 
 def _latencies(run, queries: np.ndarray) -> tuple[float, float]:
-    times = []
-    for q in queries:
-        started = time.perf_counter()
-        run(q)
-        times.append((time.perf_counter() - started) * 1000)
+    times = [1000 * seconds for seconds in durations(run, queries)]
     return float(np.percentile(times, 50)), float(np.percentile(times, 95))
 
 

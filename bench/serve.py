@@ -1,6 +1,6 @@
 """Serving benchmark: does micro-batching keep the HTTP server close to the bare Predictor?
 
-    python bench/serve.py [--backbone mobilenet] [--size 160] [--model-dir DIR] [--clients 8]
+    python -m bench.serve [--backbone mobilenet] [--size 160] [--model-dir DIR] [--clients 8]
 
 The server runs as `cardamage.serve.server.run` in its own process (the CLI's path, access log
 on); the clients are threads with one keep-alive httpx.Client each, in this process, sending one
@@ -15,11 +15,8 @@ client's p50 latency <= 2x the Predictor's single-image latency.
 from __future__ import annotations
 
 import argparse
-import io
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,16 +25,21 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-PHOTO_SIZE = 640
-N_PHOTOS = 64
+from bench.common import (
+    durations,
+    free_port,
+    jpeg_photos,
+    parser,
+    random_model,
+    start_server,
+    table,
+    timed,
+)
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--backbone", default="mobilenet")
     p.add_argument("--size", type=int, default=160, help="model input size")
     p.add_argument(
@@ -50,36 +52,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def photos(n: int = N_PHOTOS, seed: int = 0) -> list[bytes]:
-    """Photo-like 640x640 JPEGs (smooth shapes plus sensor noise), ~60-100 KB each."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        image = Image.new("RGB", (PHOTO_SIZE, PHOTO_SIZE), tuple(rng.integers(60, 200, 3).tolist()))
-        draw = ImageDraw.Draw(image)
-        for _ in range(12):
-            x, y = rng.integers(0, PHOTO_SIZE, 2)
-            w, h = rng.integers(40, 320, 2)
-            draw.ellipse((x, y, x + w, y + h), fill=tuple(rng.integers(0, 256, 3).tolist()))
-        pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(3)), dtype=np.int16)
-        noisy = np.clip(pixels + rng.normal(0, 4, pixels.shape), 0, 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(noisy).save(buffer, format="JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
-
-
-def random_model(backbone: str, size: int, folder: Path) -> Path:
-    from cardamage.model.metadata import ModelSpec
-    from cardamage.model.multitask import ModelBundle, build_model
-    from cardamage.tasks import default_tasks
-
-    spec = ModelSpec(backbone=backbone, weights="none", image_size=size)
-    model = build_model(spec, default_tasks())
-    ModelBundle(model, spec, default_tasks(), {"note": "random weights, benchmark"}).save(folder)
-    return folder
-
-
 def predictor_figures(model_dir: Path, data: list[bytes], batch_size: int) -> dict[str, float]:
     """The Predictor alone: batch throughput and single-image latency, bytes to predictions."""
     from cardamage.inference.predictor import Predictor
@@ -89,44 +61,10 @@ def predictor_figures(model_dir: Path, data: list[bytes], batch_size: int) -> di
     predictor.predict(data[:1])
     predictor.predict(data[:2])
     work = data * 4
-    started = time.perf_counter()
-    predictor.predict(work, batch_size=batch_size)
-    throughput = len(work) / (time.perf_counter() - started)
-    latencies = []
-    for photo in data:
-        started = time.perf_counter()
-        predictor.predict([photo])
-        latencies.append(time.perf_counter() - started)
+    _, seconds = timed(lambda: predictor.predict(work, batch_size=batch_size))
+    throughput = len(work) / seconds
+    latencies = durations(lambda photo: predictor.predict([photo]), data)
     return {"throughput": throughput, "p50": statistics.median(latencies)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_dir: Path, port: int, log: Path, **settings: object) -> subprocess.Popen:
-    """The server in its own process, once ready; ``settings``: other ServeSettings fields."""
-    extra = "".join(f", {name}={value!r}" for name, value in settings.items())
-    code = (
-        "from cardamage.serve.server import run; "
-        f"run(model={str(model_dir)!r}, port={port}, api_key=''{extra})"
-    )
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=out)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server died; its log:\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health/ready").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    sys.exit("the server did not become ready in 300 s")
 
 
 def load(url: str, data: list[bytes], clients: int, requests: int) -> dict[str, float]:
@@ -188,19 +126,16 @@ def report(args: argparse.Namespace, base: dict, many: dict, one: dict) -> None:
         ),
     ]
     print(f"\n{args.backbone} at {args.size} px, 640x640 JPEGs, {os.cpu_count()} CPU cores")
-    header = ("", "images/s", "p50 ms", "p99 ms", "vs Predictor")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
-    for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(table(rows, ("", "images/s", "p50 ms", "p99 ms", "vs Predictor")))
     ok = ratio >= 0.7 and slowdown <= 2.0
     print(f"\ntargets {'met' if ok else 'NOT met'}")
 
 
 def main() -> None:
     args = parse_args()
-    data = photos()
+    data = jpeg_photos()
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir or random_model(args.backbone, args.size, Path(tmp) / "model")
+        model_dir = args.model_dir or random_model(args.backbone, args.size, Path(tmp))
         print(f"model: {model_dir}; measuring the Predictor...", flush=True)
         base = predictor_figures(model_dir, data, args.batch_size)
         port = free_port()

@@ -1,7 +1,7 @@
 """Serving memory: the server's resident memory (RSS) per engine, at ready, after a prediction
 and after a request with heatmaps, side by side.
 
-    python bench/serve_memory.py [--model-dir DIR] [--backbone mobilenetv2] [--size 224]
+    python -m bench.serve_memory [--model-dir DIR] [--backbone mobilenetv2] [--size 224]
 
 Each server runs as `cardamage.serve.server.run` in its own process; RSS is read from
 /proc/PID/status (Linux). Without --model-dir a random-weight model is built and exported to
@@ -11,22 +11,15 @@ ONNX server imports TensorFlow on its first explain request.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import httpx
-from serve import free_port, photos, random_model, start_server
+
+from bench.common import free_port, jpeg_photos, parser, random_model, rss_mb, start_server
 
 #: (engine, max_batch) of the servers compared.
 SERVERS = (("keras", 32), ("onnx", 32), ("onnx", 8))
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def measure(model_dir: Path, engine: str, max_batch: int, photo: bytes, logs: Path) -> list[float]:
@@ -48,7 +41,7 @@ def measure(model_dir: Path, engine: str, max_batch: int, photo: bytes, logs: Pa
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--model-dir", type=Path, help="a trained run or model, exported to ONNX")
     p.add_argument("--backbone", default="mobilenetv2")
     p.add_argument("--size", type=int, default=224)
@@ -58,9 +51,9 @@ def main() -> None:
         if model_dir is None:
             from cardamage.inference.export import export_model
 
-            model_dir = random_model(args.backbone, args.size, Path(tmp) / "model")
+            model_dir = random_model(args.backbone, args.size, Path(tmp))
             export_model(model_dir, "onnx")
-        photo = photos(1)[0]
+        photo = jpeg_photos(1)[0]
         print(f"{'engine':<8} {'max_batch':>9} {'at ready':>9} {'predicted':>10} {'explained':>10}")
         for engine, max_batch in SERVERS:
             ready, predicted, explained = measure(model_dir, engine, max_batch, photo, Path(tmp))

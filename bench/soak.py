@@ -1,6 +1,6 @@
 """Soak test of `cardamage serve`: tens of thousands of mixed good and hostile requests.
 
-    python bench/soak.py [--requests 20000] [--seconds 300] [--clients 8] [--model DIR]
+    python -m bench.soak [--requests 20000] [--seconds 300] [--clients 8] [--model DIR]
 
 The real server runs as `python -m cardamage serve --model DIR --config SOAK.json` on loopback
 (the CLI's path, API key on, tight upload limits so the "too large" cases stay cheap) with its
@@ -35,11 +35,19 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
-from serve import free_port, photos
 
+from bench.common import (
+    add_model,
+    add_seed,
+    free_port,
+    jpeg_photos,
+    parser,
+    rss_mb,
+    saved_model,
+    table,
+    wait_ready,
+)
 from cardamage.serve.server import GRACE_S
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 API_KEY = "soak-key"
 #: Upload limits the server runs with: small, so oversized requests cost little to send.
@@ -48,8 +56,8 @@ BOUNDARY = b"soak-boundary"
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, help="run or model directory (default: a tiny random one)")
+    p = parser(__doc__)
+    add_model(p, "run or model directory (default: a tiny random one)")
     p.add_argument("--size", type=int, default=64, help="input size of the tiny model")
     p.add_argument("--requests", type=int, default=20_000, help="most requests to send")
     p.add_argument("--seconds", type=float, default=300, help="most seconds of load")
@@ -58,7 +66,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--max-rss-growth-mb", type=float, default=64, help="RSS growth counted as a leak"
     )
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     return p.parse_args()
 
 
@@ -70,13 +78,10 @@ def tiny_model(folder: Path, size: int) -> Path:
     import keras
 
     from cardamage.model.metadata import ModelSpec
-    from cardamage.model.multitask import ModelBundle, build_model
-    from cardamage.tasks import default_tasks
 
     keras.utils.set_random_seed(0)
     spec = ModelSpec(backbone="mobilenet", weights="none", image_size=size, alpha=0.25)
-    model = build_model(spec, default_tasks())
-    ModelBundle(model, spec, default_tasks(), {"note": "random weights, soak"}).save(folder)
+    saved_model(folder, spec, "random weights, soak")
     return folder
 
 
@@ -91,7 +96,7 @@ def _encoded(image: Image.Image, image_format: str) -> bytes:
 
 def payloads() -> dict[str, bytes]:
     """Every file the mix sends, made once: photos, small PNGs and hostile files."""
-    jpegs = photos(n=4)
+    jpegs = jpeg_photos(n=4)
     noise = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
     png = _encoded(Image.fromarray(noise), "PNG")
     return {
@@ -228,10 +233,7 @@ class Server:
     log: Path
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return rss_mb(self.proc.pid)
 
     def open_files(self) -> list[str]:
         """Open descriptors that are files (not sockets, pipes or event fds)."""
@@ -276,21 +278,8 @@ def start_server(model: Path, workdir: Path) -> Server:
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=out, env=env)
     server = Server(proc, f"http://127.0.0.1:{port}", tmpdir, log)
-    _wait_ready(server)
+    wait_ready(proc, server.url, log)
     return server
-
-
-def _wait_ready(server: Server, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            sys.exit(f"the server died; its log:\n{server.log.read_text()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{server.url}/v1/health/ready").status_code == 200:
-                return
-        time.sleep(0.2)
-    server.proc.kill()
-    sys.exit(f"the server was not ready in {timeout_s} s")
 
 
 # --- graceful shutdown --------------------------------------------------------------------
@@ -371,13 +360,6 @@ def _ms(values: list[float], q: float) -> str:
     return f"{np.quantile(values, q) * 1000:.1f}" if values else "-"
 
 
-def _table(rows: list[tuple], header: tuple) -> str:
-    everything = [header, *rows]
-    widths = [max(len(str(r[i])) for r in everything) for i in range(len(header))]
-    cells = (zip(row, widths, strict=True) for row in everything)
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in row).rstrip() for row in cells)
-
-
 def kind_table(answers: list[Answer]) -> str:
     by_kind: dict[str, list[Answer]] = defaultdict(list)
     for a in answers:
@@ -391,7 +373,7 @@ def kind_table(answers: list[Answer]) -> str:
         rows.append(
             (kind.name, len(got), kind.expect, shown, _ms(seconds, 0.5), _ms(seconds, 0.99))
         )
-    return _table(
+    return table(
         rows, ("request", "sent", "expect", "answered (status x count)", "p50 ms", "p99 ms")
     )
 
@@ -454,7 +436,7 @@ def report(f: Figures, max_growth_mb: float) -> bool:
     )
     results = checks(f, max_growth_mb)
     print(
-        _table(
+        table(
             [("ok" if ok else "FAIL", name, detail) for name, ok, detail in results],
             ("", "check", ""),
         )

@@ -1,42 +1,34 @@
 """Benchmark: the original training recipe against ours (cached features), side by side.
 
 Full k-fold cross-validation of all three tasks on the generated default set: (a) the original
-recipe (bench/original_recipe.py), (b) ours with a cold feature cache, then (b) again with the
+recipe (bench.original_recipe), (b) ours with a cold feature cache, then (b) again with the
 cache warm. Same folds, same backbone weights, same epoch cap. Prints wall times, their ratio
 and each task's mean fold metric for both.
 
-    python bench/train.py                    # 1,825 photos, 160 px, MobileNet, 5 folds
-    python bench/train.py --n 600 --folds 3  # a quicker look
+    python -m bench.train                    # 1,825 photos, 160 px, MobileNet, 5 folds
+    python -m bench.train --n 600 --folds 3  # a quicker look
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from original_recipe import original_oof
-
+from bench.common import SHARED, add_work, generated, parser, timed, versus, work_dir
+from bench.original_recipe import original_oof
 from cardamage.config import load_train_config
 from cardamage.data.folds import make_folds
 from cardamage.data.manifest import load_manifest
-from cardamage.data.synthetic import generate_dataset
 from cardamage.evaluate.metrics import task_metrics
 from cardamage.train.crossval import cross_validate
 
-SHARED_V1 = (
-    Path(__file__).resolve().parents[2] / "shared/weights/mobilenet_v1_0.25_imagenet_no_top.h5"
-)
+SHARED_V1 = SHARED / "weights" / "mobilenet_v1_0.25_imagenet_no_top.h5"
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--n", type=int, default=1825)
     p.add_argument("--size", type=int, default=160)
     p.add_argument("--folds", type=int, default=5)
@@ -44,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--backbone", default="mobilenet")
     p.add_argument("--alpha", type=float, default=0.25)
     p.add_argument("--weights", default=str(SHARED_V1) if SHARED_V1.exists() else "none")
-    p.add_argument("--work", type=Path, help="keep data, cache and runs here")
+    add_work(p, "keep data, cache and runs here")
     return p.parse_args()
 
 
@@ -80,9 +72,7 @@ def ours(args, data: Path, work: Path, run: str) -> tuple[float, dict]:
             "tune_thresholds": False,
         },
     )
-    started = time.perf_counter()
-    summary = cross_validate(cfg)
-    seconds = time.perf_counter() - started
+    summary, seconds = timed(lambda: cross_validate(cfg))
     means = {}
     for name, task in summary["tasks"].items():
         key = task["headline"]["metric"]
@@ -99,20 +89,21 @@ def original(args, data: Path) -> tuple[float, dict]:
     manifest, _ = load_manifest(data, data.parent, tasks)
     splits = make_folds(manifest, tasks, args.folds, cfg.run.seed)  # the same folds as ours
     targets = {t.name: manifest.targets(t) for t in tasks}
-    started = time.perf_counter()
-    oof = original_oof(
-        tasks, manifest, splits, args.size,
-        backbone=args.backbone, weights=args.weights, alpha=args.alpha, epochs=args.epochs,
-    )  # fmt: skip
-    return time.perf_counter() - started, fold_means(tasks, targets, oof, splits)
+
+    def run() -> dict[str, np.ndarray]:
+        return original_oof(
+            tasks, manifest, splits, args.size,
+            backbone=args.backbone, weights=args.weights, alpha=args.alpha, epochs=args.epochs,
+        )  # fmt: skip
+
+    oof, seconds = timed(run)
+    return seconds, fold_means(tasks, targets, oof, splits)
 
 
 def main() -> None:
     args = parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-train-"))
-    data = work / "data" / "labels.csv"
-    if not data.exists():
-        generate_dataset(work / "data", n=args.n, size=args.size, seed=0)
+    work = work_dir(args.work, "bench-train-")
+    data = generated(work / "data", args.n, args.size)
     print(
         f"{args.n} photos, {args.size} px, {args.backbone} (alpha {args.alpha}), "
         f"weights {Path(args.weights).name}, {args.folds} folds, epoch cap {args.epochs}"
@@ -124,10 +115,12 @@ def main() -> None:
     print(f"{'(a) original':<28}{base:>9.1f}")
     print(f"{'(b) ours, cache cold':<28}{cold:>9.1f}   speed-up {base / cold:.1f}x")
     print(f"{'(b) ours, cache warm':<28}{warm:>9.1f}   speed-up {base / warm:.1f}x")
-    print(f"\n{'task':<14}{'metric':<18}{'(a) original':>14}{'(b) ours':>10}")
-    for name, metrics in ours_metrics.items():
-        for key, value in metrics.items():
-            print(f"{name:<14}{key:<18}{base_metrics[name][key]:>14.3f}{value:>10.3f}")
+    rows = (
+        (f"{name:<14}{key}", base_metrics[name][key], value)
+        for name, metrics in ours_metrics.items()
+        for key, value in metrics.items()
+    )
+    versus(f"{'task':<14}metric", rows, 32)
 
 
 if __name__ == "__main__":

@@ -21,27 +21,30 @@ Targets (issue 29): genuine passed >= 90 % on the clean and the mild sets, non-c
 Engine outputs are cached under ``--work`` (give the same folder again to skip the training and
 the backbone). Skips when ../shared is absent.
 
-    python bench/trust.py --work /tmp/bench-trust
+    python -m bench.trust --work /tmp/bench-trust
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' non-car images
-
-from real_data import LENSOR, WEIGHTS, import_lensor
-from trust_support import constructed, natural_photos
-
+from bench.common import (
+    LENSOR,
+    WEIGHTS,
+    add_seed,
+    add_work,
+    constructed,
+    lensor_present,
+    lensor_work,
+    natural_photos,
+    parser,
+)
 from cardamage.config import TrustConfig, load_train_config
 from cardamage.data.images import load_image
 from cardamage.data.manifest import load_manifest
@@ -96,11 +99,11 @@ def corruptions() -> dict[str, tuple[Callable, Callable]]:
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--work", type=Path, help="reused: the run and the engine outputs are cached")
+    add_seed(p, 42)
+    add_work(p, "reused: the run and the engine outputs are cached")
     return p.parse_args()
 
 
@@ -263,13 +266,10 @@ def calibration_table(predictor: Predictor, raw: dict, targets: dict) -> None:
 
 
 def main() -> None:
-    if not LENSOR.exists() or not WEIGHTS.exists():
-        print(f"skipped: {LENSOR} or {WEIGHTS} is absent")
+    if not lensor_present():
         return
     args = parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-trust-"))
-    work.mkdir(parents=True, exist_ok=True)
-    manifest_csv, config = import_lensor(work)
+    work, manifest_csv, config = lensor_work(args.work, "bench-trust-")
     header, *body = manifest_csv.read_text().splitlines()
     for name, keep in (("train", True), ("heldout", False)):
         rows = [r for r in body if r.startswith("train/") == keep]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_support import normalise_batchnorm
+
+from bench.common import normalise_batchnorm
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

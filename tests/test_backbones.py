@@ -7,8 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from model_support import normalise_batchnorm
 
+from bench.common import normalise_batchnorm
 from cardamage.errors import CardamageError
 from cardamage.model.backbones import BACKBONES, build_backbone
 from cardamage.model.metadata import ModelMeta, ModelSpec

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_support import assert_fold_models_score_as_cached, normalise_batchnorm
+from model_support import assert_fold_models_score_as_cached
 
+from bench.common import normalise_batchnorm
 from cardamage.config import load_train_config
 from cardamage.errors import CardamageError
 from cardamage.model.backbones import build_backbone

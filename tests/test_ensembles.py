@@ -9,8 +9,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from model_support import normalise_batchnorm
 
+from bench.common import normalise_batchnorm
 from cardamage.config import load_train_config
 from cardamage.errors import CardamageError
 from cardamage.inference.explain import Explainer

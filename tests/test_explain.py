@@ -15,9 +15,9 @@ import keras
 import matplotlib
 import numpy as np
 import pytest
-from model_support import normalise_batchnorm
 from PIL import Image
 
+from bench.common import normalise_batchnorm
 from cardamage.errors import CardamageError
 from cardamage.inference.engines import KerasEngine
 from cardamage.inference.explain import Explainer, explain_image, overlay_png

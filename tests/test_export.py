@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_support import normalise_batchnorm
 from PIL import Image
 
+from bench.common import normalise_batchnorm
 from cardamage.errors import CardamageError
 from cardamage.inference.engines import (
     ONNX_FILE,

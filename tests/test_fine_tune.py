@@ -12,8 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from model_support import normalise_batchnorm
 
+from bench.common import normalise_batchnorm
 from cardamage.config import load_train_config
 from cardamage.data.images import load_image
 from cardamage.data.manifest import load_manifest

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_support import normalise_batchnorm
 from PIL import Image
+
+from bench.common import normalise_batchnorm
 
 pytest.importorskip("ray.data", reason='needs the Ray extra: pip install "cardamage[ray]"')
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_support import assert_fold_models_score_as_cached, normalise_batchnorm
+from model_support import assert_fold_models_score_as_cached
 
+from bench.common import normalise_batchnorm
 from cardamage.config import load_train_config
 from cardamage.model.backbones import BACKBONES, build_backbone
 from cardamage.model.multitask import ModelBundle

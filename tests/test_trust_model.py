@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trust_support import constructed, natural_photos
 
+from bench.common import constructed, natural_photos
 from cardamage.config import load_train_config
 from cardamage.inference.predictor import Predictor
 from cardamage.synthetic import generate_dataset
