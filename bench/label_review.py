@@ -42,9 +42,8 @@ from bench.common import (
     work_dir,
 )
 from cardamage.config import load_train_config
-from cardamage.evaluate.label_review import issues_from_rows
+from cardamage.runs.rundir import RunDir
 from cardamage.train.crossval import cross_validate
-from cardamage.train.rundir import RunDir
 
 NOISE = (0.02, 0.05, 0.10)
 SEVERITIES = ("minor", "moderate", "severe", "whole")
@@ -78,7 +77,7 @@ def write_rows(rows: list[dict], path: Path) -> None:
 
 
 def precision_at_k(run: Path, flipped: dict[str, set[str]]) -> dict[str, float]:
-    issues = issues_from_rows(RunDir(run).label_issues())
+    issues = RunDir(run).label_issues()
     found = {}
     for task, images in flipped.items():
         top = [i.image for i in issues if i.task == task][: len(images)]
@@ -144,7 +143,7 @@ def lensor(work: Path, args: argparse.Namespace) -> Path:
 def issues_page(run: Path, root: Path, top: int) -> Path:
     """Each task's first ``top`` issues: the photo, given and suggested labels, quality."""
     cells = []
-    for issue in issues_from_rows(RunDir(run).label_issues()):
+    for issue in RunDir(run).label_issues():
         if issue.rank > top:
             continue
         caption = (

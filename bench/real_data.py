@@ -45,10 +45,11 @@ from bench.original_recipe import original_oof
 from cardamage.config import load_train_config
 from cardamage.data.folds import make_folds
 from cardamage.data.manifest import Manifest, load_manifest, write_manifest
-from cardamage.evaluate.metrics import task_metrics, tune_thresholds
+from cardamage.metrics.classification import task_metrics, tune_thresholds
 from cardamage.model.multitask import ModelBundle, fold_ensemble, with_flip_tta
-from cardamage.train.crossval import cross_validate, predict_images
-from cardamage.train.rundir import RunDir
+from cardamage.runs.rundir import RunDir
+from cardamage.train.crossval import cross_validate
+from cardamage.train.folds import predict_images
 
 #: Our recipe: the preset README recommends for real photos
 RECIPE = ROOT / "configs" / "real-photos.json"

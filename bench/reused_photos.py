@@ -46,11 +46,11 @@ from bench.common import (
     source_photo,
     timed,
 )
-from cardamage.data.synthetic.claims import draw_claim
 from cardamage.inference.photo_index.check import open_index
 from cardamage.inference.photo_index.fingerprint import Fingerprint, feature_space, hamming
 from cardamage.inference.photo_index.store import COPY_BITS, NEAR_COPY_SIMILARITY, Entry
 from cardamage.inference.predictor import Predictor
+from cardamage.synthetic.claims import draw_claim
 
 
 def parse_args() -> argparse.Namespace:

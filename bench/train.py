@@ -21,7 +21,7 @@ from bench.original_recipe import original_oof
 from cardamage.config import load_train_config
 from cardamage.data.folds import make_folds
 from cardamage.data.manifest import load_manifest
-from cardamage.evaluate.metrics import task_metrics
+from cardamage.metrics.classification import task_metrics
 from cardamage.train.crossval import cross_validate
 
 SHARED_V1 = SHARED / "weights" / "mobilenet_v1_0.25_imagenet_no_top.h5"
@@ -74,11 +74,10 @@ def ours(args, data: Path, work: Path, run: str) -> tuple[float, dict]:
     )
     summary, seconds = timed(lambda: cross_validate(cfg))
     means = {}
-    for name, task in summary["tasks"].items():
-        key = task["headline"]["metric"]
+    for name, task in summary.tasks.items():
         means[name] = {
-            key: task["headline"]["mean"],
-            "macro_f1": float(np.mean([m["macro_f1"] for m in task["per_fold"]])),
+            task.headline.metric: task.headline.mean,
+            "macro_f1": float(np.mean([m["macro_f1"] for m in task.per_fold])),
         }
     return seconds, means
 

@@ -48,11 +48,11 @@ from bench.common import (
 from cardamage.config import TrustConfig, load_train_config
 from cardamage.data.images import load_image
 from cardamage.data.manifest import load_manifest
-from cardamage.evaluate.calibration import reliability
 from cardamage.inference.predictor import Predictor
+from cardamage.metrics.calibration import reliability
 from cardamage.model.metadata import FEATURES
+from cardamage.runs.rundir import RunDir
 from cardamage.train.crossval import cross_validate
-from cardamage.train.rundir import RunDir
 from cardamage.trust.calibrators import calibrate
 from cardamage.trust.distribution import METHODS, DistributionCheck
 from cardamage.trust.quality import check_quality
