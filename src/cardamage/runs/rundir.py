@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-
 from pydantic import ValidationError
 
 from cardamage.config import TrainConfig, format_validation_error, load_train_config
@@ -30,9 +29,9 @@ from cardamage.data.manifest import (
     write_problems,
 )
 from cardamage.errors import CardamageError
+from cardamage.io import atomic_path, atomic_write_json, atomic_write_text
 from cardamage.metrics.label_review import Issue, read_issues, write_issues
 from cardamage.metrics.results import write_results_txt, write_summary_json
-from cardamage.io import atomic_path, atomic_write_json, atomic_write_text
 from cardamage.model.metadata import ModelMeta
 from cardamage.runs.summary import Metrics, RunSummary
 from cardamage.tasks import Task
