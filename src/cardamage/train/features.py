@@ -157,29 +157,27 @@ def cached_array(
     leaves no half entry. Partial entries of killed runs are swept first."""
     sweep_partial_entries(file.parent.parent)
     if not file.exists():
-        _write_entry(file, dtype, shape, total, desc, fill)
+
+        def compute(path: Path) -> None:
+            out = np.lib.format.open_memmap(path, "w+", dtype, shape)
+            with tqdm(total=total, desc=desc, unit="img") as bar:
+                fill(out, bar)
+            out.flush()
+
+        _write_entry(file, compute)
     return np.load(file, mmap_mode="r")
 
 
-def _write_entry(
-    file: Path,
-    dtype: type,
-    shape: tuple[int, ...],
-    total: int,
-    desc: str,
-    fill: Callable[[np.ndarray, tqdm], None],
-) -> None:
+def _write_entry(file: Path, compute: Callable[[Path], None]) -> None:
+    """``compute`` writes the entry's file into a temporary directory marked with its writer,
+    which is renamed into place once complete."""
     entry = file.parent
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     writer = {"host": socket.gethostname(), "pid": os.getpid()}
     (tmp / WRITER_FILE).write_text(json.dumps(writer), encoding="utf-8")
     try:
-        out = np.lib.format.open_memmap(tmp / file.name, "w+", dtype, shape)
-        with tqdm(total=total, desc=desc, unit="img") as bar:
-            fill(out, bar)
-        out.flush()
-        del out
+        compute(tmp / file.name)
         (tmp / WRITER_FILE).unlink()
         os.replace(tmp, entry)
     finally:
