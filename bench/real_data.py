@@ -46,7 +46,7 @@ from cardamage.config import load_train_config
 from cardamage.data.folds import make_folds
 from cardamage.data.manifest import Manifest, load_manifest, write_manifest
 from cardamage.metrics.classification import task_metrics, tune_thresholds
-from cardamage.model.multitask import ModelBundle, fold_ensemble, with_flip_tta
+from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, fold_ensemble, with_flip_tta
 from cardamage.runs.rundir import RunDir
 from cardamage.train.crossval import cross_validate
 from cardamage.train.folds import predict_images
@@ -119,27 +119,20 @@ def split_by_source(manifest: Manifest) -> tuple[Manifest, dict[str, Manifest]]:
     return manifest.subset(train), held
 
 
-def variant_models(run: RunDir, folds: int, own_backbones: bool) -> dict[str, list]:
-    """Per variant, the models whose scores are averaged: the run's shipped model (refit), every
-    fold's model, each with and without flip test-time augmentation. Frozen folds share a
-    backbone: their heads on one pass, as `final_model: fold_ensemble` builds it; folds that
-    tuned their backbone (fine_tune, tune_top) each need their own pass (k passes)."""
+def variant_models(run: RunDir, folds: int, own_backbones: bool) -> dict[str, MultiTaskClassifier]:
+    """Per variant, the model scored: the run's shipped model (refit), the ensemble of every
+    fold's model (as `final_model: fold_ensemble` builds it: frozen folds' heads on one backbone
+    pass, folds that tuned their backbone each on their own), each with and without flip
+    test-time augmentation."""
     single = ModelBundle.load(run.model_dir).model
     members = [ModelBundle.load(run.fold_model_dir(i)).model for i in range(1, folds + 1)]
-    if not own_backbones:
-        members = [fold_ensemble(members)]
+    ensemble = fold_ensemble(members, own_backbones=own_backbones)
     return {
-        "single": [single],
-        "folds": members,
-        "single+flip": [with_flip_tta(single, True)],
-        "folds+flip": [with_flip_tta(m, True) for m in members],
+        "single": single,
+        "folds": ensemble,
+        "single+flip": with_flip_tta(single, True),
+        "folds+flip": with_flip_tta(ensemble, True),
     }
-
-
-def averaged_scores(models: list, photos: list[Path]) -> dict[str, np.ndarray]:
-    """The mean of ``models``' scores of ``photos``."""
-    each = [predict_images(model, photos, 16) for model in models]
-    return {name: np.mean([scores[name] for scores in each], axis=0) for name in each[0]}
 
 
 def held_out(args: argparse.Namespace, work: Path, manifest_csv: Path, config: Path) -> None:
@@ -166,9 +159,9 @@ def held_out(args: argparse.Namespace, work: Path, manifest_csv: Path, config: P
         _, trained_s = timed(lambda cfg=cfg: cross_validate(cfg))
         run = RunDir(cfg.run.out)
         shipped = ModelBundle.load(run.model_dir).tasks  # thresholds tuned out of fold
-        tuned = bool(cfg.fine_tune.layers) or cfg.tune_top.enabled
-        for variant, models in variant_models(run, cfg.data.folds, tuned).items():
-            scores, seconds = timed(lambda models=models: averaged_scores(models, photos))
+        models = variant_models(run, cfg.data.folds, cfg.tunes_backbone)
+        for variant, model in models.items():
+            scores, seconds = timed(lambda model=model: predict_images(model, photos, 16))
             print(f"seed {seed} {variant}: {seconds:.0f} s to score")
             for split, index in rows.items():
                 table.setdefault((seed, split), {})[variant] = oof_scores(

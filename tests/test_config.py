@@ -105,8 +105,9 @@ def test_mistakes_name_the_field_in_its_section(tmp_path, values, message) -> No
 
 
 def test_the_model_section_is_the_spec_and_owns_its_defaults() -> None:
-    # but the size of an ensemble of heads, which run.final_model decides ("fold_ensemble")
-    assert {f.name for f in fields(ModelSpec)} - {"ensemble"} == set(ModelConfig.model_fields)
+    # but the ensemble's shape, which run.final_model decides ("fold_ensemble")
+    ensemble = {"ensemble", "ensemble_backbones"}
+    assert {f.name for f in fields(ModelSpec)} - ensemble == set(ModelConfig.model_fields)
     cfg = load_train_config(None, REQUIRED)
     assert model_spec(cfg) == ModelSpec("mobilenetv2", "imagenet", 224)
     assert model_spec(cfg).mid_level is True

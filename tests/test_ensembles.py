@@ -1,5 +1,6 @@
-"""Prediction-time ensembles inside the model: a run's fold heads on one backbone pass and flip
-test-time augmentation score as their parts averaged, survive saving, and export to ONNX."""
+"""Prediction-time ensembles inside the model: a run's fold heads on one backbone pass (or, for
+tuned folds, each fold on its own backbone) and flip test-time augmentation score as their parts
+averaged, survive saving, and export to ONNX."""
 
 from __future__ import annotations
 
@@ -52,9 +53,16 @@ def folds() -> list:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 2-fold run that ships its fold ensemble with flip test-time augmentation."""
-    tmp = tmp_path_factory.mktemp("ensemble")
+def tuned_folds(folds) -> list:
+    """Two fold models whose backbones differ too, as fine-tuned folds' do."""
+    models = [with_flip_tta(model, False) for model in folds[:2]]  # copies
+    for seed, model in enumerate(models):
+        normalise_batchnorm(model, _pixels(16, seed=20 + seed))
+    return models
+
+
+def _train(tmp: Path, extra: dict) -> tuple[Path, Path]:
+    """A 2-fold run that ships its fold ensemble (``extra``: more options)."""
     data = generate_dataset(tmp / "synth", n=24, size=64, seed=4)
     weights = tmp / "pretrained.weights.h5"  # statistics that tell the photos apart
     source = build_backbone("mobilenet", "none", SIZE, alpha=0.25)
@@ -63,11 +71,29 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     options = {
         "data": data, "out": tmp / "run", "backbone": "mobilenet", "alpha": 0.25,
         "weights": str(weights), "image_size": SIZE, "folds": 2, "epochs": 2, "views": 1,
-        "head_units": 0, "dropout": 0.0, "standardize": True, "flip_tta": True,
-        "final_model": "fold_ensemble", "cache_dir": tmp / "cache",
+        "head_units": 0, "dropout": 0.0, "final_model": "fold_ensemble",
+        "cache_dir": tmp / "cache",
     }  # fmt: skip
-    cross_validate(load_train_config(None, options))
+    cross_validate(load_train_config(None, options | extra))
     return tmp / "run", data.parent
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Frozen folds' heads on one backbone, with flip test-time augmentation."""
+    return _train(tmp_path_factory.mktemp("ensemble"), {"standardize": True, "flip_tta": True})
+
+
+def _assert_the_mean_of_the_fold_models(out: Path, root: Path) -> None:
+    images = sorted((root / "images").glob("*.jpg"))[:5]
+    shipped = predict_images(ModelBundle.load(out / "model").model, images, 8)
+    per_fold = [
+        predict_images(ModelBundle.load(out / "folds" / f"fold_{k}" / "model").model, images, 8)
+        for k in (1, 2)
+    ]
+    for name, value in shipped.items():
+        np.testing.assert_allclose(value, (per_fold[0][name] + per_fold[1][name]) / 2, atol=1e-6)
+    assert shipped["severity"].std(axis=0).max() > 1e-4  # the photos are told apart
 
 
 def test_a_fold_ensemble_scores_the_mean_of_its_fold_models(folds) -> None:
@@ -98,15 +124,17 @@ def test_the_shipped_ensemble_is_the_mean_of_the_saved_fold_models(run: tuple) -
     meta = json.loads((out / "model" / "model.json").read_text())
     assert meta["spec"]["ensemble"] == 2 and meta["spec"]["flip_tta"] is True
     assert meta["info"]["final_model"] == "fold_ensemble"
-    images = sorted((root / "images").glob("*.jpg"))[:5]
-    shipped = predict_images(ModelBundle.load(out / "model").model, images, 8)
-    per_fold = [
-        predict_images(ModelBundle.load(out / "folds" / f"fold_{k}" / "model").model, images, 8)
-        for k in (1, 2)
-    ]
-    for name, value in shipped.items():
-        np.testing.assert_allclose(value, (per_fold[0][name] + per_fold[1][name]) / 2, atol=1e-6)
-    assert shipped["severity"].std(axis=0).max() > 1e-4  # the photos are told apart
+    assert meta["spec"]["ensemble_backbones"] is False  # one backbone pass
+    _assert_the_mean_of_the_fold_models(out, root)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_run_ships_each_fold_on_its_own_backbone(tmp_path: Path) -> None:
+    extra = {"fine_tune_layers": -1, "fine_tune_epochs": 1, "fine_tune_batchnorm": "frozen"}
+    out, root = _train(tmp_path, extra)
+    meta = json.loads((out / "model" / "model.json").read_text())
+    assert meta["spec"]["ensemble"] == 2 and meta["spec"]["ensemble_backbones"] is True
+    _assert_the_mean_of_the_fold_models(out, root)
 
 
 def test_saving_and_loading_keeps_both_options(folds, tmp_path: Path) -> None:
@@ -121,11 +149,12 @@ def test_saving_and_loading_keeps_both_options(folds, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_onnx_scores_an_ensemble_with_flip_tta_as_keras(folds, tmp_path: Path) -> None:
+def test_onnx_scores_ensembles_and_flip_tta_as_keras(folds, tuned_folds, tmp_path: Path) -> None:
     images = list(synthetic_images(5, 48, seed=9))
     for name, model in {
         "flip": with_flip_tta(folds[0], True),
         "ensemble": fold_ensemble(folds),
+        "tuned ensemble": fold_ensemble(tuned_folds, own_backbones=True),
     }.items():
         ModelBundle(model, model.spec, TASKS).save(tmp_path / name)
         export_model(tmp_path / name, "onnx")
@@ -154,11 +183,21 @@ def test_an_ensemble_refuses_to_name_one_head_per_task(folds) -> None:
         _ = fold_ensemble(folds).heads
 
 
-@pytest.mark.parametrize("extra", [{"tune_top": True}, {"fine_tune_layers": 2}])
-def test_a_fold_ensemble_of_tuned_backbones_is_refused(tmp_path: Path, extra: dict) -> None:
-    options = {"data": tmp_path / "x.csv", "out": tmp_path / "r", "final_model": "fold_ensemble"}
-    with pytest.raises(CardamageError, match="fold_ensemble"):
-        load_train_config(None, options | extra)
+def test_tuned_folds_each_keep_their_backbone_in_the_ensemble(tuned_folds, tmp_path) -> None:
+    pixels = _pixels(6)
+    ensemble = fold_ensemble(tuned_folds, own_backbones=True)
+    assert len(ensemble.branch_backbones) == 2  # one pass per fold
+    expected = [_scores(model, pixels) for model in tuned_folds]
+    for name, value in _scores(ensemble, pixels).items():
+        np.testing.assert_allclose(value, np.mean([e[name] for e in expected], axis=0), atol=1e-6)
+    # on the first fold's backbone alone, the second fold's heads would score otherwise
+    shared = _scores(fold_ensemble(tuned_folds), pixels)
+    assert np.abs(shared["severity"] - _scores(ensemble, pixels)["severity"]).max() > 1e-4
+    ModelBundle(ensemble, ensemble.spec, TASKS).save(tmp_path)
+    again = ModelBundle.load(tmp_path)
+    assert again.spec.ensemble_backbones and again.model.spec.ensemble_backbones
+    for name, value in _scores(again.model, pixels).items():
+        np.testing.assert_allclose(value, _scores(ensemble, pixels)[name], atol=1e-6)
 
 
 def test_a_model_json_with_no_heads_is_refused(tmp_path: Path) -> None:

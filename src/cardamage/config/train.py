@@ -262,12 +262,13 @@ class RunConfig(StrictModel):
         True, description="tune the multilabel thresholds on out-of-fold scores"
     )
     #: "refit": heads (and fine-tuning) retrained on all images for the folds' median epochs;
-    #: "best_fold": the original's choice, the best fold's model; "fold_ensemble": the heads of
-    #: every fold on the one backbone pass, their probabilities averaged (frozen backbone only)
+    #: "best_fold": the original's choice, the best fold's model; "fold_ensemble": every fold's
+    #: model, probabilities averaged: their heads on one backbone pass when the backbone stayed
+    #: frozen, k backbone passes when the folds tuned it (fine_tune, tune_top)
     final_model: Literal["refit", "best_fold", "fold_ensemble"] = Field(
         "refit",
         description="refit on all images, the best fold's model (the original's), or every "
-        "fold's heads averaged on one backbone pass",
+        "fold's model averaged (one backbone pass when frozen, one per fold when tuned)",
     )
     cache_dir: Path | None = Field(None, description="feature cache (default: the user cache)")
     #: the flag alone (`--ray`) means "local": a Ray started on this machine
@@ -311,13 +312,6 @@ class TrainConfig(StrictModel):
             )
         if self.tune_top.enabled and self.model.scales != (1,):
             raise ValueError("tune_top trains one scale: set model.scales [1] or tune_top false")
-        if self.run.final_model == "fold_ensemble" and (
-            self.tune_top.enabled or self.fine_tune.layers
-        ):
-            raise ValueError(
-                "run.final_model fold_ensemble puts every fold's heads on one backbone, which "
-                "tune_top and fine_tune change per fold: set them off or choose another final_model"
-            )
         return self
 
     @property
@@ -326,6 +320,11 @@ class TrainConfig(StrictModel):
         if self.data.images is not None:
             return self.data.images
         return self.data.data if self.data.data.is_dir() else self.data.data.parent
+
+    @property
+    def tunes_backbone(self) -> bool:
+        """Whether training changes the backbone's weights (each fold then has its own)."""
+        return self.tune_top.enabled or bool(self.fine_tune.layers)
 
     def build_tasks(self) -> list[Task]:
         return [t.to_task() for t in self.data.tasks]

@@ -20,7 +20,7 @@ FEATURES = "features"
 
 
 #: The train config's model section owns the architecture defaults; ModelSpec takes them
-#: (all but ``ensemble``, which the run's final_model decides).
+#: (all but the ensemble fields, which the run's final_model decides).
 _DEFAULT = {name: field.default for name, field in ModelConfig.model_fields.items()}
 #: What model.json files written before a field existed meant by its absence.
 LEGACY_SPEC = {"mid_level": False}
@@ -47,9 +47,12 @@ class ModelSpec:
     scales: tuple[int, ...] = _DEFAULT["scales"]
     #: the mirrored photo scored too (one more backbone pass), probabilities averaged
     flip_tta: bool = _DEFAULT["flip_tta"]
-    #: head stacks per backbone whose probabilities are averaged: a run's fold heads with
-    #: final_model "fold_ensemble" (set by the run, not a model-section option)
+    #: members whose probabilities are averaged: a run's fold models with final_model
+    #: "fold_ensemble" (set by the run, not a model-section option)
     ensemble: int = 1
+    #: each member has its own backbone (folds that tuned theirs: k backbone passes); else
+    #: the members are head stacks on one backbone pass (folds of a frozen backbone)
+    ensemble_backbones: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(self.scales))  # a list when read from JSON

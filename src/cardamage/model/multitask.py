@@ -169,37 +169,41 @@ class MultiTaskClassifier(keras.Model):
         tasks = [_task(t) for t in tasks]
         groups = task_groups(spec.layout, tasks)
         # === Layers ===
+        copies, per_backbone = _ensemble_shape(spec)
         backbones, stacks = [], []
         for i, group in enumerate(groups):
-            backbone = build_backbone(
-                spec.backbone,
-                spec.weights,
-                spec.image_size,
-                spec.alpha,
-                spec.mid_level,
-                spec.scales,
-                name="backbone" if len(groups) == 1 else f"backbone_{group[0].name}",
-            )
-            backbones.append(backbone)
-            name = "heads" if len(groups) == 1 else f"heads_{i}"
-            for member in range(1, spec.ensemble + 1):
-                stacks.append(
-                    build_heads(
-                        backbone.feature_dim,
-                        group,
-                        spec.head_units,
-                        spec.dropout,
-                        name=name if spec.ensemble == 1 else f"{name}_member{member}",
-                        standardize=spec.standardize,
-                        l2=spec.head_l2,
-                    )
+            base = "backbone" if len(groups) == 1 else f"backbone_{group[0].name}"
+            for copy in range(copies):
+                backbone = build_backbone(
+                    spec.backbone,
+                    spec.weights,
+                    spec.image_size,
+                    spec.alpha,
+                    spec.mid_level,
+                    spec.scales,
+                    name=base if copies == 1 else f"{base}_member{copy + 1}",
                 )
-        #: branch_heads holds each backbone's ensemble members in turn (flat: Keras saves lists)
+                backbones.append(backbone)
+                name = "heads" if len(groups) == 1 else f"heads_{i}"
+                for stack in range(per_backbone):
+                    member = copy * per_backbone + stack + 1
+                    stacks.append(
+                        build_heads(
+                            backbone.feature_dim,
+                            group,
+                            spec.head_units,
+                            spec.dropout,
+                            name=name if spec.ensemble == 1 else f"{name}_member{member}",
+                            standardize=spec.standardize,
+                            l2=spec.head_l2,
+                        )
+                    )
+        #: branch_heads holds each backbone's head stacks in turn (flat: Keras saves lists)
         self.branch_backbones, self.branch_heads = backbones, stacks
         self.mirror = HorizontalFlip(name="mirror") if spec.flip_tta else None
         # === Functional model ===
         pixels = keras.Input((spec.image_size, spec.image_size, 3), name="image")
-        members = self._members(backbones, stacks, spec.ensemble)
+        members = self._members(backbones, stacks, per_backbone)
         outputs, _ = _forward(pixels, members, self.mirror)
         super().__init__(inputs=pixels, outputs=outputs, **{"name": "cardamage", **kwargs})
         # === Config ===
@@ -213,8 +217,9 @@ class MultiTaskClassifier(keras.Model):
 
     @property
     def branches(self) -> list[tuple[Backbone, list[HeadStack]]]:
-        """Each backbone with its ensemble members (one without an ensemble)."""
-        return self._members(self.branch_backbones, self.branch_heads, self.spec.ensemble)
+        """Each backbone with the ensemble members on it (one without an ensemble)."""
+        per_backbone = _ensemble_shape(self.spec)[1]
+        return self._members(self.branch_backbones, self.branch_heads, per_backbone)
 
     @property
     def stacks(self) -> list[tuple[Backbone, HeadStack]]:
@@ -242,7 +247,10 @@ class MultiTaskClassifier(keras.Model):
     def backbone(self) -> Backbone:
         """The backbone of the shared layout."""
         if len(self.branch_backbones) != 1:
-            raise CardamageError("this model has one backbone per task: use model.backbones")
+            raise CardamageError(
+                "this model has several backbones (one per task or ensemble member): "
+                "use model.branches"
+            )
         return self.branch_backbones[0]
 
     def with_features(self) -> keras.Model:
@@ -262,6 +270,11 @@ class MultiTaskClassifier(keras.Model):
             "spec": asdict(replace(self.spec, weights="none")),
             "tasks": [t.to_dict() for t in self.tasks],
         }
+
+
+def _ensemble_shape(spec: ModelSpec) -> tuple[int, int]:
+    """Per task group: (backbones, head stacks on each)."""
+    return (spec.ensemble, 1) if spec.ensemble_backbones else (1, spec.ensemble)
 
 
 def _forward(
@@ -305,20 +318,29 @@ def with_flip_tta(model: MultiTaskClassifier, flip_tta: bool) -> MultiTaskClassi
     return rebuilt
 
 
-def fold_ensemble(models: Sequence[MultiTaskClassifier]) -> MultiTaskClassifier:
-    """The heads of every model on the first one's backbones, probabilities averaged: the
-    fold models of a run whose backbones stayed frozen (the same weights in every fold)."""
+def fold_ensemble(
+    models: Sequence[MultiTaskClassifier], own_backbones: bool = False
+) -> MultiTaskClassifier:
+    """Every model's heads, probabilities averaged: on the first model's backbones (the fold
+    models of a run whose backbones stayed frozen: the same weights in every fold, one pass),
+    or with ``own_backbones`` each on its own (folds that tuned theirs: one pass each)."""
     first = models[0]
     if any(m.spec.ensemble != 1 or m.spec.layout != first.spec.layout for m in models):
         raise CardamageError("a fold ensemble is made of single models of one layout")
-    spec = replace(first.spec, weights="none", ensemble=len(models))
+    spec = replace(
+        first.spec, weights="none", ensemble=len(models), ensemble_backbones=own_backbones
+    )
     ensemble = build_model(spec, first.tasks)
-    for (backbone, members), *folds in zip(
-        ensemble.branches, *(m.branches for m in models), strict=True
+    # both in the ensemble's order: per branch (task group), each model in turn
+    parts = [pair for branch in zip(*(m.stacks for m in models), strict=True) for pair in branch]
+    copied: set[int] = set()
+    for (backbone, stack), (model_backbone, model_stack) in zip(
+        ensemble.stacks, parts, strict=True
     ):
-        copy_weights(folds[0][0], backbone)
-        for stack, (_, [fold_stack]) in zip(members, folds, strict=True):
-            copy_weights(fold_stack, stack)
+        if id(backbone) not in copied:  # a shared backbone takes the first model's weights
+            copy_weights(model_backbone, backbone)
+            copied.add(id(backbone))
+        copy_weights(model_stack, stack)
     return ensemble
 
 

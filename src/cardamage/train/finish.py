@@ -89,7 +89,11 @@ def finish(
     run.write_results(tasks, [r.metrics for r in results], oof_metrics, best.index)
     final = final_model(inputs, results, best)
     info = _training_info(inputs, len(manifest), best, oof_metrics)
-    spec = replace(model_spec(cfg), ensemble=final.spec.ensemble)
+    spec = replace(
+        model_spec(cfg),
+        ensemble=final.spec.ensemble,
+        ensemble_backbones=final.spec.ensemble_backbones,
+    )
     ModelBundle(final, spec, tasks, info, calibrated.calibration).save(run.model_dir)
     features = _training_features(inputs, final)
     trust = fit_trust_checks(features, splits, tasks, oof.targets, scores, cfg.trust)
@@ -136,8 +140,14 @@ def final_model(inputs: Inputs, results: list[FoldResult], best: FoldResult) -> 
     if inputs.cfg.run.final_model == "best_fold":
         return ModelBundle.load(best.model_dir).model
     if inputs.cfg.run.final_model == "fold_ensemble":
-        print(f"final model: the heads of all {len(results)} folds on one backbone")
-        return fold_ensemble([ModelBundle.load(r.model_dir).model for r in results])
+        tuned = inputs.cfg.tunes_backbone
+        print(
+            f"final model: all {len(results)} folds' models, each on its own tuned backbone"
+            if tuned
+            else f"final model: the heads of all {len(results)} folds on one backbone"
+        )
+        models = [ModelBundle.load(r.model_dir).model for r in results]
+        return fold_ensemble(models, own_backbones=tuned)
     fresh_session(inputs.cfg)
     everything = np.arange(len(inputs.paths))
     data = inputs.fold(everything, everything[:0])
@@ -168,7 +178,7 @@ def _training_features(inputs: Inputs, final: keras.Model) -> np.ndarray:
     """The shipped model's features of every training image: the cached ones while the backbone
     stays as it was pretrained, else one pass of the tuned backbone."""
     cfg = inputs.cfg
-    if not cfg.tune_top.enabled and not cfg.fine_tune.layers:
+    if not cfg.tunes_backbone:
         return inputs.clean_features
     return predict_images(final.with_features(), inputs.paths, cfg.heads.batch_size)[FEATURES]
 
