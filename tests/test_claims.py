@@ -9,19 +9,30 @@ from cardamage.inference.claims import RULES, ClaimPhoto, NoEvidence, assess_cla
 from cardamage.inference.predictor import Prediction, TaskPrediction
 from cardamage.tasks import default_tasks
 from cardamage.trust.quality import QualityCheck
+from cardamage.trust.review import Confidence, confidence
 from cardamage.trust.verdict import Trust
 
 TASKS = {t.name: t for t in default_tasks()}  # severity: minor, moderate, severe, whole
 
 
 def photo(
-    name: str, severity, location=(0, 0, 0), damage=(0, 0, 0, 0), failed: str | None = None
+    name: str,
+    severity,
+    location=(0, 0, 0),
+    damage=(0, 0, 0, 0),
+    failed: str | None = None,
+    threshold: float | None = None,
 ) -> ClaimPhoto:
-    """``failed``: the name of a quality check the photo fails (it is then declined)."""
+    """``failed``: the name of a quality check the photo fails (it is then declined);
+    ``threshold``: every task's review threshold (None: a model without a review policy)."""
     scores = {"severity": severity, "location": location, "damage_type": damage}
     tasks = {n: TaskPrediction(TASKS[n], np.asarray(s, np.float32)) for n, s in scores.items()}
     checks = [QualityCheck(failed, 1.0, 10.0, False)] if failed else []
-    return ClaimPhoto(name, Prediction(tasks, Trust(None, checks)))
+    review = {
+        n: Confidence(n, float(confidence(TASKS[n], np.asarray(s))[0]), threshold)
+        for n, s in scores.items()
+    }
+    return ClaimPhoto(name, Prediction(tasks, Trust(None, checks), review))
 
 
 WHOLE = (0.02, 0.01, 0.01, 0.96)
@@ -102,6 +113,47 @@ def test_a_claim_decision_has_one_confidence_the_probability_of_at_least_that_le
     assert claim.partial is None
     calm = assess_claim("c", [photo("b", WHOLE)]).tasks["severity"]
     assert calm.confidence == pytest.approx(calm.scores["whole"])
+
+
+def test_a_decision_less_sure_than_its_tasks_threshold_sends_the_claim_to_review():
+    leaning = (0.3, 0.5, 0.1, 0.1)  # at least moderate: 0.6, the number shown
+    unsure = assess_claim(
+        "c", [photo("a", leaning, threshold=0.7), photo("b", WHOLE, threshold=0.7)]
+    )
+    assert unsure.needs_review
+    assert unsure.review_reason == "the severity is uncertain: a person should check it"
+    d = unsure.to_dict()
+    assert d["needs_review"] and d["confidence"]["severity"]["confidence"] == pytest.approx(0.6)
+    assert d["confidence"]["severity"]["detail"] == "confidence 60%, under 70%"
+    assert d["confidence"]["location"]["sure"]  # nothing found, every photo sure of it
+    # a second photo that sees the damage clearly makes the decision sure
+    sure = assess_claim(
+        "c",
+        [photo("a", leaning, threshold=0.7), photo("c", (0.05, 0.9, 0.03, 0.02), threshold=0.7)],
+    )
+    assert sure.tasks["severity"].labels == ("moderate",) and not sure.needs_review
+    assert sure.to_dict()["review_reason"] is None
+
+
+def test_a_label_one_photo_barely_finds_sends_the_claim_to_review():
+    photos = [
+        photo("a", WHOLE, damage=(0.55, 0, 0, 0), threshold=0.8),
+        photo("b", WHOLE, damage=(0.1, 0, 0, 0), threshold=0.8),
+    ]
+    claim = assess_claim("c", photos)
+    damage = claim.tasks["damage_type"]
+    assert damage.labels == ("dent",) and damage.confidence == pytest.approx(0.55)
+    assert [c.task for c in claim.unsure] == ["damage_type"]
+    clear = assess_claim("c", [photo("a", WHOLE, damage=(0.97, 0, 0, 0), threshold=0.8)])
+    assert not clear.needs_review
+
+
+def test_a_model_without_a_review_policy_never_sends_a_claim_to_review():
+    claim = assess_claim(
+        "c", [photo("a", (0.3, 0.3, 0.2, 0.2)), photo("b", (0.25, 0.25, 0.25, 0.25))]
+    )
+    assert not claim.needs_review
+    assert claim.to_dict()["confidence"]["severity"]["threshold"] is None
 
 
 def test_no_usable_photo_is_no_assessment_with_each_photos_reason():

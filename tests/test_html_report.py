@@ -253,7 +253,9 @@ def test_evaluate_on_claims_scores_per_claim_beside_per_photo(run_dir, tmp_path,
     photos, cars = generate_claims(tmp_path / "claims", n=6, size=64, seed=4)
     args = ["evaluate", "--model", str(run), "--data", str(photos)]
     assert cli([*args, "--claim-labels", str(cars)]) == 0
-    assert "per claim (6 claims, photos combined by" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "per claim (6 claims, photos combined by" in out
+    assert "severity decided without review for" in out
     assert not (run / "heldout").exists()  # the photos' held-out figures are left alone
     evaluation = json.loads((run / "heldout_claims" / "evaluation.json").read_text())
     claims = evaluation["claims"]
@@ -263,7 +265,11 @@ def test_evaluate_on_claims_scores_per_claim_beside_per_photo(run_dir, tmp_path,
     page = (run / "report.html").read_text(encoding="utf-8")
     section = page[page.index('id="claims"') : page.index('id="task-')]
     tasks = RunDir(run).model_meta().tasks
-    assert section.count("<tr>") == 1 + 2 * len(tasks) and "per claim" in section
+    # per task: per photo, per claim, and per claim without review when any claim was sure
+    sure = {name: r["sure"] for name, r in claims["review"].items()}
+    assert all(0 <= n <= 6 for n in sure.values())
+    rows = 1 + 2 * len(tasks) + sum(n > 0 for n in sure.values())
+    assert section.count("<tr>") == rows and "per claim" in section
     assert '<a href="#claims">' in page
     # without the cars' labels, a claim's truth is what its photos add up to
     assert cli([*args, "--out", str(tmp_path / "derived")]) == 0

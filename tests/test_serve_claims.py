@@ -52,6 +52,16 @@ def test_a_claim_is_assessed_from_all_its_photos(client, tiny_model_dir):
     assert claim["assessment"]["damage_type"]["labels"] == list(
         expected.tasks["damage_type"].labels
     )
+    # each decision held to the model's review policy, its one confidence number beside it
+    assert claim["needs_review"] == expected.needs_review
+    assert claim.get("review_reason") == expected.review_reason  # absent when none
+    assert set(claim["confidence"]) == set(claim["assessment"])
+    shown = severity["confidence"]
+    assert claim["confidence"]["severity"]["confidence"] == pytest.approx(shown, abs=1e-4)
+    for check in claim["confidence"].values():
+        assert check["sure"] == (
+            check.get("threshold") is None or check["confidence"] >= check["threshold"]
+        )
 
 
 def test_a_bad_photo_gets_an_error_row_and_the_claim_is_assessed_from_the_rest(client):

@@ -261,6 +261,9 @@ def _print_evaluation(result: Evaluation, tasks: list, what: str = "held-out") -
     if claims is not None:
         print(f"\nper claim ({claims['n_claims']} claims, photos combined by {claims['rule']}):")
         _print_scores(tasks, claims["tasks"])
+        review = claim_review_line(claims, tasks)
+        if review:
+            print(review)
 
 
 def _print_scores(tasks: list, metrics: dict) -> None:
@@ -295,6 +298,24 @@ def abstention_line(abstention: dict, tasks) -> str:
         line += f"{answered}"
         if "without_review" in entry:
             line += f", accuracy {entry['without_review']['accuracy']:.3f} on them"
+    return line
+
+
+def claim_review_line(claims: dict, tasks) -> str | None:
+    """'sure enough: severity decided without review for 61 of 80 claims, accuracy 0.902 on
+    them (0.850 on all)'."""
+    main = next((t for t in tasks if t.multiclass), None)
+    review = claims.get("review", {}).get(main.name) if main else None
+    if review is None:  # an evaluation written before claims were reviewed
+        return None
+    assessed = claims["n_claims"] - claims["unassessed"]
+    line = f"sure enough: {main.name} decided without review for {review['sure']} of "
+    line += f"{assessed} claims"
+    if "without_review" in review:
+        line += (
+            f", accuracy {review['without_review']['accuracy']:.3f} on them "
+            f"({claims['tasks'][main.name]['accuracy']:.3f} on all)"
+        )
     return line
 
 

@@ -113,7 +113,9 @@ def claim_row(claim: Claim, outcome: ClaimAssessment | NoEvidence) -> Row:
     }
     for name, task in outcome.tasks.items():
         extra |= {f"{name}:at_least:{k}": round(v, 4) for k, v in task.at_least.items()}
-    return Row(claim.id, prediction=d["assessment"], extra=extra, note=outcome.partial)
+    return Row(
+        claim.id, prediction=d["assessment"], result=outcome, extra=extra, note=outcome.partial
+    )
 
 
 def at_least_columns(predictor: Predictor) -> list[str]:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from cardamage.data.images import load_image
 from cardamage.data.manifest import LABEL_SEPARATOR
 from cardamage.errors import CardamageError
+from cardamage.inference.claims import ClaimAssessment
 from cardamage.inference.predictor import Prediction, Predictor, iter_decoded
 from cardamage.io import atomic_write_bytes
 from cardamage.tasks import Task, display_label
@@ -30,14 +31,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 @dataclass
 class Row:
     """One output row: a photo (or a claim: ``path`` is then its id) with its prediction as a
-    dict, or why it has none; ``result`` keeps the Prediction itself for claims to combine;
-    ``extra`` holds the values of the writer's extra columns; ``note`` ends the summary
-    (a claim's 'from 1 of 2 photos')."""
+    dict, or why it has none; ``result`` keeps the Prediction itself for claims to combine
+    (a claim's row: its assessment, for the review verdict); ``extra`` holds the values of the
+    writer's extra columns; ``note`` ends the summary (a claim's 'from 1 of 2 photos')."""
 
     path: str
     prediction: dict | None = None
     error: str | None = None
-    result: Prediction | None = None
+    result: Prediction | ClaimAssessment | None = None
     extra: dict[str, object] = field(default_factory=dict)
     note: str | None = None
 
@@ -161,8 +162,12 @@ def flat_values(tasks: list[Task], row: Row) -> list[str | float | None]:
     return [*head, *decided, *scores]
 
 
-def trust_values(prediction: Prediction) -> list[str | float | None]:
-    """Declined (yes / no), why, the figures, the typicality; needs review (yes / no), why."""
+def trust_values(prediction: Prediction | ClaimAssessment) -> list[str | float | None]:
+    """Declined (yes / no), why, the figures, the typicality; needs review (yes / no), why.
+    A claim is never declined whole (with no usable photo it is an error row)."""
+    if isinstance(prediction, ClaimAssessment):
+        review = [_yes_no(prediction.needs_review), prediction.review_reason]
+        return [_yes_no(False), None, None, None, *review]
     seen = prediction.trust.in_distribution
     return [
         _yes_no(prediction.abstain),
@@ -200,7 +205,7 @@ def describe(task: Task, prediction: dict) -> str:
 def row_summary(tasks: Iterable[Task], row: Row) -> str:
     """A predicted row's summary; a declined photo's says why it has no answer."""
     if row.prediction is None:
-        reason = row.result.abstain_reason if row.result else None
+        reason = row.result.abstain_reason if isinstance(row.result, Prediction) else None
         return f"not assessed: {reason}"
     text = summary(tasks, row.prediction)
     return f"{text} ({row.note})" if row.note else text

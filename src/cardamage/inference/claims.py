@@ -11,18 +11,23 @@ damage types) are the union: a label is found when any photo finds it, with that
 (which photo, its score) kept. Photos that abstained (``Prediction.abstain``) or could not be
 read are left out, each with its reason; a claim none of whose photos can be used has no
 assessment (:class:`NoEvidence`).
+
+Each decision is then held to the photos' review policy (``trust.review``): the claim's
+confidence in it (multiclass: the one number shown beside it; multilabel: the least certain
+label's, from the best photo scores) under the task's threshold means a person should check it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cardamage.errors import CardamageError
 from cardamage.tasks import Task
+from cardamage.trust.review import Confidence, confidence, review_reason
 
 if TYPE_CHECKING:
     from cardamage.inference.photo_index.check import SeenBefore
@@ -92,14 +97,24 @@ class ClaimTask:
     scores: dict[str, float]
     evidence: dict[str, tuple[Evidence, ...]]
     at_least: dict[str, float] = field(default_factory=dict)
+    #: the decision held to the task's review threshold (set by assess_claim)
+    review: Confidence | None = None
 
     @property
     def confidence(self) -> float:
         """Multiclass: the probability of the decision as it was made, that the car is at
         least that damaged (no damage: that it is not damaged at all); the one number shown
-        beside it."""
+        beside it. Multilabel: the least certain label's (its best photo score when found, one
+        minus it when not), as for one photo."""
+        if not self.task.multiclass:
+            scores = np.array([[self.scores[label] for label in self.task.labels]])
+            return float(confidence(self.task, scores)[0])
         label = self.labels[0]
         return self.at_least.get(label, self.scores[label])
+
+    def judged(self, threshold: float | None) -> ClaimTask:
+        """The decision with its review verdict against ``threshold`` (None: no policy)."""
+        return replace(self, review=Confidence(self.task.name, self.confidence, threshold))
 
     def to_dict(self) -> dict:
         evidence = {k: [e.to_dict() for e in v] for k, v in self.evidence.items()}
@@ -137,6 +152,27 @@ class ClaimAssessment:
     seen_before: SeenBefore | None = None
 
     @property
+    def unsure(self) -> list[Confidence]:
+        """The decisions a person should check."""
+        return [t.review for t in self.tasks.values() if t.review and not t.review.sure]
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.unsure)
+
+    @property
+    def review_reason(self) -> str | None:
+        return review_reason(self.unsure)
+
+    def trust_dict(self) -> dict:
+        """The review verdict, in the shape of a photo's (a claim is never declined whole)."""
+        return {
+            "needs_review": self.needs_review,
+            "review_reason": self.review_reason,
+            "confidence": {n: t.review.to_dict() for n, t in self.tasks.items() if t.review},
+        }
+
+    @property
     def partial(self) -> str | None:
         """'from 1 of 2 photos' when some were left out: said wherever the verdict is."""
         if not self.left_out:
@@ -150,6 +186,7 @@ class ClaimAssessment:
             **seen,
             "rule": self.rule,
             "assessment": {name: t.to_dict() for name, t in self.tasks.items()},
+            **self.trust_dict(),
             "photos": list(self.photos),
             "left_out": [{"photo": p, "reason": r} for p, r in self.left_out],
             "n_photos": len(self.photos) + len(self.left_out),
@@ -191,7 +228,9 @@ def assess_claim(
     for name, task_prediction in first.tasks.items():
         scores = np.stack([p.prediction.tasks[name].scores for p in used]).astype(np.float64)
         decide = _ordinal if task_prediction.task.multiclass else _union
-        tasks[name] = decide(task_prediction.task, names, scores, rule)
+        policy = first.review.get(name)  # every photo is held to the model's one policy
+        threshold = policy.threshold if policy else None
+        tasks[name] = decide(task_prediction.task, names, scores, rule).judged(threshold)
     ranked = tuple(sorted(names, key=lambda n: _support(tasks.values(), n), reverse=True))
     return ClaimAssessment(claim, rule, tasks, ranked, left_out, seen_before)
 

@@ -28,7 +28,7 @@ from cardamage.tasks import Task
 from cardamage.trust.calibrators import calibrate
 from cardamage.trust.distribution import DistributionCheck
 from cardamage.trust.quality import check_quality
-from cardamage.trust.review import Confidence, ReviewPolicy
+from cardamage.trust.review import Confidence, ReviewPolicy, review_reason
 from cardamage.trust.verdict import Trust
 
 if TYPE_CHECKING:
@@ -106,8 +106,7 @@ class Prediction:
 
     @property
     def review_reason(self) -> str | None:
-        unsure = self.unsure
-        return "; ".join(c.message for c in unsure) if unsure else None
+        return review_reason(self.unsure)
 
     def to_dict(self) -> dict | None:
         """Per task name, as the API and ``cardamage predict`` give them; None when declined

@@ -111,13 +111,15 @@ def claim_evaluation(
 ) -> dict:
     """Per-task metrics over claims, with how many claims and photos and where the truth came
     from. A claim whose photos all abstained has no decision: it is counted (``unassessed``)
-    and left out of the metrics."""
+    and left out of the metrics. ``review``: per task, how many decisions stand without review
+    (``sure``) and their metrics."""
     members = claim_members(manifest)
     if claim_labels is None:
         truth = photo_truth(manifest, tasks, members)
     else:
         truth = read_claim_truth(claim_labels, tasks, list(members))
     scores: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+    sure: dict[str, list[bool]] = {t.name: [] for t in tasks}
     assessed = []
     for k, (claim, rows) in enumerate(members.items()):
         photos = [ClaimPhoto(manifest.images[i], predictions[i]) for i in rows]
@@ -127,12 +129,18 @@ def claim_evaluation(
             continue
         assessed.append(k)
         for task in tasks:
-            scores[task.name].append(decision_scores(assessment.tasks[task.name]))
+            decision = assessment.tasks[task.name]
+            scores[task.name].append(decision_scores(decision))
+            sure[task.name].append(decision.review is None or decision.review.sure)
     if not assessed:
         raise CardamageError("no claim could be assessed: every photo abstained")
-    metrics = {
-        t.name: task_metrics(t, truth[t.name][assessed], np.stack(scores[t.name])) for t in tasks
-    }
+    metrics, review = {}, {}
+    for t in tasks:
+        y, s, kept = truth[t.name][assessed], np.stack(scores[t.name]), np.array(sure[t.name])
+        metrics[t.name] = task_metrics(t, y, s)
+        review[t.name] = {"sure": int(kept.sum())}
+        if kept.any():
+            review[t.name]["without_review"] = task_metrics(t, y[kept], s[kept])
     return {
         "n_claims": len(members),
         "unassessed": len(members) - len(assessed),
@@ -142,4 +150,5 @@ def claim_evaluation(
         if claim_labels
         else "the photos' labels (worst severity, union)",
         "tasks": metrics,
+        "review": review,
     }

@@ -343,13 +343,16 @@ def _claims(run: _Run) -> list[dict]:
         claims = evaluation["claims"]
         per_photo, per_claim = evaluation["tasks"], claims["tasks"]
         columns = _metric_columns([*per_photo.values(), *per_claim.values()])
+        reviewed = claims.get("review", {})  # absent in evaluations from before claim review
         rows = [
             [task_title(task.name), source, str(metrics["n"]), *_metric_cells(metrics, columns)]
             for task in run.tasks
             for source, metrics in (
                 ("per photo", per_photo[task.name]),
                 ("per claim", per_claim[task.name]),
+                ("per claim, without review", reviewed.get(task.name, {}).get("without_review")),
             )
+            if metrics is not None
         ]
         header = ["Task", "Scored", "n", *(t for t, _ in columns)]
         sections.append(

@@ -251,6 +251,18 @@ class ClaimAssessment(BaseModel):
     assessment: dict[str, ClaimTask] | None = Field(
         None, description="Per task name; absent when no photo could be used (see `reason`)."
     )
+    needs_review: bool = Field(
+        False,
+        description="A decision's confidence is under its task's review threshold (the one "
+        "the photos are held to): a person should check the claim.",
+    )
+    review_reason: str | None = Field(None, description="Which decision to check, for a person.")
+    confidence: dict[str, TaskConfidence] = Field(
+        default_factory=dict,
+        description="Per task: the claim's confidence in its decision (multiclass: the "
+        "decision's `confidence`; multilabel: the least certain label's, from the best photo "
+        "scores) against the threshold; empty without an assessment.",
+    )
     photos: list[str] = Field(description="The photos used, those that drove the decision first.")
     left_out: list[LeftOut] = Field(description="Photos not used (unreadable, declined).")
     n_photos: int = Field(description="Photos sent.")

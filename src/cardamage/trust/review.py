@@ -75,6 +75,11 @@ class Confidence:
         return out
 
 
+def review_reason(unsure: Sequence[Confidence]) -> str | None:
+    """What a person should check, for a photo or a claim; None when nothing."""
+    return "; ".join(c.message for c in unsure) if unsure else None
+
+
 @dataclass(frozen=True)
 class ReviewPolicy:
     """Per task, the confidence an answer needs to stand without review."""

@@ -277,6 +277,7 @@
     const wrap = el("div", "claim__result");
     const reused = seenBefore(claim.seen_before);
     if (reused) wrap.append(reused);
+    if (claim.needs_review) wrap.append(reviewBox(claim));
     const entries = Object.entries(claim.assessment);
     for (const [name, p] of entries.filter(([, t]) => t.kind === "multiclass")) {
       // one number per decision: the probability the car is at least that damaged
@@ -431,7 +432,8 @@
     return reasonsBox("card__abstain", "Not assessed: a person should look at this photo", failed);
   }
 
-  // Answered, but a task's confidence is under its threshold: say which answer to check.
+  // Answered, but a task's confidence is under its threshold: say which answer to check (a
+  // photo's trust report, or a claim: both carry `confidence` per task).
   function reviewBox(trust) {
     const unsure = Object.values(trust.confidence || {}).filter((c) => !c.sure);
     return reasonsBox("card__review", "Needs review", unsure);
