@@ -28,3 +28,24 @@ def assert_fold_models_score_as_cached(
             np.testing.assert_allclose(value, cached[name], atol=1e-5)
         if told_apart:
             assert scored["severity"].std(axis=0).max() > 1e-4  # the photos are told apart
+
+
+def savedmodel_scores(run: Path, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """The run's model exported as a SavedModel, loaded in TensorFlow, scoring ``pixels``."""
+    import tensorflow as tf
+
+    from cardamage.inference.export import export_model
+
+    loaded = tf.saved_model.load(str(export_model(run, "savedmodel")))  # kept while it serves
+    return {name: np.asarray(value) for name, value in loaded.serve(pixels).items()}
+
+
+def tflite_scores(run: Path, pixels: np.ndarray, int8: bool = False) -> dict[str, np.ndarray]:
+    """The run's model exported to TFLite (``int8``: quantised), run by the interpreter."""
+    import tensorflow as tf
+
+    from cardamage.inference.export import export_model
+
+    interpreter = tf.lite.Interpreter(model_path=str(export_model(run, "tflite", int8=int8)))
+    runner = interpreter.get_signature_runner()
+    return runner(**{next(iter(runner.get_input_details())): pixels})

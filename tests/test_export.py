@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_support import savedmodel_scores, tflite_scores
 from PIL import Image
 
 from bench.common import normalise_batchnorm
@@ -260,34 +261,25 @@ def test_mixed_precision_model_exports_in_float32(tmp_path: Path, images: list[b
 
 @pytest.mark.slow
 def test_savedmodel_loads_in_tensorflow_and_matches(run_dir: Path, images: list[bytes]) -> None:
-    import tensorflow as tf
-
     out = export_model(run_dir, "savedmodel")
     assert out == run_dir / "model" / "savedmodel"
     assert export_model(run_dir, "savedmodel") == out  # replaces the previous export whole
     predictor = Predictor.load(run_dir, engine="keras")
     pixels = np.stack([predictor.decode(image).pixels for image in images]).astype(np.float32)
-    loaded = tf.saved_model.load(str(out))
-    served = loaded.serve(pixels)
+    served = savedmodel_scores(run_dir, pixels)
     for name, expected in predictor.scores(pixels).items():
-        np.testing.assert_allclose(np.asarray(served[name]), expected, atol=1e-5)
+        np.testing.assert_allclose(served[name], expected, atol=1e-5)
 
 
 @pytest.mark.slow
 def test_tflite_runs_in_the_interpreter_and_matches(run_dir: Path, images: list[bytes]) -> None:
     """fp32 matches; int8 (TFLite quantises the heads too) is only checked to give probabilities,
     as the tiny random network amplifies rounding (see test_int8_stays_close_to_fp32)."""
-    import tensorflow as tf
-
     predictor = Predictor.load(run_dir, engine="keras")
     pixels = np.stack([predictor.decode(image).pixels for image in images[:1]]).astype(np.float32)
     expected = predictor.scores(pixels)
     for int8 in (False, True):
-        interpreter = tf.lite.Interpreter(
-            model_path=str(export_model(run_dir, "tflite", int8=int8))
-        )
-        runner = interpreter.get_signature_runner()
-        served = runner(**{next(iter(runner.get_input_details())): pixels})
+        served = tflite_scores(run_dir, pixels, int8=int8)
         for name, scores in expected.items():
             assert served[name].shape == scores.shape
             if not int8:  # features (not probabilities) are larger: TFLite's rounding shows more

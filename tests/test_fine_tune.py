@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from model_support import savedmodel_scores, tflite_scores
 
 from bench.common import normalise_batchnorm
 from cardamage.config import load_train_config
@@ -103,21 +104,32 @@ def test_batchnorm_learns_when_asked(dataset: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_every_engine_scores_a_tuned_model_like_keras(tuned, dataset: Path, tmp_path: Path):
+def test_every_engine_and_export_scores_a_tuned_model_like_keras(
+    tuned, dataset: Path, tmp_path: Path
+):
+    """ONNX, its int8 copy, SavedModel and TFLite of a tuned model (BatchNorm frozen in
+    inference mode, every convolution changed) score like Keras. int8 is held loosely: a tiny
+    network amplifies rounding (see test_export)."""
     bundle, _ = tuned
     bundle.save(tmp_path / "model")
-    export_model(tmp_path, "onnx")
+    export_model(tmp_path, "onnx", int8=True)
     photos = sorted((dataset / "images").iterdir())
-    predictions = {
-        engine: Predictor.load(tmp_path, engine=engine).predict(photos)
-        for engine in ("keras", "onnx")
-    }
+    engines = ("keras", "onnx", "onnx-int8")
+    predictions = {e: Predictor.load(tmp_path, engine=e).predict(photos) for e in engines}
     for task in bundle.tasks:
-        keras_scores, onnx_scores = (
-            np.stack([p.tasks[task.name].scores for p in predictions[e]]) for e in predictions
+        keras_scores, onnx_scores, int8_scores = (
+            np.stack([p.tasks[task.name].scores for p in predictions[e]]) for e in engines
         )
         np.testing.assert_allclose(onnx_scores, keras_scores, atol=1e-4)
+        assert np.abs(int8_scores - keras_scores).mean() < 0.25
         assert keras_scores.std(axis=0).max() > 1e-3  # the photos are told apart
+    predictor = Predictor.load(tmp_path, engine="keras")
+    pixels = np.stack([predictor.decode(photos[0]).pixels]).astype(np.float32)
+    expected = predictor.scores(pixels)
+    for served in (savedmodel_scores(tmp_path, pixels), tflite_scores(tmp_path, pixels)):
+        for name, scores in expected.items():
+            # the features (not probabilities) are larger: TFLite's rounding shows more
+            np.testing.assert_allclose(served[name], scores, rtol=1e-3, atol=1e-4)
 
 
 def test_pixels_are_decoded_once_as_the_model_sees_them(dataset: Path, tmp_path: Path) -> None:
