@@ -146,12 +146,12 @@ def _load_run(files: RunDir) -> _Run:
 
 
 def _shipped(summary: RunSummary) -> str:
-    """Which model the run ships: refitted on all images (the default), every fold's heads
+    """Which model the run ships: refitted on all images (the default), every fold's model
     averaged, or the best fold's."""
     if summary.final_model == "refit":
         return "model refitted on all images"
     if summary.final_model == "fold_ensemble":
-        return f"the heads of all {summary.folds} folds, averaged"
+        return f"the models of all {summary.folds} folds, averaged"
     return f"model of fold {summary.best_fold}"
 
 
