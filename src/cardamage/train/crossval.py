@@ -4,8 +4,9 @@ The model a run ships is by default refitted on all images for the median number
 early stopping chose in the folds: more data and no optimistic pick of a lucky fold, which is
 what generalises to photos nobody has seen. `final_model: best_fold` keeps the original's choice;
 `fold_ensemble` ships every fold's model, their probabilities averaged (the heads on the one
-backbone when it stayed frozen, each fold's own backbone when the folds tuned it). Thresholds are tuned on the folds' out-of-fold scores whatever ships: no photo is out
-of sample for a refit model or an ensemble of the folds (docs: real photos).
+backbone when it stayed frozen, each fold's own backbone when the folds tuned it). Thresholds
+are tuned on the folds' out-of-fold scores whatever ships: no photo is out of sample for a refit
+model or an ensemble of the folds (docs: real photos).
 """
 
 from __future__ import annotations
