@@ -55,6 +55,10 @@ def test_folders_one_row_per_claim_and_photos_beside(claims, tiny_model_dir, tmp
     assert rows["A"]["severity"] == expected.tasks["severity"].labels[0]
     at_least = float(rows["A"]["severity:at_least:severe"])
     assert at_least == pytest.approx(expected.tasks["severity"].at_least["severe"], abs=1e-4)
+    # the claim's own review verdict, in the columns a photo's has (a claim is never declined)
+    assert rows["A"]["abstain"] == "no"
+    assert rows["A"]["needs_review"] == ("yes" if expected.needs_review else "no")
+    assert rows["A"]["review_reason"] == (expected.review_reason or "")
     api = predictor.assess([*paths, claims / "A" / "bad.jpg"], claim="A")
     assert api.tasks["severity"].labels == expected.tasks["severity"].labels
     assert [name for name, _ in api.left_out] == [str(claims / "A" / "bad.jpg")]
@@ -74,6 +78,8 @@ def test_manifest_jsonl(claims, tiny_model_dir, tmp_path):
         first["prediction"]["severity"]["label"]
     }
     assert "summary" in first
+    assert set(first["trust"]) == {"needs_review", "review_reason", "confidence"}  # a claim's
+    assert set(first["trust"]["confidence"]) == set(first["prediction"])
     photos = [json.loads(line) for line in (out / "photos.jsonl").read_text().splitlines()]
     assert [p["claim"] for p in photos] == ["c1", "c1", "c2", "B/1.jpg"]
 

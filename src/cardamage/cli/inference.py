@@ -266,7 +266,8 @@ def _assess(args: argparse.Namespace) -> int:
     if done.index_warning:
         print(f"cardamage: warning: {done.index_warning}", file=sys.stderr)
     print(
-        f"assessed {done.assessed} claim(s), {done.unassessed} without a usable photo, "
+        f"assessed {done.assessed} claim(s) ({done.to_review} to review), "
+        f"{done.unassessed} without a usable photo, "
         f"{done.unreadable} photo(s) unreadable: {paths[0]}, {paths[1]}",
         file=sys.stderr,
     )

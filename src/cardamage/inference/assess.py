@@ -41,6 +41,7 @@ SEEN_COLUMN = "seen_before"
 class Assessed:
     assessed: int  # claims with an assessment
     unassessed: int  # claims none of whose photos could be used
+    to_review: int  # assessed claims a decision of which needs a person's review
     unreadable: int  # photos that could not be read
     #: per claim with photos found in other claims: 'claim A: photos found in claim B: ...'
     reused: tuple[str, ...] = ()
@@ -149,7 +150,7 @@ def assess_files(
         extra=(*seen_column, *CLAIM_COLUMNS, *at_least_columns(predictor)),
     )
     photo_writer = Writer(photos_out, fmt, predictor, extra=("claim", *seen_column))
-    ok = failed = unreadable = 0
+    ok = failed = unreadable = to_review = 0
     log = _ReuseLog()
     outcomes: Iterable = assess_rows(predictor, claims, batch_size, rule, reuse)
     for claim, photo_rows, outcome, seen in tqdm(
@@ -168,9 +169,10 @@ def assess_files(
         claim_writer.write(row)
         ok += not isinstance(outcome, NoEvidence)
         failed += isinstance(outcome, NoEvidence)
+        to_review += not isinstance(outcome, NoEvidence) and outcome.needs_review
     claim_writer.close()
     photo_writer.close()
-    return Assessed(ok, failed, unreadable, tuple(log.reused), log.warning)
+    return Assessed(ok, failed, unreadable, to_review, tuple(log.reused), log.warning)
 
 
 @dataclass
