@@ -15,6 +15,7 @@ from cardamage.inference.predictor import Predictor
 from cardamage.serve.app import create_app
 from cardamage.serve.service import with_thresholds
 from cardamage.serve.settings import ServeSettings
+from cardamage.trust.review import ReviewPolicy
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
@@ -127,6 +128,26 @@ def test_photos_added_together_are_one_claim_card(browser, server, photos, predi
     sync_api.expect(page.locator(".card")).to_have_count(4)
     sync_api.expect(claim).to_have_count(1)
     page.close()
+
+
+def test_a_claim_under_its_review_threshold_says_so_above_its_verdict(
+    browser, tiny_model_dir, photos
+):
+    strict = Predictor.load(tiny_model_dir)  # every decision under a threshold of 0.999
+    strict.review = ReviewPolicy(dict.fromkeys((t.name for t in strict.tasks), 0.999), {})
+    with live_server(create_app(ServeSettings(api_key=None), strict)) as strict_server:
+        page = _open(browser, strict_server.url, 1280, 900)
+        page.set_input_files(
+            "#picker", [str(photos["front-bumper.jpg"]), str(photos["rear-quarter.png"])]
+        )
+        summary = page.locator(".claim .claim__summary")
+        sync_api.expect(summary.locator(".card__review")).to_contain_text("Needs review")
+        sync_api.expect(summary.locator(".card__review")).to_contain_text(
+            "the severity is uncertain: a person should check it"
+        )
+        # above the verdict, which is still given
+        sync_api.expect(summary.locator(".headline__value")).to_have_count(1)
+        page.close()
 
 
 def test_phone_sized_screen_with_heatmaps(browser, server, photos):

@@ -27,7 +27,7 @@ import numpy as np
 
 from cardamage.errors import CardamageError
 from cardamage.tasks import Task
-from cardamage.trust.review import Confidence, confidence, review_reason
+from cardamage.trust.review import Confidence, Reviewed, confidence
 
 if TYPE_CHECKING:
     from cardamage.inference.photo_index.check import SeenBefore
@@ -139,7 +139,7 @@ class ClaimTask:
 
 
 @dataclass(frozen=True)
-class ClaimAssessment:
+class ClaimAssessment(Reviewed):
     """The claim's decision per task; ``photos``: the photos used, those that drove the decision
     first; ``left_out``: (photo, reason) for each photo that abstained or could not be read."""
 
@@ -155,14 +155,6 @@ class ClaimAssessment:
     def unsure(self) -> list[Confidence]:
         """The decisions a person should check."""
         return [t.review for t in self.tasks.values() if t.review and not t.review.sure]
-
-    @property
-    def needs_review(self) -> bool:
-        return bool(self.unsure)
-
-    @property
-    def review_reason(self) -> str | None:
-        return review_reason(self.unsure)
 
     def trust_dict(self) -> dict:
         """The review verdict, in the shape of a photo's (a claim is never declined whole)."""

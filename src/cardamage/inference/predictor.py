@@ -28,7 +28,7 @@ from cardamage.tasks import Task
 from cardamage.trust.calibrators import calibrate
 from cardamage.trust.distribution import DistributionCheck
 from cardamage.trust.quality import check_quality
-from cardamage.trust.review import Confidence, ReviewPolicy, review_reason
+from cardamage.trust.review import Confidence, Reviewed, ReviewPolicy
 from cardamage.trust.verdict import Trust
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class TaskPrediction:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Prediction(Reviewed):
     """One photo's predictions and the two questions asked of them: ``trust``, whether the
     photo is usable at all (declined, ``abstain``: no answer, only its reason); ``review``, per
     task, how sure the answer is (an answer under its task's threshold needs review)."""
@@ -99,14 +99,6 @@ class Prediction:
     def unsure(self) -> list[Confidence]:
         """The tasks whose answer a person should check (none for a declined photo)."""
         return [] if self.abstain else [c for c in self.review.values() if not c.sure]
-
-    @property
-    def needs_review(self) -> bool:
-        return bool(self.unsure)
-
-    @property
-    def review_reason(self) -> str | None:
-        return review_reason(self.unsure)
 
     def to_dict(self) -> dict | None:
         """Per task name, as the API and ``cardamage predict`` give them; None when declined

@@ -92,7 +92,23 @@ class TaskConfidence(Why):
     sure: bool
 
 
-class TrustReport(BaseModel):
+class Review(BaseModel):
+    """The second trust question, for a photo or a claim: how sure is each decision."""
+
+    needs_review: bool = Field(
+        False,
+        description="Answered, but a decision's confidence is under its task's threshold: a "
+        "person should check it.",
+    )
+    review_reason: str | None = Field(None, description="Which decision to check, for a person.")
+    confidence: dict[str, TaskConfidence] = Field(
+        default_factory=dict,
+        description="Per task, the confidence in its decision against the threshold (empty when "
+        "declined or not assessed).",
+    )
+
+
+class TrustReport(Review):
     abstain: bool = Field(
         description="Declined: the photo is not usable (a quality check failed, or it does not "
         "look like a photo of a car). It then has no prediction, only the reason."
@@ -103,15 +119,6 @@ class TrustReport(BaseModel):
         None, description="Absent for models trained before the check existed."
     )
     quality: dict[str, QualityCheck] = Field(description="Each check by name.")
-    needs_review: bool = Field(
-        False,
-        description="Answered, but a task's confidence is under its threshold: a person should "
-        "check the answer.",
-    )
-    review_reason: str | None = Field(None, description="Which answer to check, for a person.")
-    confidence: dict[str, TaskConfidence] = Field(
-        default_factory=dict, description="Per task (empty when declined)."
-    )
 
 
 class SeenMatch(BaseModel):
@@ -240,7 +247,11 @@ class SeenBefore(BaseModel):
     )
 
 
-class ClaimAssessment(BaseModel):
+class ClaimAssessment(Review):
+    """A claim's decisions are held to the review thresholds its photos are held to, on the
+    claim's own confidence: multiclass, the decision's `confidence`; multilabel, the least
+    certain label's, from the best photo scores."""
+
     claim: str
     seen_before: SeenBefore | None = Field(
         None,
@@ -250,18 +261,6 @@ class ClaimAssessment(BaseModel):
     rule: str = Field(description="How the photos' severities were combined, e.g. 'max'.")
     assessment: dict[str, ClaimTask] | None = Field(
         None, description="Per task name; absent when no photo could be used (see `reason`)."
-    )
-    needs_review: bool = Field(
-        False,
-        description="A decision's confidence is under its task's review threshold (the one "
-        "the photos are held to): a person should check the claim.",
-    )
-    review_reason: str | None = Field(None, description="Which decision to check, for a person.")
-    confidence: dict[str, TaskConfidence] = Field(
-        default_factory=dict,
-        description="Per task: the claim's confidence in its decision (multiclass: the "
-        "decision's `confidence`; multilabel: the least certain label's, from the best photo "
-        "scores) against the threshold; empty without an assessment.",
     )
     photos: list[str] = Field(description="The photos used, those that drove the decision first.")
     left_out: list[LeftOut] = Field(description="Photos not used (unreadable, declined).")

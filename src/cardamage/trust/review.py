@@ -75,9 +75,22 @@ class Confidence:
         return out
 
 
-def review_reason(unsure: Sequence[Confidence]) -> str | None:
-    """What a person should check, for a photo or a claim; None when nothing."""
-    return "; ".join(c.message for c in unsure) if unsure else None
+class Reviewed:
+    """A photo's or a claim's review verdict, from ``unsure``: its decisions a person should
+    check."""
+
+    @property
+    def unsure(self) -> list[Confidence]:
+        raise NotImplementedError
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.unsure)
+
+    @property
+    def review_reason(self) -> str | None:
+        unsure = self.unsure
+        return "; ".join(c.message for c in unsure) if unsure else None
 
 
 @dataclass(frozen=True)
