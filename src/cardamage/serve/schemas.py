@@ -108,7 +108,9 @@ class Review(BaseModel):
     )
 
 
-class TrustReport(Review):
+class Usability(BaseModel):
+    """The first trust question: is this a usable photo of a car."""
+
     abstain: bool = Field(
         description="Declined: the photo is not usable (a quality check failed, or it does not "
         "look like a photo of a car). It then has no prediction, only the reason."
@@ -119,6 +121,10 @@ class TrustReport(Review):
         None, description="Absent for models trained before the check existed."
     )
     quality: dict[str, QualityCheck] = Field(description="Each check by name.")
+
+
+class TrustReport(Review, Usability):  # Pydantic puts the last base's fields first
+    """Both questions, in turn: is the photo usable, and how sure is each answer."""
 
 
 class SeenMatch(BaseModel):
@@ -247,10 +253,8 @@ class SeenBefore(BaseModel):
     )
 
 
-class ClaimAssessment(Review):
-    """A claim's decisions are held to the review thresholds its photos are held to, on the
-    claim's own confidence: multiclass, the decision's `confidence`; multilabel, the least
-    certain label's, from the best photo scores."""
+class ClaimHeader(BaseModel):
+    """What a claim's answer starts with: which claim, and its photos found in other claims."""
 
     claim: str
     seen_before: SeenBefore | None = Field(
@@ -258,6 +262,13 @@ class ClaimAssessment(Review):
         description="Photos found in other claims; present when the server has a photo index "
         "and the request names its claim.",
     )
+
+
+class ClaimAssessment(Review, ClaimHeader):  # Pydantic puts the last base's fields first
+    """A claim's decisions are held to the review thresholds its photos are held to, on the
+    claim's own confidence: multiclass, the decision's `confidence`; multilabel, the least
+    certain label's, from the best photo scores."""
+
     rule: str = Field(description="How the photos' severities were combined, e.g. 'max'.")
     assessment: dict[str, ClaimTask] | None = Field(
         None, description="Per task name; absent when no photo could be used (see `reason`)."
