@@ -5,8 +5,10 @@ Trains on lensor-coco's train split (grouped folds, cached features, MobileNetV2
 the real-photos preset's linear heads), then scores its val and test splits (other cars of the
 same source), the same held-out photos under seven corruptions at two strengths (albumentations:
 blur, JPEG, noise, brightness, contrast, colour cast, downscaling; a stand-in for photos from
-another camera or source) and non-car images (textures, flat colours, text, shapes and
-scikit-image's natural photos). It prints, for the two questions apart:
+another camera or source; blur, light and contrast also at a third strength past what a
+photo can be judged from, which the quality checks should decline) and non-car images
+(textures, flat colours, text, shapes and scikit-image's natural photos). It prints, for the
+two questions apart:
 
 1. *Is this a usable photo of a car?* For each distribution score (all fitted on the same
    training features and folds): the share of genuine photos passed per set and of non-car
@@ -14,7 +16,9 @@ scikit-image's natural photos). It prints, for the two questions apart:
    the distribution check and to both.
 2. *How sure is the answer?* Per task and set: accuracy on all photos, on the answered ones
    and on those answered without review (the review policy fitted out of fold, as training
-   does); the AUROC of the confidence for correctness; accuracy along the risk-coverage curve.
+   does), and a score a guess of the commonest answer does not earn (balanced accuracy,
+   macro-F1) on all and on the answered; the AUROC of the confidence for correctness; accuracy
+   along the risk-coverage curve.
 
 Targets (issue 29): genuine passed >= 90 % on the clean and the mild sets, non-cars flagged
 >= 90 %, answered accuracy >= all-photo accuracy on every set, accuracy falling with coverage.
@@ -32,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
 from bench.common import (
     LENSOR,
@@ -45,7 +49,7 @@ from bench.common import (
     natural_photos,
     parser,
 )
-from cardamage.config import TrustConfig, load_train_config
+from cardamage.config import QualityRules, TrustConfig, load_train_config
 from cardamage.data.images import load_image
 from cardamage.data.manifest import load_manifest
 from cardamage.inference.predictor import Predictor
@@ -55,16 +59,26 @@ from cardamage.runs.rundir import RunDir
 from cardamage.train.crossval import cross_validate
 from cardamage.trust.calibrators import calibrate
 from cardamage.trust.distribution import METHODS, DistributionCheck
-from cardamage.trust.quality import check_quality
+from cardamage.trust.quality import RULES, judge, measure
 from cardamage.trust.review import ReviewPolicy, confidence, correct
 
+#: Per photo, the quality checks' figures in RULES' order (cached, judged under today's rules).
+QUALITY = "quality"
 #: Coverages the risk-coverage curve is printed at.
 CURVE = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 
 
-def corruptions() -> dict[str, tuple[Callable, Callable]]:
-    """Per corruption, its mild and strong transform (fixed strengths, applied at 640 px)."""
+def corruptions() -> dict[str, dict[str, Callable]]:
+    """Per corruption, its transform at each strength (fixed, applied at 640 px): mild and
+    strong, and for blur, light and contrast also past what a photo can be judged from (the
+    quality checks should decline those)."""
     import albumentations as A
+
+    def blur(sigma: float) -> Callable:
+        return A.GaussianBlur(sigma_limit=(sigma, sigma), blur_limit=0, p=1)
+
+    def jpeg(quality: int) -> Callable:
+        return A.ImageCompression(quality_range=(quality, quality), p=1)
 
     def brightness(b: float) -> Callable:
         return A.RandomBrightnessContrast(brightness_limit=(b, b), contrast_limit=(0, 0), p=1)
@@ -82,19 +96,17 @@ def corruptions() -> dict[str, tuple[Callable, Callable]]:
         return A.RGBShift(r_shift_limit=(x, x), g_shift_limit=(0, 0), b_shift_limit=(-x, -x), p=1)
 
     return {
-        "blur": (
-            A.GaussianBlur(sigma_limit=(1.5, 1.5), blur_limit=0, p=1),
-            A.GaussianBlur(sigma_limit=(4, 4), blur_limit=0, p=1),
-        ),
-        "jpeg": (
-            A.ImageCompression(quality_range=(30, 30), p=1),
-            A.ImageCompression(quality_range=(8, 8), p=1),
-        ),
-        "noise": (noise(0.05), noise(0.15)),
-        "brightness": (brightness(-0.25), brightness(-0.5)),
-        "contrast": (contrast(-0.4), contrast(-0.7)),
-        "colour": (cast(25), cast(60)),
-        "downscale": (downscale(0.35), downscale(0.12)),
+        "blur": {"mild": blur(1.5), "strong": blur(4), "unusable": blur(16)},
+        "jpeg": {"mild": jpeg(30), "strong": jpeg(8)},
+        "noise": {"mild": noise(0.05), "strong": noise(0.15)},
+        "brightness": {
+            "mild": brightness(-0.25),
+            "strong": brightness(-0.5),
+            "unusable": brightness(-0.85),
+        },
+        "contrast": {"mild": contrast(-0.4), "strong": contrast(-0.7), "unusable": contrast(-0.95)},
+        "colour": {"mild": cast(25), "strong": cast(60)},
+        "downscale": {"mild": downscale(0.35), "strong": downscale(0.12)},
     }
 
 
@@ -128,34 +140,42 @@ def train(data: Path, config: Path, out: Path, args: argparse.Namespace) -> Path
     return out
 
 
-def engine_outputs(predictor: Predictor, images: list) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def engine_outputs(predictor: Predictor, images: list) -> dict[str, np.ndarray]:
     """The engine's raw outputs (scores before calibration, and the features), and per photo
-    whether it passes every quality check."""
+    the quality checks' figures (``quality``: one column per check, judged later)."""
     parts: dict[str, list[np.ndarray]] = {}
-    usable = []
     for start in range(0, len(images), 32):
         photos = [predictor.decode(image) for image in images[start : start + 32]]
-        usable += [all(c.passed for c in check_quality(p, predictor.quality)) for p in photos]
+        figures = [measure(photo) for photo in photos]
+        parts.setdefault(QUALITY, []).append(np.array([[f[n] for n in RULES] for f in figures]))
         pixels = np.stack([p.pixels for p in photos]).astype(np.float32)
         for name, value in predictor.engine(pixels).items():
             parts.setdefault(name, []).append(np.asarray(value))
-    return {name: np.concatenate(values) for name, values in parts.items()}, np.array(usable)
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def outputs(work: Path, predictor: Predictor, sets: dict[str, Callable[[], list]]) -> dict:
-    """Per set, the engine outputs and the quality verdicts, cached in ``work``."""
+    """Per set, the engine outputs and the quality figures, cached in ``work``; ``usable``:
+    whether each photo passes every quality check under the default rules."""
     cache = work / "outputs.npz"
     found = dict(np.load(cache)) if cache.exists() else {}
     for name, images in sets.items():
-        if f"{name}/usable" not in found:
-            out, usable = engine_outputs(predictor, images())
-            found |= {f"{name}/{k}": v for k, v in out.items()} | {f"{name}/usable": usable}
+        if f"{name}/{QUALITY}" not in found:
+            found |= {f"{name}/{k}": v for k, v in engine_outputs(predictor, images()).items()}
             np.savez(cache, **found)
-            print(f"  scored {name}: {len(usable)} photos", flush=True)
-    return {
+            print(f"  scored {name}: {len(found[f'{name}/{QUALITY}'])} photos", flush=True)
+    per_set = {
         name: {k.split("/", 1)[1]: v for k, v in found.items() if k.startswith(f"{name}/")}
         for name in sets
     }
+    for out in per_set.values():
+        out["usable"] = np.array([_usable(row) for row in out[QUALITY]])
+    return per_set
+
+
+def _usable(figures: np.ndarray) -> bool:
+    checks = judge(dict(zip(RULES, figures.tolist(), strict=True)), QualityRules())
+    return all(check.passed for check in checks)
 
 
 def run_splits(run: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -176,22 +196,22 @@ def distribution_table(train_features, splits, sets: dict, coverages: tuple[floa
     names = [n for n in sets if n != "non-car"]
     columns = [(m, c) for c in coverages for m in METHODS]
     print("\n1. usable photo of a car: share passed by the distribution check alone")
-    print(f"{'set':<18}" + "".join(f"{m[:8] + f' {c:.0%}':>14}" for m, c in columns))
+    print(f"{'set':<18}" + "".join(f"{m[:8] + f' {c:.1%}':>15}" for m, c in columns))
     checks = [DistributionCheck.fit(train_features, splits, m, c) for m, c in columns]
     passed = [
         {n: np.mean([v.passed for v in check.verdicts(sets[n][FEATURES])]) for n in sets}
         for check in checks
     ]
     for name in names:
-        print(f"{name:<18}" + "".join(f"{p[name]:>14.1%}" for p in passed))
-    print(f"{'non-car flagged':<18}" + "".join(f"{1 - p['non-car']:>14.1%}" for p in passed))
+        print(f"{name:<18}" + "".join(f"{p[name]:>15.1%}" for p in passed))
+    print(f"{'non-car flagged':<18}" + "".join(f"{1 - p['non-car']:>15.1%}" for p in passed))
     genuine, strangers = sets["held-out"][FEATURES], sets["non-car"][FEATURES]
     truth = np.r_[np.ones(len(genuine)), np.zeros(len(strangers))]
     auroc = [
         roc_auc_score(truth, np.r_[c.density.score(genuine), c.density.score(strangers)])
         for c in checks
     ]
-    print(f"{'AUROC vs non-car':<18}" + "".join(f"{a:>14.3f}" for a in auroc))
+    print(f"{'AUROC vs non-car':<18}" + "".join(f"{a:>15.3f}" for a in auroc))
     print("(each set for its share of genuine training photos passed out of fold)")
 
 
@@ -212,14 +232,17 @@ def declined(check: DistributionCheck, sets: dict) -> dict[str, np.ndarray]:
 def answers_table(predictor, review: ReviewPolicy, sets: dict, targets: dict, refused) -> None:
     print(
         "\n2. how sure is the answer: accuracy on all photos / on the answered (not declined) / "
-        "on those answered without review; coverage of each; AUROC of confidence for correctness"
+        "on those answered without review; coverage of each; AUROC of confidence for correctness; "
+        "a score that a guess of the commonest answer does not earn (balanced accuracy, macro-F1) "
+        "on all and on the answered photos"
     )
     for task in predictor.tasks:
-        metric = "accuracy" if task.multiclass else "exact match"
+        metric, fair = ("accuracy", "bal.acc") if task.multiclass else ("exact match", "macroF1")
         threshold = review.thresholds[task.name]
         print(f"\n{task.name} ({metric}; review under confidence {threshold:.3f})")
         header = ("all", 7), ("answered", 10), ("(share)", 9), ("no review", 10), ("(share)", 9)
-        print(f"{'set':<18}" + "".join(f"{h:>{w}}" for h, w in header) + f"{'AUROC':>7}")
+        header += ("AUROC", 7), (fair, 9), ("answered", 10)
+        print(f"{'set':<18}" + "".join(f"{h:>{w}}" for h, w in header))
         for name, out in sets.items():
             if name == "non-car":
                 continue
@@ -234,6 +257,7 @@ def answers_table(predictor, review: ReviewPolicy, sets: dict, targets: dict, re
             print(
                 f"{name:<18}{right.mean():>7.3f}{_mean(right[answered]):>10}{answered.mean():>9.0%}"
                 f"{_mean(right[sure]):>10}{sure.mean():>9.0%}{auroc:>7.3f}"
+                f"{_fair(task, y, scores, right >= 0):>9}{_fair(task, y, scores, answered):>10}"
             )
         _curve(task, predictor, sets, targets, refused)
 
@@ -249,6 +273,18 @@ def _curve(task, predictor, sets, targets, refused) -> None:
         order = np.argsort(-confidence(task, scores[answered]), kind="stable")
         cells = [right[order][: max(1, round(c * len(order)))].mean() for c in CURVE]
         print(f"  {name:<16}" + "".join(f"{v:>7.3f}" for v in cells))
+
+
+def _fair(task, y: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> str:
+    """Balanced accuracy (multiclass) or macro-F1 (multilabel) of the decisions on ``rows``:
+    unlike accuracy, answering every photo with the commonest class earns chance, not 0.67."""
+    if rows.sum() < 10:
+        return "-"
+    y, scores = np.asarray(y)[rows], scores[rows]
+    if task.multiclass:
+        return f"{balanced_accuracy_score(y.argmax(1), scores.argmax(1)):.3f}"
+    found = scores >= np.asarray(task.thresholds)
+    return f"{f1_score(y > 0, found, average='macro', zero_division=0):.3f}"
 
 
 def _mean(values: np.ndarray) -> str:
@@ -287,20 +323,21 @@ def main() -> None:
 
     sources = {"train": trained.paths, "held-out": heldout.paths}
     sources["non-car"] = lambda: constructed(224) + natural_photos()
-    for name, (mild, strong) in corruptions().items():
-        sources |= {f"{name}-mild": corrupted(mild), f"{name}-strong": corrupted(strong)}
+    for name, strengths in corruptions().items():
+        sources |= {f"{name}-{strength}": corrupted(t) for strength, t in strengths.items()}
     print(f"\nscoring {len(sources)} sets (cached in {work / 'outputs.npz'})")
     everything = outputs(work, predictor, sources)
     sets = {k: v for k, v in everything.items() if k != "train"}
     print(
         f"\nlensor-coco: trained on {len(trained)} photos (train split, grouped folds), "
-        f"held out {len(heldout)} (val + test) and the same under 7 corruptions at 2 strengths, "
+        f"held out {len(heldout)} (val + test) and the same under 7 corruptions at 2 strengths "
+        "(blur, light and contrast also past judging), "
         f"{len(sets['non-car']['usable'])} non-car images; MobileNetV2 at {args.size} px"
     )
     default = TrustConfig()
     splits = run_splits(run)
     train_features = everything["train"][FEATURES]
-    distribution_table(train_features, splits, sets, (0.95, default.coverage))
+    distribution_table(train_features, splits, sets, (0.99, default.coverage))
     check = DistributionCheck.fit(train_features, splits, default.distribution, default.coverage)
     print(f"\ndeclined with the default ({default.distribution}), by cause:")
     refused = declined(check, sets)

@@ -102,7 +102,7 @@ def test_a_declined_photo_has_its_reason_and_no_answer_in_every_format(
 ) -> None:
     """No label, no score, no heatmap: only why, for a person and the figures for engineers."""
     dark = tmp_path / "night.png"
-    car_photo().point(lambda v: v // 12).save(dark)
+    car_photo().point(lambda v: v // 40).save(dark)
     base = ["predict", str(dark), "--model", str(tiny_model_dir)]
     heatmaps = tmp_path / "heatmaps"
     assert main([*base, "--output", str(tmp_path / "o.csv"), "--explain", str(heatmaps)]) == 0

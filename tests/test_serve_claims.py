@@ -88,7 +88,7 @@ def test_a_bad_photo_gets_an_error_row_and_the_claim_is_assessed_from_the_rest(c
 
 def _dark(seed: int) -> bytes:
     """A readable photo too dark to judge: declined, not refused."""
-    return encoded(noise_image(80, 72, seed=seed).point(lambda v: v // 8))
+    return encoded(noise_image(80, 72, seed=seed).point(lambda v: v // 32))
 
 
 def test_a_claim_whose_photos_are_all_declined_answers_each_photo_and_no_verdict(client):

@@ -224,7 +224,7 @@ def test_heatmaps_switched_on_after_an_upload_appear_with_caption_and_legend(
 
 def test_a_photo_the_model_will_not_answer_for_shows_why_not_a_severity(browser, server, tmp_path):
     dark = tmp_path / "night.jpg"
-    dark.write_bytes(encoded(car_photo().point(lambda v: v // 12), quality=90))
+    dark.write_bytes(encoded(car_photo().point(lambda v: v // 40), quality=90))
     page = _open(browser, server.url, 1280, 900)
     page.set_input_files("#picker", str(dark))
     card = page.locator(".card").first
@@ -294,7 +294,7 @@ def test_a_claim_of_declined_photos_says_so_once_and_each_photo_why(browser, ser
     paths = []
     for i in range(2):
         paths.append(tmp_path / f"night{i}.jpg")
-        paths[-1].write_bytes(encoded(car_photo().point(lambda v: v // 12), quality=90))
+        paths[-1].write_bytes(encoded(car_photo().point(lambda v: v // 40), quality=90))
     page = _open(browser, server.url, 1280, 900)
     page.set_input_files("#picker", [str(p) for p in paths])
     claim = page.locator(".claim")

@@ -61,7 +61,7 @@ class Why(BaseModel):
         None, description="For a person, e.g. 'too dark to judge: retake in daylight'."
     )
     detail: str | None = Field(
-        None, description="The figures, for engineers, e.g. 'brightness 12, under 25'."
+        None, description="The figures, for engineers, e.g. 'brightness 5, under 8'."
     )
 
 

@@ -12,11 +12,12 @@ distance of the standardised features under a shrunk (Ledoit-Wolf) covariance (L
 2018). ``bench/trust.py`` compares them on lensor-coco, its held-out photos under common
 corruptions and non-car images: set for 99 % of genuine photos, the residual passed 95-100 % of
 every mildly corrupted copy and flagged 95 % of non-car images; Mahalanobis flagged 87 % and
-knn 87 % (docs/benchmarks/trust.md). A raw score means nothing to a person, so a
-photo's ``typicality`` is the share of genuine photos, scored out of fold at training time, that
-scored lower: 0.03 means only 3 % of the training photos looked less typical. The flag passes
-photos above the quantile that lets the chosen ``coverage`` (default 99 %) of genuine photos
-pass.
+knn 87 %; set for 99.5 % (the default), it passed 99-100 % of the clean and mild copies and
+flagged 90 % alone and 97 % with the quality checks (docs/benchmarks/trust.md). A raw score
+means nothing to a person, so a photo's ``typicality`` is the share of genuine photos, scored
+out of fold at training time, that scored lower: 0.03 means only 3 % of the training photos
+looked less typical. The flag passes photos above the quantile that lets the chosen
+``coverage`` (default 99.5 %) of genuine photos pass.
 
 Fitted from features alone, applied to features alone: every engine (ONNX included) outputs the
 features beside the scores, and this module turns them into the same numbers.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cardamage.config import TrustConfig
 from cardamage.errors import CardamageError
 from cardamage.io import atomic_path
 
@@ -44,7 +46,7 @@ DIMS = 8
 #: Most training photos the knn score keeps (a random subset beyond): memory and time stay
 #: bounded (20,000 x 1,600 float16 features are 64 MB) on large training sets.
 MAX_BANK = 20_000
-DEFAULT_COVERAGE = 0.99
+DEFAULT_COVERAGE: float = TrustConfig.model_fields["coverage"].default
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ class QualityCheck:
 
     @property
     def detail(self) -> str | None:
-        """The figures beside it, for engineers ("brightness 12, under 25")."""
+        """The figures beside it, for engineers ("brightness 5, under 8")."""
         if self.passed:
             return None
         rule = RULES[self.name]
@@ -82,18 +82,35 @@ class QualityCheck:
 
 def check_quality(photo: Photo, rules: QualityRules) -> list[QualityCheck]:
     """Every check on one photo, measured on its analysis image and its stored size."""
+    return judge(measure(photo), rules)
+
+
+def measure(photo: Photo) -> dict[str, float]:
+    """Per check, the photo's figure: what the rules are held against (cache these to judge
+    many photos under other rules without decoding them again)."""
     grey = np.asarray(photo.analysis, dtype=np.float32) @ _LUMA
     brightness = float(grey.mean())
-    measured = {
-        "size": (float(min(photo.size)), rules.min_side),
-        "dark": (brightness, rules.min_brightness),
-        "bright": (brightness, rules.max_brightness),
-        "uniform": (float(grey.std()), rules.min_contrast),
-        "blur": (float(ndimage.laplace(grey).var()), rules.min_sharpness),
+    return {
+        "size": float(min(photo.size)),
+        "dark": brightness,
+        "bright": brightness,
+        "uniform": float(grey.std()),
+        "blur": float(ndimage.laplace(grey).var()),
+    }
+
+
+def judge(measured: dict[str, float], rules: QualityRules) -> list[QualityCheck]:
+    """The checks of measured figures under ``rules``."""
+    thresholds = {
+        "size": rules.min_side,
+        "dark": rules.min_brightness,
+        "bright": rules.max_brightness,
+        "uniform": rules.min_contrast,
+        "blur": rules.min_sharpness,
     }
     return [
-        QualityCheck(name, value, threshold, _passes(RULES[name], value, threshold))
-        for name, (value, threshold) in measured.items()
+        QualityCheck(name, value, thresholds[name], _passes(RULES[name], value, thresholds[name]))
+        for name, value in measured.items()
     ]
 
 
