@@ -183,9 +183,10 @@ def main() -> None:
     )
     manifest, _ = load_manifest(labels, labels.parent, cfg.build_tasks())
     targets = {t.name: manifest.targets(t) for t in cfg.build_tasks()}
+    top = f"; (d): the top {args.layers}" if args.layers else ""
     print(
         f"{args.n} photos, {args.backbone} at {args.size} px, batch {cfg.heads.batch_size}, "
-        f"every layer trainable (BatchNorm frozen), {args.rounds} timed epochs per variant"
+        f"every layer trainable (BatchNorm frozen{top}), {args.rounds} timed epochs per variant"
     )
     report(rates(args, cfg, manifest.paths(), targets))
     if args.run:
