@@ -152,17 +152,9 @@ class ClaimAssessment(Reviewed):
     seen_before: SeenBefore | None = None
 
     @property
-    def unsure(self) -> list[Confidence]:
-        """The decisions a person should check."""
-        return [t.review for t in self.tasks.values() if t.review and not t.review.sure]
-
-    def trust_dict(self) -> dict:
-        """The review verdict, in the shape of a photo's (a claim is never declined whole)."""
-        return {
-            "needs_review": self.needs_review,
-            "review_reason": self.review_reason,
-            "confidence": {n: t.review.to_dict() for n, t in self.tasks.items() if t.review},
-        }
+    def confidences(self) -> dict[str, Confidence]:
+        """The tasks held to a review policy (none without one)."""
+        return {name: t.review for name, t in self.tasks.items() if t.review}
 
     @property
     def partial(self) -> str | None:

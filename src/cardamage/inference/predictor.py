@@ -96,9 +96,9 @@ class Prediction(Reviewed):
         return self.trust.reason
 
     @property
-    def unsure(self) -> list[Confidence]:
-        """The tasks whose answer a person should check (none for a declined photo)."""
-        return [] if self.abstain else [c for c in self.review.values() if not c.sure]
+    def confidences(self) -> dict[str, Confidence]:
+        """Empty for a declined photo: there is no answer to check."""
+        return {} if self.abstain else self.review
 
     def to_dict(self) -> dict | None:
         """Per task name, as the API and ``cardamage predict`` give them; None when declined
@@ -109,11 +109,7 @@ class Prediction(Reviewed):
 
     def trust_dict(self) -> dict:
         """Both questions' verdicts, as the API and the JSON outputs give them."""
-        return self.trust.to_dict() | {
-            "needs_review": self.needs_review,
-            "review_reason": self.review_reason,
-            "confidence": {} if self.abstain else {n: c.to_dict() for n, c in self.review.items()},
-        }
+        return self.trust.to_dict() | super().trust_dict()
 
 
 class Predictor:

@@ -76,12 +76,17 @@ class Confidence:
 
 
 class Reviewed:
-    """A photo's or a claim's review verdict, from ``unsure``: its decisions a person should
-    check."""
+    """A photo's or a claim's review verdict, from ``confidences``: per task, the confidence of
+    its decision (none where there is no answer)."""
+
+    @property
+    def confidences(self) -> dict[str, Confidence]:
+        raise NotImplementedError
 
     @property
     def unsure(self) -> list[Confidence]:
-        raise NotImplementedError
+        """The decisions a person should check."""
+        return [c for c in self.confidences.values() if not c.sure]
 
     @property
     def needs_review(self) -> bool:
@@ -91,6 +96,14 @@ class Reviewed:
     def review_reason(self) -> str | None:
         unsure = self.unsure
         return "; ".join(c.message for c in unsure) if unsure else None
+
+    def trust_dict(self) -> dict:
+        """The verdict as the API and the JSON outputs give it (a photo adds its usability)."""
+        return {
+            "needs_review": self.needs_review,
+            "review_reason": self.review_reason,
+            "confidence": {name: c.to_dict() for name, c in self.confidences.items()},
+        }
 
 
 @dataclass(frozen=True)
