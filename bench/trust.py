@@ -54,6 +54,7 @@ from cardamage.data.images import load_image
 from cardamage.data.manifest import load_manifest
 from cardamage.inference.predictor import Predictor
 from cardamage.metrics.calibration import reliability
+from cardamage.metrics.classification import decide
 from cardamage.model.metadata import FEATURES
 from cardamage.runs.rundir import RunDir
 from cardamage.train.crossval import cross_validate
@@ -156,7 +157,7 @@ def engine_outputs(predictor: Predictor, images: list) -> dict[str, np.ndarray]:
 
 def outputs(work: Path, predictor: Predictor, sets: dict[str, Callable[[], list]]) -> dict:
     """Per set, the engine outputs and the quality figures, cached in ``work``; ``usable``:
-    whether each photo passes every quality check under the default rules."""
+    whether each photo passes every quality check under the predictor's rules."""
     cache = work / "outputs.npz"
     found = dict(np.load(cache)) if cache.exists() else {}
     for name, images in sets.items():
@@ -169,12 +170,12 @@ def outputs(work: Path, predictor: Predictor, sets: dict[str, Callable[[], list]
         for name in sets
     }
     for out in per_set.values():
-        out["usable"] = np.array([_usable(row) for row in out[QUALITY]])
+        out["usable"] = np.array([_usable(row, predictor.quality) for row in out[QUALITY]])
     return per_set
 
 
-def _usable(figures: np.ndarray) -> bool:
-    checks = judge(dict(zip(RULES, figures.tolist(), strict=True)), QualityRules())
+def _usable(figures: np.ndarray, rules: QualityRules) -> bool:
+    checks = judge(dict(zip(RULES, figures.tolist(), strict=True)), rules)
     return all(check.passed for check in checks)
 
 
@@ -257,7 +258,8 @@ def answers_table(predictor, review: ReviewPolicy, sets: dict, targets: dict, re
             print(
                 f"{name:<18}{right.mean():>7.3f}{_mean(right[answered]):>10}{answered.mean():>9.0%}"
                 f"{_mean(right[sure]):>10}{sure.mean():>9.0%}{auroc:>7.3f}"
-                f"{_fair(task, y, scores, right >= 0):>9}{_fair(task, y, scores, answered):>10}"
+                f"{_fair(task, y, scores, np.ones(len(right), bool)):>9}"
+                f"{_fair(task, y, scores, answered):>10}"
             )
         _curve(task, predictor, sets, targets, refused)
 
@@ -280,11 +282,10 @@ def _fair(task, y: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> str:
     unlike accuracy, answering every photo with the commonest class earns chance, not 0.67."""
     if rows.sum() < 10:
         return "-"
-    y, scores = np.asarray(y)[rows], scores[rows]
+    y, found = np.asarray(y)[rows] > 0, decide(task, scores[rows])
     if task.multiclass:
-        return f"{balanced_accuracy_score(y.argmax(1), scores.argmax(1)):.3f}"
-    found = scores >= np.asarray(task.thresholds)
-    return f"{f1_score(y > 0, found, average='macro', zero_division=0):.3f}"
+        return f"{balanced_accuracy_score(y.argmax(1), found.argmax(1)):.3f}"
+    return f"{f1_score(y, found, average='macro', zero_division=0):.3f}"
 
 
 def _mean(values: np.ndarray) -> str:
