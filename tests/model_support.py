@@ -49,3 +49,22 @@ def tflite_scores(run: Path, pixels: np.ndarray, int8: bool = False) -> dict[str
     interpreter = tf.lite.Interpreter(model_path=str(export_model(run, "tflite", int8=int8)))
     runner = interpreter.get_signature_runner()
     return runner(**{next(iter(runner.get_input_details())): pixels})
+
+
+def tiny_fine_tuning(labels: Path, out: Path, **options):
+    """The train config of a tiny fine-tuning run (MobileNet 0.25 at 32 px, random weights,
+    two epochs) on ``labels``, writing under ``out``; ``options`` by flag name on top."""
+    from cardamage.config import load_train_config
+
+    tiny = {
+        "data": labels,
+        "out": out / "run",
+        "cache_dir": out / "cache",
+        "backbone": "mobilenet",
+        "alpha": 0.25,
+        "weights": "none",
+        "image_size": 32,
+        "head_units": 8,
+        "fine_tune_epochs": 2,
+    }
+    return load_train_config(None, tiny | options)

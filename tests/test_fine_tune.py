@@ -12,10 +12,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from model_support import savedmodel_scores, tflite_scores
+from model_support import savedmodel_scores, tflite_scores, tiny_fine_tuning
 
 from bench.common import normalise_batchnorm
-from cardamage.config import load_train_config
 from cardamage.data.images import load_image
 from cardamage.data.manifest import load_manifest
 from cardamage.inference.export import export_model
@@ -36,22 +35,12 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(dataset: Path, out: Path, batchnorm: str):
-    return load_train_config(
-        None,
-        {
-            "data": dataset / "labels.csv",
-            "out": out / "run",
-            "cache_dir": out / "cache",
-            "backbone": "mobilenet",
-            "alpha": 0.25,
-            "weights": "none",
-            "image_size": SIZE,
-            "head_units": 8,
-            "batch_size": 8,
-            "fine_tune_layers": -1,
-            "fine_tune_epochs": 2,
-            "fine_tune_batchnorm": batchnorm,
-        },
+    return tiny_fine_tuning(
+        dataset / "labels.csv",
+        out,
+        batch_size=8,
+        fine_tune_layers=-1,
+        fine_tune_batchnorm=batchnorm,
     )
 
 

@@ -216,6 +216,16 @@ class FineTuneConfig(StrictModel):
         le=1,
         description="photos cached this much larger than image_size, randomly cropped back",
     )
+    #: the layers below the tuned ones are frozen: their activations for a few augmented views
+    #: of each photo, computed once for every fold and the refit, halve an epoch's cost
+    cached_views: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="augmented views whose activations below the tuned layers are computed "
+        "once and trained on, each epoch the next view (0: every epoch augments anew and runs "
+        "every layer)",
+    )
 
 
 class TrustConfig(StrictModel):

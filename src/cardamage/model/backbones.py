@@ -20,6 +20,7 @@ dent AP 0.40 -> 0.48, severity macro-F1 0.488 -> 0.493.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,11 +203,17 @@ class Backbone(keras.Model):
         """Its layers from input to output: fine-tuning unfreezes the last n of them."""
         raise CardamageError(f"backbone '{self.name}' cannot be fine-tuned: set fine_tune_layers 0")
 
-    def split(self) -> tuple[keras.Model, keras.Model]:
-        """(bottom, top) with top(bottom(pixels)) == self(pixels), both made of this backbone's
-        own layers: ``tune_top`` caches the bottom's activations once per image and view, then
-        trains the top on them, which is fine-tuning the top stage at a fraction of the cost."""
+    def split(self, at: str | None = None) -> tuple[keras.Model, keras.Model]:
+        """(bottom, top) with top(bottom(pixels)) == self(pixels), cut at the input of layer
+        ``at`` (default: ``top_starts``), both made of this backbone's own layers: ``tune_top``
+        and fine-tuning with ``cached_views`` compute the bottom's activations once per image
+        and view, then train the top on them, which is tuning the top at a fraction of the cost."""
         raise CardamageError(f"backbone '{self.name}' has no top stage to tune: set tune_top false")
+
+    def tuned_cut(self, n_layers: int) -> str | None:
+        """Where the activations below the top ``n_layers`` are cached (see ``split``), or None
+        where there is no such cut (every layer tuned, several scales)."""
+        return None
 
     #: the name of the layer whose input ``split`` cuts at (the cache key of tune_top's features)
     top_starts: str | None = None
@@ -278,12 +285,13 @@ class ApplicationBackbone(Backbone):
     def tunable_layers(self) -> list[keras.layers.Layer]:
         return list(self.core.layers)
 
-    def split(self) -> tuple[keras.Model, keras.Model]:
-        if self.top_starts is None:
+    def split(self, at: str | None = None) -> tuple[keras.Model, keras.Model]:
+        at = at or self.top_starts
+        if at is None:
             return super().split()
         if self.downscales:
             raise CardamageError("tune_top trains one scale: set scales [1] or tune_top false")
-        cut = self.core.get_layer(self.top_starts).input
+        cut = self.core.get_layer(at).input
         pixels = keras.Input(self.input_shape[1:], name="pixels")
         x = self.preprocessing(pixels) if self.preprocessing is not None else pixels
         bottom = keras.Model(self.core.input, cut, name=f"{self.core.name}_bottom")
@@ -294,6 +302,25 @@ class ApplicationBackbone(Backbone):
             keras.Model(pixels, bottom(x), name="backbone_bottom"),
             keras.Model(activations, features, name="backbone_top"),
         )
+
+    def tuned_cut(self, n_layers: int) -> str | None:
+        """The narrowest point at the resolution of the first tuned layer's input, at or below
+        it, where the network is one tensor (not inside a residual block): MobileNetV2's top 100
+        layers cut at block_6_expand, whose input is 28 x 28 x 32, not 28 x 28 x 192 above it."""
+        layers = self.core.layers
+        if self.downscales or not 0 < n_layers < len(layers) - 1:
+            return None
+        resolution, best, smallest = None, None, math.inf
+        for layer in reversed(layers[1 : len(layers) - n_layers + 1]):
+            shape = _single_shape(layer.input)
+            if shape is None:  # an Add or Concatenate: no one tensor enters it
+                continue
+            resolution = resolution or shape[:-1]
+            if shape[:-1] != resolution:
+                break
+            if math.prod(shape) < smallest and _cuts(self.core, layer):
+                best, smallest = layer.name, math.prod(shape)
+        return best
 
     def get_config(self) -> dict:
         return {
@@ -346,6 +373,20 @@ def _downscale(factor: int) -> keras.layers.Layer:
     no aliasing, and an operation every export format has. Factor 1 gets its (identity) layer
     too, so that every scale of a model has one."""
     return keras.layers.AveragePooling2D(factor, name=f"downscale_{factor}")
+
+
+def _single_shape(x: keras.KerasTensor | Sequence[keras.KerasTensor]) -> tuple | None:
+    """A tensor's shape without the batch axis; None for several tensors."""
+    return None if isinstance(x, list | tuple) else tuple(x.shape[1:])
+
+
+def _cuts(core: keras.Model, layer: keras.layers.Layer) -> bool:
+    """Whether ``layer``'s input alone computes every output of ``core``."""
+    try:
+        keras.Model(layer.input, core.outputs)
+    except ValueError:  # "not connected to inputs": the graph needs a tensor from below
+        return False
+    return True
 
 
 def _as_list(x: keras.KerasTensor | Sequence[keras.KerasTensor]) -> list[keras.KerasTensor]:

@@ -63,6 +63,9 @@ class FeatureRequest:
     seed: int  # random augmentation, and random initial weights, depend on it
     #: None: the backbone's pooled features; a layer name: the activations entering it
     layer: str | None = None
+    #: None: views augmented at the input size (``augment``); a share: views cropped from
+    #: photos cached this much larger (fine-tuning's ``cached_views``)
+    crop: float | None = None
 
     def key(self) -> str:
         settings = {
@@ -81,6 +84,8 @@ class FeatureRequest:
             "seed": self.seed,
             "keras": keras.__version__,
         }
+        if self.crop is not None:
+            settings["crop"] = self.crop
         return content_key(settings, self.paths)
 
 

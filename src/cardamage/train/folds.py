@@ -19,10 +19,11 @@ from cardamage.data.manifest import Manifest
 from cardamage.metrics.classification import task_metrics
 from cardamage.metrics.results import plot_history
 from cardamage.model.metadata import ModelSpec
-from cardamage.model.multitask import ModelBundle, build_model
+from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, build_model
 from cardamage.runs.rundir import FoldFiles, RunDir
 from cardamage.tasks import Task
 from cardamage.train import runtime
+from cardamage.train.activations import Activations, cached_activations
 from cardamage.train.features import (
     Extractor,
     FeatureRequest,
@@ -31,7 +32,7 @@ from cardamage.train.features import (
     cached_features,
     default_cache_dir,
 )
-from cardamage.train.pixels import cached_pixels, cached_size
+from cardamage.train.pixels import PixelAugment, cached_pixels, cached_size
 from cardamage.train.review_scores import mean_over_views
 from cardamage.train.trainer import FoldData, HeadTrainer, fine_tune, tuned_top
 
@@ -84,8 +85,35 @@ class Inputs:
         side = cached_size(cfg.model.image_size, cfg.fine_tune.crop)
         return cached_pixels(self.paths, side, cfg.run.cache_dir or default_cache_dir())
 
+    @functools.cached_property
+    def activations(self) -> Activations | None:
+        """What enters the tuned layers, for every photo and view, where they are computed once
+        (``fine_tune.cached_views``; the backbone has a cut below them), else None."""
+        cfg, recipe = self.cfg, self.cfg.fine_tune
+        if not (recipe.layers and recipe.cached_views):
+            return None
+        backbone = build_model(model_spec(cfg), self.tasks[:1]).branch_backbones[0]
+        cut = backbone.tuned_cut(recipe.layers)
+        if cut is None:
+            return None
+        backbone.set_weights(self.backbone_weights)
+        request = FeatureRequest(
+            model_spec(cfg),
+            self.paths,
+            cfg.data.augment,
+            1 + recipe.cached_views,
+            cfg.run.seed,
+            cut,
+            recipe.crop,
+        )
+        augment = PixelAugment.from_config(cfg.model.image_size, cfg.data.augment)
+        cache = cfg.run.cache_dir or default_cache_dir()
+        return cached_activations(backbone.split(cut)[0], request, self.pixels, augment, cache)
+
     def fold(self, train: np.ndarray, val: np.ndarray) -> FoldData:
-        return FoldData(self.features, self.targets, self.paths, train, val, self.pixels)
+        return FoldData(
+            self.features, self.targets, self.paths, train, val, self.pixels, self.activations
+        )
 
     @property
     def backbone_weights(self) -> list[np.ndarray]:
@@ -137,6 +165,19 @@ def predict_images(model: keras.Model, paths: list[Path], batch_size: int) -> di
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
+def tuned_scores(
+    model: MultiTaskClassifier, data: FoldData, batch_size: int
+) -> dict[str, np.ndarray]:
+    """A tuned model's validation scores: from the photos' cached activations where it trained
+    on them (the model's own computation from view 0, the photo as it is, at a fraction of the
+    cost), else from the photos (also with flip TTA, which sees the mirrored photo too)."""
+    if data.activations is None or model.mirror is not None:
+        return predict_images(model, [data.paths[i] for i in data.val], batch_size)
+    above = model.above(data.activations.cut)
+    x = np.asarray(data.activations.values[0, data.val])
+    return {k: np.asarray(v) for k, v in above.predict(x, batch_size, verbose=0).items()}
+
+
 def train_model(
     inputs: Inputs, data: FoldData, log_dir: Path, seed: int, schedule: dict | None = None
 ) -> tuple[keras.Model, dict[str, list[float]], dict, dict[str, np.ndarray] | None]:
@@ -172,7 +213,7 @@ def train_model(
         if not len(data.val):
             return model, history, done, None
         if cfg.fine_tune.layers:
-            scores = predict_images(model, [data.paths[i] for i in data.val], cfg.heads.batch_size)
+            scores = tuned_scores(model, data, cfg.heads.batch_size)
         else:
             scores = inputs.heads.predict(np.asarray(data.features[0, data.val]))
     return model, history, done, scores

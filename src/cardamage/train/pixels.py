@@ -85,28 +85,38 @@ def pixel_dataset(
     frame, as the model sees it). ``columns``: per-row arrays (targets, weights) or dicts."""
     import tensorflow as tf
 
-    def fetch(row):
-        photo = tf.numpy_function(lambda r: np.asarray(pixels[r]), [row], tf.uint8)
-        photo.set_shape(pixels.shape[1:])
-        return photo
-
     ds = tf.data.Dataset.from_tensor_slices((rows.astype(np.int64), *columns))
     if augment is None:
         ds = ds.map(
-            lambda row, *rest: (tf.image.resize(fetch(row), (size, size), antialias=True), *rest),
+            lambda row, *rest: (
+                tf.image.resize(fetch_photo(pixels, row), (size, size), antialias=True),
+                *rest,
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda item, pair: (_augmented(fetch(item[0]), pair, augment), *item[1:]),
+            lambda item, pair: (
+                augmented_photo(fetch_photo(pixels, item[0]), pair, augment),
+                *item[1:],
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _augmented(photo, seed, augment: PixelAugment):
+def fetch_photo(pixels: np.ndarray, row):
+    """Row ``row`` (a tensor) of the cache, as a uint8 tensor, inside tf.data."""
+    import tensorflow as tf
+
+    photo = tf.numpy_function(lambda r: np.asarray(pixels[r]), [row], tf.uint8)
+    photo.set_shape(pixels.shape[1:])
+    return photo
+
+
+def augmented_photo(photo, seed, augment: PixelAugment):
     """One photo's random crop, flip, brightness and contrast, from stateless seeds: the same
     seed gives the same photo, whatever thread runs it."""
     import tensorflow as tf

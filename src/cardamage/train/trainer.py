@@ -15,8 +15,9 @@ from tqdm import tqdm
 from cardamage.config import FineTuneConfig, TrainConfig
 from cardamage.data.pipeline import feature_batches
 from cardamage.model.backbones import Backbone, nested_layers
-from cardamage.model.multitask import HeadStack
+from cardamage.model.multitask import HeadStack, MultiTaskClassifier
 from cardamage.tasks import Task
+from cardamage.train.activations import Activations, view_batches
 from cardamage.train.interrupt import CheckInterrupt
 from cardamage.train.pixels import PixelAugment, pixel_dataset
 
@@ -26,7 +27,8 @@ Targets = dict[str, np.ndarray]
 @dataclass
 class FoldData:
     """A fold's inputs: cached features (views, n, dim), per-task targets, image paths, and
-    for fine-tuning the cached pixels (n, side, side, 3)."""
+    for fine-tuning the cached pixels (n, side, side, 3) or the activations below the tuned
+    layers (``fine_tune.cached_views``)."""
 
     features: np.ndarray
     targets: Targets
@@ -34,6 +36,7 @@ class FoldData:
     train: np.ndarray
     val: np.ndarray
     pixels: np.ndarray | None = None
+    activations: Activations | None = None
 
 
 class ProgressBar(keras.callbacks.Callback):
@@ -347,7 +350,7 @@ def fine_tune_optimizer(recipe: FineTuneConfig, total_steps: int) -> keras.optim
 
 
 def fine_tune(
-    model: keras.Model,
+    model: MultiTaskClassifier,
     backbones: Sequence[Backbone],
     tasks: Sequence[Task],
     data: FoldData,
@@ -356,49 +359,48 @@ def fine_tune(
     seed: int,
     epochs: int | None = None,
 ) -> tuple[dict[str, list[float]], int]:
-    """End to end from the warmed-up heads, on ``data.pixels``; without validation images for
-    the given number of epochs. The rate follows the schedule of ``fine_tune.epochs`` even when
-    the refit stops earlier, after the epochs the folds chose: the path the folds validated.
-    Returns (history, best epoch)."""
+    """End to end from the warmed-up heads, on ``data.activations`` (the layers above them) or
+    else ``data.pixels``; without validation images for the given number of epochs. The rate
+    follows the schedule of ``fine_tune.epochs`` even when the refit stops earlier, after the
+    epochs the folds chose: the path the folds validated. Returns (history, best epoch)."""
     recipe, batch = cfg.fine_tune, cfg.heads.batch_size
     for backbone in backbones:
         unfreeze_top(backbone, recipe.layers, freezes_batchnorm(cfg))
     n_epochs = epochs or recipe.epochs
     steps = math.ceil(len(data.train) / batch)
     names = [t.name for t in tasks]
+    trained = model.above(data.activations.cut) if data.activations else model
     compile_model(
-        model,
+        trained,
         tasks,
         fine_tune_optimizer(recipe, steps * recipe.epochs),
         cfg.heads.loss_weights,
         label_smoothing=recipe.label_smoothing,
     )
-    size = model.input_shape[1]
     y_train = _select(data.targets, data.train, names)
-    train_ds = pixel_dataset(
-        data.pixels,
-        data.train,
-        (y_train, sample_weights(tasks, y_train, cfg.heads.class_weights)),
-        batch,
-        size=size,
-        augment=PixelAugment.from_config(size, cfg.data.augment),
-        seed=seed,
-    )
+    columns = (y_train, sample_weights(tasks, y_train, cfg.heads.class_weights))
+    y_val = _select(data.targets, data.val, names)
+    if data.activations:
+        values = data.activations.values
+        train_ds = view_batches(values, data.train, columns, batch, seed)
+        val_data = (np.asarray(values[0, data.val]), y_val)
+    else:
+        size = model.input_shape[1]
+        augment = PixelAugment.from_config(size, cfg.data.augment)
+        train_ds = pixel_dataset(
+            data.pixels, data.train, columns, batch, size=size, augment=augment, seed=seed
+        )
+        val_data = pixel_dataset(
+            data.pixels, data.val, (y_val,), batch, size=size, augment=None, seed=seed
+        )
     validate = len(data.val) > 0
-    val_ds = pixel_dataset(
-        data.pixels,
-        data.val,
-        (_select(data.targets, data.val, names),),
-        batch,
-        size=size,
-        augment=None,
-        seed=seed,
-    )
     schedule = decay_schedule(cfg, recipe.learning_rate) if recipe.schedule == "decay" else None
-    result = model.fit(
+    result = trained.fit(
         train_ds,
-        validation_data=val_ds if validate else None,
+        validation_data=val_data if validate else None,
+        validation_batch_size=batch,
         epochs=n_epochs,
+        steps_per_epoch=steps if data.activations else None,  # their batches are endless
         verbose=0,
         shuffle=False,  # the dataset shuffles itself
         callbacks=_callbacks(
