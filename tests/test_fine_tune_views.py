@@ -144,6 +144,11 @@ def test_tuning_on_activations_trains_the_top_and_scores_as_the_model_does(
     model = build_model(model_spec(cfg), tasks)
     backbone = model.branch_backbones[0]
     backbone.set_weights(inputs.backbone_weights)
+    photos = np.stack([load_image(p, SIZE) for p in inputs.paths]).astype(np.float32)
+    # the heads' warm-up features: the layers above the cut on the cached views, no photo
+    # decoded again; view 0 as the backbone makes them from the photo
+    assert inputs.features.shape[:2] == (1, N)
+    np.testing.assert_allclose(inputs.features[0], backbone.predict(photos, verbose=0), atol=1e-5)
     cut = [layer.name for layer in backbone.core.layers].index(data.activations.cut)
     before = [layer.get_weights() for layer in backbone.core.layers]
     fine_tune(model, [backbone], tasks, data, cfg, tmp_path / "log", seed=0)
@@ -154,7 +159,6 @@ def test_tuning_on_activations_trains_the_top_and_scores_as_the_model_does(
     assert not any(changed[:cut])  # below the cut: as cached
     assert any(changed[-20:])  # the tuned layers learned
     scores = tuned_scores(model, data, 4)
-    photos = np.stack([load_image(p, SIZE) for p in np.asarray(inputs.paths)[data.val]])
-    direct = model.predict(photos.astype(np.float32), verbose=0)
+    direct = model.predict(photos[data.val], verbose=0)
     for task in tasks:
         np.testing.assert_allclose(scores[task.name], direct[task.name], atol=1e-5)

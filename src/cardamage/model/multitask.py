@@ -263,14 +263,17 @@ class MultiTaskClassifier(keras.Model):
         outputs, features = _forward(pixels, self.branches, self.mirror)
         return keras.Model(pixels, {**outputs, FEATURES: features[0]}, name="cardamage_serving")
 
-    def above(self, cut: str) -> keras.Model:
+    def above(self, cut: str, features: bool = False) -> keras.Model:
         """The same layers from the activations entering layer ``cut`` of every backbone on
         (flip TTA aside): training it trains this model. Every backbone must have the same
-        weights below ``cut`` (they do before fine-tuning: each starts from the same weights)."""
+        weights below ``cut`` (they do when only layers above it were tuned: each starts from
+        the same weights). ``features``: also the ``features`` output of ``with_features``."""
         tops = [backbone.split(cut)[1] for backbone in self.branch_backbones]
         activations = keras.Input(tops[0].input_shape[1:], name="activations")
         branches = [(top, members) for top, (_, members) in zip(tops, self.branches, strict=True)]
-        outputs, _ = _forward(activations, branches, None)
+        outputs, pooled = _forward(activations, branches, None)
+        if features:
+            outputs = {**outputs, FEATURES: pooled[0]}
         return keras.Model(activations, outputs, name=f"cardamage_above_{cut}")
 
     def get_config(self) -> dict:

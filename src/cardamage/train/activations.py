@@ -67,6 +67,24 @@ def cached_activations(
     return Activations(values, request.layer)
 
 
+def fill_from_activations(
+    top: keras.Model,
+    values: np.ndarray,
+    request: FeatureRequest,
+    out: np.ndarray,
+    batch_size: int,
+    bar: tqdm,
+) -> None:
+    """A feature cache ``Fill``: the pooled features of the first ``request.views`` views made
+    by ``top``, the layers above the cut, from their cached activations ``values``."""
+    for view in range(request.views):
+        for start in range(0, values.shape[1], batch_size):
+            interrupt.check()
+            batch = np.asarray(values[view, start : start + batch_size])
+            out[view, start : start + len(batch)] = top.predict_on_batch(batch)
+            bar.update(len(batch))
+
+
 def _view_batches(
     request: FeatureRequest, view: int, pixels: np.ndarray, augment: PixelAugment, batch: int
 ) -> Iterator[np.ndarray]:
@@ -78,11 +96,12 @@ def _view_batches(
     import tensorflow as tf
 
     seed = tf.constant(request.seed + 1000 * view, tf.int64)
-    rows = tf.data.Dataset.range(len(pixels))
-    photos = rows.map(
-        lambda row: augmented_photo(fetch_photo(pixels, row), tf.stack([seed, row]), augment),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
+
+    def augmented(row):
+        return augmented_photo(fetch_photo(pixels, row), tf.stack([seed, row]), augment)
+
+    photos = tf.data.Dataset.range(len(pixels)).map(
+        augmented, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     for photos_batch in photos.batch(batch).prefetch(tf.data.AUTOTUNE):
         yield photos_batch.numpy()

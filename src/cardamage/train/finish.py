@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import keras
 import numpy as np
 from sklearn.model_selection import KFold
 
@@ -34,6 +33,7 @@ from cardamage.train.folds import (
     Inputs,
     fresh_session,
     model_spec,
+    predict_activations,
     predict_images,
     train_model,
 )
@@ -174,12 +174,19 @@ def _training_info(
     }
 
 
-def _training_features(inputs: Inputs, final: keras.Model) -> np.ndarray:
+def _training_features(inputs: Inputs, final: MultiTaskClassifier) -> np.ndarray:
     """The shipped model's features of every training image: the cached ones while the backbone
-    stays as it was pretrained, else one pass of the tuned backbone."""
-    cfg = inputs.cfg
+    stays as it was pretrained, else one pass of the tuned backbone (of its tuned layers, on the
+    photos' cached activations, where it trained on them; flip TTA has no mirrored ones)."""
+    cfg, activations = inputs.cfg, inputs.activations
     if not cfg.tunes_backbone:
         return inputs.clean_features
+    if activations is not None and final.mirror is None:
+        above = final.above(activations.cut, features=True)
+        rows = np.arange(len(inputs.paths))
+        return predict_activations(above, activations.values[0], rows, cfg.heads.batch_size)[
+            FEATURES
+        ]
     return predict_images(final.with_features(), inputs.paths, cfg.heads.batch_size)[FEATURES]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,17 @@ from cardamage.config import TrainConfig
 from cardamage.data.manifest import Manifest
 from cardamage.metrics.classification import task_metrics
 from cardamage.metrics.results import plot_history
+from cardamage.model.backbones import Backbone
 from cardamage.model.metadata import ModelSpec
 from cardamage.model.multitask import ModelBundle, MultiTaskClassifier, build_model
 from cardamage.runs.rundir import FoldFiles, RunDir
 from cardamage.tasks import Task
 from cardamage.train import runtime
-from cardamage.train.activations import Activations, cached_activations
+from cardamage.train.activations import (
+    Activations,
+    cached_activations,
+    fill_from_activations,
+)
 from cardamage.train.features import (
     Extractor,
     FeatureRequest,
@@ -92,11 +98,10 @@ class Inputs:
         cfg, recipe = self.cfg, self.cfg.fine_tune
         if not (recipe.layers and recipe.cached_views):
             return None
-        backbone = build_model(model_spec(cfg), self.tasks[:1]).branch_backbones[0]
+        backbone = self._backbone()
         cut = backbone.tuned_cut(recipe.layers)
         if cut is None:
             return None
-        backbone.set_weights(self.backbone_weights)
         request = FeatureRequest(
             model_spec(cfg),
             self.paths,
@@ -117,25 +122,46 @@ class Inputs:
 
     @property
     def backbone_weights(self) -> list[np.ndarray]:
-        """The weights the cached features came from (random ones included)."""
+        """The weights every fold starts from and the caches came from (random ones included)."""
         if self._weights is None:
-            self._extract()
+            runtime.set_seed(self.cfg.run.seed)
+            self._weights = self._built_backbone().get_weights()
         return self._weights
 
+    def _backbone(self) -> Backbone:
+        """The backbone the model spec builds, with the run's initial weights."""
+        backbone = self._built_backbone()
+        backbone.set_weights(self.backbone_weights)
+        return backbone
+
+    def _built_backbone(self) -> Backbone:
+        return build_model(model_spec(self.cfg), self.tasks[:1]).branch_backbones[0]
+
     def _extract(self) -> None:
-        cfg = self.cfg
-        runtime.set_seed(cfg.run.seed)
-        backbone = build_model(model_spec(cfg), self.tasks[:1]).branch_backbones[0]
-        self._weights = backbone.get_weights()
-        extractor, layer = backbone, None
+        """The pooled features (the activations entering the top stage for tune_top). Where
+        fine-tuning caches activations, the layers above them make the features of the first
+        ``data.views`` views: no photo decoded and no layer below run again."""
+        cfg, activations = self.cfg, self.activations
+        extractor = self._backbone()
+        layer, crop, fill = None, None, self._remote_fill()
         if cfg.tune_top.enabled:
-            extractor, _ = backbone.split()
-            layer = backbone.top_starts
+            layer = extractor.top_starts
+            extractor, _ = extractor.split()
+        elif activations is not None and cfg.data.views <= len(activations.values):
+            extractor = extractor.split(activations.cut)[1]
+            crop = cfg.fine_tune.crop
+            fill = functools.partial(fill_from_activations, extractor, activations.values)
         cache = cfg.run.cache_dir or default_cache_dir()
         request = FeatureRequest(
-            model_spec(cfg), self.paths, cfg.data.augment, cfg.data.views, cfg.run.seed, layer
+            model_spec(cfg),
+            self.paths,
+            cfg.data.augment,
+            cfg.data.views,
+            cfg.run.seed,
+            layer,
+            crop,
         )
-        self._features = cached_features(extractor, request, cache, fill=self._remote_fill())
+        self._features = cached_features(extractor, request, cache, fill=fill)
 
     def _remote_fill(self) -> Fill | None:
         """The features computed elsewhere (``remote``: on Ray for `train --ray`), else None."""
@@ -158,8 +184,24 @@ def model_spec(cfg: TrainConfig) -> ModelSpec:
 def predict_images(model: keras.Model, paths: list[Path], batch_size: int) -> dict[str, np.ndarray]:
     from cardamage.data.pipeline import iter_image_batches
 
+    return _predict(model, iter_image_batches(paths, model.input_shape[1], batch_size))
+
+
+def predict_activations(
+    model: keras.Model, activations: np.ndarray, rows: np.ndarray, batch_size: int
+) -> dict[str, np.ndarray]:
+    """An ``above`` model's outputs for ``rows`` of one view's cached activations."""
+    batches = (
+        np.asarray(activations[rows[start : start + batch_size]])
+        for start in range(0, len(rows), batch_size)
+    )
+    return _predict(model, batches)
+
+
+def _predict(model: keras.Model, batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+    """Batch by batch, so that memory stays bounded on large data sets."""
     parts: dict[str, list[np.ndarray]] = {}
-    for batch in iter_image_batches(paths, model.input_shape[1], batch_size):
+    for batch in batches:
         for name, value in model.predict_on_batch(batch).items():
             parts.setdefault(name, []).append(np.asarray(value))
     return {name: np.concatenate(values) for name, values in parts.items()}
@@ -174,8 +216,7 @@ def tuned_scores(
     if data.activations is None or model.mirror is not None:
         return predict_images(model, [data.paths[i] for i in data.val], batch_size)
     above = model.above(data.activations.cut)
-    x = np.asarray(data.activations.values[0, data.val])
-    return {k: np.asarray(v) for k, v in above.predict(x, batch_size, verbose=0).items()}
+    return predict_activations(above, data.activations.values[0], data.val, batch_size)
 
 
 def train_model(
