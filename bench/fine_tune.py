@@ -113,7 +113,9 @@ class Variant:
             self.y = targets
         elif self.activations is not None:
             values = self.activations.values
-            self.ds = view_batches(values, np.arange(n), (targets, weights), batch, seed=0)
+            self.ds = view_batches(
+                values, np.arange(n), (targets, weights), batch, seed=0, epochs=1
+            )
             self.val = (np.asarray(values[0, val]), val_targets)
         else:
             self.ds = pixel_dataset(

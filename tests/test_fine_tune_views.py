@@ -102,7 +102,7 @@ def test_each_epoch_trains_on_every_photos_next_augmented_view() -> None:
     values[..., 1] = np.arange(n)[None, :]
     rows = np.arange(2, n)  # a fold's training rows
     targets = {"task": rows.astype(np.float32)[:, None]}
-    batches = iter(view_batches(values, rows, (targets,), 3, seed=0))
+    batches = iter(view_batches(values, rows, (targets,), 3, seed=0, epochs=views))
     seen: dict[int, list[int]] = {}
     for _ in range(views):  # 3 epochs of 3 batches (8 photos)
         epoch = []
@@ -116,6 +116,8 @@ def test_each_epoch_trains_on_every_photos_next_augmented_view() -> None:
             seen.setdefault(row, []).append(view)
     assert all(sorted(v) == [1, 2, 3] for v in seen.values())  # each view once, never view 0
     assert len({tuple(v) for v in seen.values()}) > 1  # from a random first view
+    with pytest.raises(StopIteration):  # it ends with the training: nothing left running
+        next(batches)
 
 
 def _config(dataset: Path, out: Path):

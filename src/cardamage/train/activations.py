@@ -113,35 +113,33 @@ def view_batches(
     columns: tuple[dict[str, np.ndarray], ...],
     batch_size: int,
     seed: int,
+    epochs: int,
 ):
-    """Endless training batches of (activations, *columns) for ``rows``: a new order every
-    epoch, each photo's next augmented view (1..k) every epoch, from a random first one.
-    ``columns``: per-task arrays aligned with ``rows`` (targets, sample weights)."""
+    """``epochs`` epochs of training batches of (activations, *columns) for ``rows``, for
+    ``fit(steps_per_epoch=...)``: a new order every epoch, each photo's next augmented view
+    (1..k) every epoch, from a random first one. ``columns``: per-task arrays aligned with
+    ``rows`` (targets, sample weights). Planned in advance and gathered in tf.data, so the
+    iterator ends with the training: a Python generator's, left running, stalled the end of
+    ``fit`` for up to a minute."""
     import tensorflow as tf
 
     views = len(activations) - 1
     if views < 1:
         raise ValueError("training on cached activations needs at least one augmented view")
+    rng = np.random.default_rng(seed)
+    first = rng.integers(views, size=len(rows))
+    orders = [rng.permutation(len(rows)) for _ in range(epochs)]
+    plan = [(order, 1 + (first[order] + epoch) % views) for epoch, order in enumerate(orders)]
 
-    def batches():
-        rng = np.random.default_rng(seed)
-        first = rng.integers(views, size=len(rows))
-        epoch = 0
-        while True:
-            order = rng.permutation(len(rows))
-            for start in range(0, len(order), batch_size):
-                index = np.sort(order[start : start + batch_size])
-                view = 1 + (first[index] + epoch) % views
-                x = np.asarray(activations[view, rows[index]])
-                yield (x, *({k: v[index] for k, v in column.items()} for column in columns))
-            epoch += 1
+    def gather(index, view):
+        x = tf.numpy_function(
+            lambda i, v: np.asarray(activations[v, rows[i]], np.float32), [index, view], tf.float32
+        )
+        x.set_shape((None, *activations.shape[2:]))
+        return (x, *({k: tf.gather(v, index) for k, v in column.items()} for column in columns))
 
-    signature = (
-        tf.TensorSpec((None, *activations.shape[2:]), tf.float32),
-        *(
-            {k: tf.TensorSpec((None, *v.shape[1:]), tf.as_dtype(v.dtype)) for k, v in c.items()}
-            for c in columns
-        ),
-    )
-    ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    epoch_batches = [tf.data.Dataset.from_tensor_slices(p).batch(batch_size) for p in plan]
+    ds = epoch_batches[0]
+    for more in epoch_batches[1:]:  # batches never straddle two epochs
+        ds = ds.concatenate(more)
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -382,7 +382,7 @@ def fine_tune(
     y_val = _select(data.targets, data.val, names)
     if data.activations:
         values = data.activations.values
-        train_ds = view_batches(values, data.train, columns, batch, seed)
+        train_ds = view_batches(values, data.train, columns, batch, seed, n_epochs)
         val_data = (np.asarray(values[0, data.val]), y_val)
     else:
         size = model.input_shape[1]
@@ -400,7 +400,7 @@ def fine_tune(
         validation_data=val_data if validate else None,
         validation_batch_size=batch,
         epochs=n_epochs,
-        steps_per_epoch=steps if data.activations else None,  # their batches are endless
+        steps_per_epoch=steps if data.activations else None,  # one plan for every epoch
         verbose=0,
         shuffle=False,  # the dataset shuffles itself
         callbacks=_callbacks(
