@@ -19,7 +19,7 @@ from cardamage.model.multitask import build_model
 from cardamage.synthetic import generate_dataset
 from cardamage.train.activations import cached_activations, view_batches
 from cardamage.train.features import FeatureRequest
-from cardamage.train.folds import Inputs, model_spec, tuned_scores
+from cardamage.train.folds import Inputs, model_spec, tuned_outputs
 from cardamage.train.pixels import PixelAugment, cached_pixels, cached_size
 from cardamage.train.trainer import fine_tune
 
@@ -160,7 +160,7 @@ def test_tuning_on_activations_trains_the_top_and_scores_as_the_model_does(
     ]
     assert not any(changed[:cut])  # below the cut: as cached
     assert any(changed[-20:])  # the tuned layers learned
-    scores = tuned_scores(model, data, 4)
+    scores = tuned_outputs(model, data.activations, data.paths, data.val, 4)
     direct = model.predict(photos[data.val], verbose=0)
     for task in tasks:
         np.testing.assert_allclose(scores[task.name], direct[task.name], atol=1e-5)

@@ -33,9 +33,8 @@ from cardamage.train.folds import (
     Inputs,
     fresh_session,
     model_spec,
-    predict_activations,
-    predict_images,
     train_model,
+    tuned_outputs,
 )
 from cardamage.train.review_scores import linear_scores, review_scores
 from cardamage.train.splits import held_out_rows
@@ -178,16 +177,14 @@ def _training_features(inputs: Inputs, final: MultiTaskClassifier) -> np.ndarray
     """The shipped model's features of every training image: the cached ones while the backbone
     stays as it was pretrained, else one pass of the tuned backbone (of its tuned layers, on the
     photos' cached activations, where it trained on them; flip TTA has no mirrored ones)."""
-    cfg, activations = inputs.cfg, inputs.activations
+    cfg = inputs.cfg
     if not cfg.tunes_backbone:
         return inputs.clean_features
-    if activations is not None and final.mirror is None:
-        above = final.above(activations.cut, features=True)
-        rows = np.arange(len(inputs.paths))
-        return predict_activations(above, activations.values[0], rows, cfg.heads.batch_size)[
-            FEATURES
-        ]
-    return predict_images(final.with_features(), inputs.paths, cfg.heads.batch_size)[FEATURES]
+    rows = np.arange(len(inputs.paths))
+    outputs = tuned_outputs(
+        final, inputs.activations, inputs.paths, rows, cfg.heads.batch_size, features=True
+    )
+    return outputs[FEATURES]
 
 
 def _review_scores(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,16 +207,23 @@ def _predict(model: keras.Model, batches: Iterable[np.ndarray]) -> dict[str, np.
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def tuned_scores(
-    model: MultiTaskClassifier, data: FoldData, batch_size: int
+def tuned_outputs(
+    model: MultiTaskClassifier,
+    activations: Activations | None,
+    paths: Sequence[Path],
+    rows: np.ndarray,
+    batch_size: int,
+    features: bool = False,
 ) -> dict[str, np.ndarray]:
-    """A tuned model's validation scores: from the photos' cached activations where it trained
-    on them (the model's own computation from view 0, the photo as it is, at a fraction of the
-    cost), else from the photos (also with flip TTA, which sees the mirrored photo too)."""
-    if data.activations is None or model.mirror is not None:
-        return predict_images(model, [data.paths[i] for i in data.val], batch_size)
-    above = model.above(data.activations.cut)
-    return predict_activations(above, data.activations.values[0], data.val, batch_size)
+    """A tuned model's outputs for ``rows`` (with ``features``, its pooled features too): from
+    the photos' cached activations where it trained on them (the model's own computation from
+    view 0, the photo as it is, at a fraction of the cost), else from the photos (also with flip
+    TTA, which sees the mirrored photo too)."""
+    if activations is None or model.mirror is not None:
+        served = model.with_features() if features else model
+        return predict_images(served, [paths[i] for i in rows], batch_size)
+    above = model.above(activations.cut, features)
+    return predict_activations(above, activations.values[0], rows, batch_size)
 
 
 def train_model(
@@ -254,7 +261,9 @@ def train_model(
         if not len(data.val):
             return model, history, done, None
         if cfg.fine_tune.layers:
-            scores = tuned_scores(model, data, cfg.heads.batch_size)
+            scores = tuned_outputs(
+                model, data.activations, data.paths, data.val, cfg.heads.batch_size
+            )
         else:
             scores = inputs.heads.predict(np.asarray(data.features[0, data.val]))
     return model, history, done, scores
